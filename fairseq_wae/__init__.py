@@ -1,0 +1,7 @@
+"""fairseq-wae: LSTM sentence autoencoders (DAE, VAE, WAE, stochastic WAE) as fairseq components.
+
+Use with ``fairseq-train --user-dir fairseq_wae`` (or the installed package's folder).
+"""
+__version__ = "0.1.0"
+
+from fairseq_wae import criterions, models, tasks  # noqa: F401  (registers the components)

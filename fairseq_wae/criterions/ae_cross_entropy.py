@@ -1,0 +1,182 @@
+"""``ae_cross_entropy``: the DAE objective (eq. 1), and the base of the VAE and WAE criterions.
+
+A subclass changes only :meth:`AutoencoderCrossEntropyCriterion.latent_penalty`. The penalty is a
+per-sentence mean weighed against the per-token mean cross-entropy, as in the authors' code; since
+fairseq sums the loss over tokens, it is multiplied by the batch's token count.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from fairseq import metrics, utils
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import FairseqDataclass
+from fairseq.distributed import utils as distributed_utils
+from omegaconf import II
+from torch import Tensor
+
+from fairseq_wae.schedules import word_dropout_rate
+
+#: Logged as ``value * nsentences`` and reported as the sentence-weighted mean over batches and workers.
+SENTENCE_MEAN_METRICS = (
+    "word_dropout", "kl", "kl_weight", "weighted_kl", "mmd", "mmd_weight", "weighted_mmd",
+    "variance_kl", "posterior_var", "active_units",
+)
+#: Summed over batches and workers.
+COUNT_METRICS = ("mmd_skipped",)
+
+
+@dataclass
+class AutoencoderCrossEntropyConfig(FairseqDataclass):
+    word_dropout: float = field(
+        default=0.0, metadata={"help": "rate of replacing decoder input words by <unk> in training (in epoch 1)"}
+    )
+    word_dropout_increment: float = field(
+        default=0.0, metadata={"help": "added to the word-dropout rate after each epoch (the paper: 0.05)"}
+    )
+    word_dropout_max: float = field(
+        default=0.5, metadata={"help": "the word-dropout rate never grows past this (the paper: 0.5)"}
+    )
+    seed: int = II("common.seed")
+
+
+def _check_rate(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"--{name} must be in [0, 1], got {value}")
+
+
+def _check_non_negative(name: str, value: float) -> None:
+    if not value >= 0.0:  # also refuses NaN
+        raise ValueError(f"--{name} must be >= 0, got {value}")
+
+
+@register_criterion("ae_cross_entropy", dataclass=AutoencoderCrossEntropyConfig)
+class AutoencoderCrossEntropyCriterion(FairseqCriterion):
+    """Token cross-entropy of the reconstruction, with optional word dropout on decoder inputs."""
+
+    def __init__(self, task, cfg: AutoencoderCrossEntropyConfig):
+        super().__init__(task)
+        _check_rate("word-dropout", cfg.word_dropout)
+        _check_rate("word-dropout-max", cfg.word_dropout_max)
+        _check_non_negative("word-dropout-increment", cfg.word_dropout_increment)
+        self.word_dropout = cfg.word_dropout
+        self.word_dropout_increment = cfg.word_dropout_increment
+        self.word_dropout_max = cfg.word_dropout_max
+        self.seed = cfg.seed
+        self.num_updates = 0
+        self.epoch = 1
+        self._forwards_this_update = 0
+
+    @classmethod
+    def build_criterion(cls, cfg, task):
+        return cls(task, cfg)
+
+    # -- hooks for subclasses --------------------------------------------------------------------
+
+    def check_model(self, model) -> None:
+        """Refuses a model this criterion cannot train (called on the first forward)."""
+
+    def latent_penalty(self, model, latent: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, float]]:
+        """The weighted penalty (a per-sentence mean) and the values to log as sentence means."""
+        return latent["z"].new_zeros(()), {}
+
+    # -- training progress, set by the task --------------------------------------------------------
+
+    def set_training_progress(self, num_updates: int, epoch: int) -> None:
+        if num_updates != self.num_updates:
+            self._forwards_this_update = 0
+        self.num_updates, self.epoch = num_updates, epoch
+
+    def random_generator(self, device) -> torch.Generator:
+        """A generator seeded by (seed, update, worker, micro-batch): draws differ across workers and
+        micro-batches, yet a run is reproducible from its seed."""
+        rank = distributed_utils.get_data_parallel_rank() if torch.distributed.is_initialized() else 0
+        self._forwards_this_update += 1
+        key = (self.seed, self.num_updates, rank, self._forwards_this_update)
+        generator = torch.Generator(device=device)
+        generator.manual_seed(hash(key) % (2**63))
+        return generator
+
+    @property
+    def word_dropout_rate(self) -> float:
+        return word_dropout_rate(self.epoch, self.word_dropout, self.word_dropout_increment, self.word_dropout_max)
+
+    def drop_words(self, prev_output_tokens: Tensor, rate: float) -> Tensor:
+        """Word dropout (Bowman et al. 2016): decoder inputs replaced by <unk> with probability ``rate``.
+
+        The first input (the start symbol) and padding are never replaced.
+        """
+        dictionary = self.task.target_dictionary
+        draw = torch.rand(prev_output_tokens.shape, generator=self.random_generator(prev_output_tokens.device),
+                          device=prev_output_tokens.device)
+        droppable = prev_output_tokens.ne(dictionary.pad())
+        droppable[:, 0] = False
+        return prev_output_tokens.masked_fill(droppable & (draw < rate), dictionary.unk())
+
+    # -- the loss -------------------------------------------------------------------------------------
+
+    def forward(self, model, sample, reduce=True):
+        self.check_model(model)
+        net_input = sample["net_input"]
+        rate = self.word_dropout_rate if model.training else 0.0
+        if rate > 0:
+            net_input = {**net_input, "prev_output_tokens": self.drop_words(net_input["prev_output_tokens"], rate)}
+        logits, extra = model(**net_input)
+
+        lprobs = model.get_normalized_probs((logits, extra), log_probs=True)
+        nll_loss = F.nll_loss(
+            lprobs.view(-1, lprobs.size(-1)), sample["target"].view(-1), ignore_index=self.padding_idx, reduction="sum"
+        )
+        penalty, penalty_logs = self.latent_penalty(model, extra["latent"])
+        ntokens, nsentences = sample["ntokens"], sample["target"].size(0)
+        loss = nll_loss + penalty * ntokens
+        if not torch.isfinite(loss):
+            phase = f"update {self.num_updates + 1}" if model.training else "validation"
+            raise FloatingPointError(
+                f"non-finite loss at {phase} (cross-entropy {nll_loss.item()}, penalty {penalty.item()}): "
+                "lower --lr, or check --embed-path and the penalty weights"
+            )
+
+        logging_output = {
+            "loss": loss.data,
+            "nll_loss": nll_loss.data,
+            "ntokens": ntokens,
+            "nsentences": nsentences,
+            "sample_size": ntokens,
+            "word_dropout": rate * nsentences,
+        }
+        for key, value in penalty_logs.items():
+            logging_output[key] = value if key in COUNT_METRICS else value * nsentences
+        return loss, ntokens, logging_output
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        def total(key):
+            return sum(log.get(key, 0) for log in logging_outputs)
+
+        sample_size, ntokens, nsentences = total("sample_size"), total("ntokens"), total("nsentences")
+        metrics.log_scalar("loss", total("loss") / sample_size / math.log(2), sample_size, round=3)
+        metrics.log_scalar("nll_loss", total("nll_loss") / ntokens / math.log(2), ntokens, round=3)
+        metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
+        present = {key for log in logging_outputs for key in log}
+        for key in SENTENCE_MEAN_METRICS:
+            if key in present:
+                metrics.log_scalar(key, total(key) / max(nsentences, 1), nsentences, round=4)
+        for key in COUNT_METRICS:
+            if key in present:
+                metrics.log_scalar_sum(key, total(key))
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True
+
+
+def gaussian_posterior_stats(latent: Dict[str, Tensor]) -> Dict[str, float]:
+    """Diagnostics of q(z|x): mean posterior variance, and active units (Burda et al. 2016), the
+    dimensions whose posterior mean varies over the batch by more than 0.01."""
+    stats = {"posterior_var": latent["logvar"].detach().exp().mean().item()}
+    if latent["mean"].size(0) > 1:
+        stats["active_units"] = float((latent["mean"].detach().var(dim=0) > 0.01).sum().item())
+    return stats

@@ -1,0 +1,95 @@
+"""``vae_kl``: the VAE objective, cross-entropy + lambda(t) * KL(q(z|x) || N(0, I)) (eq. 2)."""
+from dataclasses import dataclass, field
+from typing import Dict, Tuple
+
+import torch
+from fairseq.criterions import register_criterion
+from fairseq.dataclass import ChoiceEnum
+from torch import Tensor
+
+from fairseq_wae.criterions.ae_cross_entropy import (
+    AutoencoderCrossEntropyConfig,
+    AutoencoderCrossEntropyCriterion,
+    _check_non_negative,
+    gaussian_posterior_stats,
+)
+from fairseq_wae.penalties import gaussian_kl
+from fairseq_wae.schedules import KL_ANNEAL_CHOICES, PeakStopper, kl_weight
+
+
+@dataclass
+class VaeKlConfig(AutoencoderCrossEntropyConfig):
+    kl_weight: float = field(default=1.0, metadata={"help": "lambda_VAE, the KL weight (its maximum when annealed)"})
+    kl_anneal: ChoiceEnum(list(KL_ANNEAL_CHOICES)) = field(
+        default="constant", metadata={"help": "KL-weight schedule over updates (see fairseq_wae.schedules.kl_weight)"}
+    )
+    kl_anneal_steps: int = field(
+        default=10000, metadata={"help": "linear: updates to reach --kl-weight; cyclical: updates per cycle"}
+    )
+    kl_anneal_midpoint: int = field(
+        default=4500, metadata={"help": "sigmoid/tanh: update at which the weight is half of --kl-weight"}
+    )
+    kl_anneal_steepness: float = field(
+        default=0.001, metadata={"help": "sigmoid/tanh: steepness per update (the authors' tanh: 1/1000)"}
+    )
+    kl_anneal_stop_at_peak: bool = field(
+        default=False, metadata={"help": "freeze the weight once lambda*KL has peaked (the paper's rule)"}
+    )
+    kl_free_bits: float = field(
+        default=0.0, metadata={"help": "free bits: nats of KL per latent dimension that go unpenalised (0: off)"}
+    )
+
+
+@register_criterion("vae_kl", dataclass=VaeKlConfig)
+class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
+    def __init__(self, task, cfg: VaeKlConfig):
+        super().__init__(task, cfg)
+        _check_non_negative("kl-weight", cfg.kl_weight)
+        _check_non_negative("kl-free-bits", cfg.kl_free_bits)
+        if cfg.kl_anneal_steps < 1:
+            raise ValueError(f"--kl-anneal-steps must be at least 1, got {cfg.kl_anneal_steps}")
+        if cfg.kl_anneal_stop_at_peak and cfg.kl_anneal == "constant":
+            raise ValueError("--kl-anneal-stop-at-peak needs an annealing --kl-anneal schedule, not 'constant'")
+        self.max_kl_weight = cfg.kl_weight
+        self.schedule = dict(schedule=str(cfg.kl_anneal), anneal_steps=cfg.kl_anneal_steps,
+                             midpoint=cfg.kl_anneal_midpoint, steepness=cfg.kl_anneal_steepness)
+        self.peak_stopper = PeakStopper() if cfg.kl_anneal_stop_at_peak else None
+        self.free_bits = cfg.kl_free_bits
+
+    def check_model(self, model) -> None:
+        if not model.is_gaussian:
+            raise ValueError("--criterion vae_kl needs a Gaussian latent head: use --arch lstm_vae_* "
+                             "or --latent-head gaussian")
+
+    @property
+    def current_kl_weight(self) -> float:
+        if self.peak_stopper is not None and self.peak_stopper.frozen_weight is not None:
+            return self.peak_stopper.frozen_weight
+        return kl_weight(step=self.num_updates, max_weight=self.max_kl_weight, **self.schedule)
+
+    def latent_penalty(self, model, latent: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, float]]:
+        kl_per_dim = gaussian_kl(latent["mean"], latent["logvar"])
+        kl = kl_per_dim.sum(-1).mean()
+        penalised = kl_per_dim.mean(0).clamp_min(self.free_bits).sum() if self.free_bits > 0 else kl
+        weight = self.current_kl_weight
+        if model.training and self.peak_stopper is not None:
+            self.peak_stopper.update(weight, weight * self._mean_over_workers(kl.detach()))
+        logs = {"kl": kl.item(), "kl_weight": weight, "weighted_kl": weight * kl.item(),
+                **gaussian_posterior_stats(latent)}
+        return weight * penalised, logs
+
+    @staticmethod
+    def _mean_over_workers(value: Tensor) -> float:
+        """The stop-at-peak decision must be the same on every data-parallel worker."""
+        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            value = value.clone()
+            torch.distributed.all_reduce(value)
+            value /= torch.distributed.get_world_size()
+        return value.item()
+
+    def schedule_state(self):
+        return None if self.peak_stopper is None else self.peak_stopper.state_dict()
+
+    def load_schedule_state(self, state) -> None:
+        if self.peak_stopper is not None and state is not None:
+            self.peak_stopper.load_state_dict(state)

@@ -1,0 +1,91 @@
+"""``wae_mmd``: the WAE objective, cross-entropy + lambda * MMD(q(z), p(z)) (eq. 4).
+
+With a Gaussian latent head and ``--kl-variance-penalty gamma`` it is the stochastic WAE.
+"""
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Dict, Tuple
+
+import torch
+from fairseq.criterions import register_criterion
+from fairseq.dataclass import ChoiceEnum
+from torch import Tensor
+
+from fairseq_wae.criterions.ae_cross_entropy import (
+    AutoencoderCrossEntropyConfig,
+    AutoencoderCrossEntropyCriterion,
+    _check_non_negative,
+    gaussian_posterior_stats,
+)
+from fairseq_wae.distributed import gather_with_local_grad
+from fairseq_wae.penalties import AUTHORS_IMQ_SCALES, imq_kernel, mmd_unbiased, rbf_kernel, variance_kl
+
+
+@dataclass
+class WaeMmdConfig(AutoencoderCrossEntropyConfig):
+    mmd_lambda: float = field(default=10.0, metadata={"help": "lambda_WAE, the MMD weight (the paper: 3 or 10)"})
+    mmd_kernel: ChoiceEnum(["imq", "rbf"]) = field(
+        default="imq", metadata={"help": "inverse multiquadratic, or Gaussian with the median-heuristic bandwidth"}
+    )
+    imq_scales: str = field(
+        default=",".join(str(s) for s in AUTHORS_IMQ_SCALES),
+        metadata={"help": "comma-separated multiples of C_base summed by the IMQ kernel ('1' for a single C)"},
+    )
+    imq_c_base_per_dim: float = field(
+        default=4.0, metadata={"help": "C_base = this * latent dim (authors' code: 4; Tolstikhin et al.: 2)"}
+    )
+    kl_variance_penalty: float = field(
+        default=0.0, metadata={"help": "gamma: weight of KL(N(mu,sigma)||N(mu,I)), the stochastic WAE (Gaussian heads)"}
+    )
+    mmd_global: bool = field(
+        default=False, metadata={"help": "estimate MMD on the batch gathered from all data-parallel workers"}
+    )
+
+
+@register_criterion("wae_mmd", dataclass=WaeMmdConfig)
+class WaeMmdCriterion(AutoencoderCrossEntropyCriterion):
+    def __init__(self, task, cfg: WaeMmdConfig):
+        super().__init__(task, cfg)
+        _check_non_negative("mmd-lambda", cfg.mmd_lambda)
+        _check_non_negative("kl-variance-penalty", cfg.kl_variance_penalty)
+        try:
+            scales = tuple(float(s) for s in str(cfg.imq_scales).split(","))
+        except ValueError:
+            raise ValueError(f"--imq-scales must be comma-separated numbers, got {cfg.imq_scales!r}")
+        if min(scales) <= 0 or cfg.imq_c_base_per_dim <= 0:
+            raise ValueError(f"--imq-scales and --imq-c-base-per-dim must be positive, got {cfg.imq_scales!r}, "
+                             f"{cfg.imq_c_base_per_dim}")
+        self.mmd_lambda = cfg.mmd_lambda
+        self.kernel_name = str(cfg.mmd_kernel)
+        self.imq_scales, self.imq_c_base_per_dim = scales, cfg.imq_c_base_per_dim
+        self.variance_weight = cfg.kl_variance_penalty
+        self.mmd_global = cfg.mmd_global
+
+    def check_model(self, model) -> None:
+        if self.variance_weight > 0 and not model.is_gaussian:
+            raise ValueError("--kl-variance-penalty (the stochastic WAE) needs a Gaussian latent head: "
+                             "use --arch lstm_swae_paper or --latent-head gaussian")
+
+    def kernel(self, latent_dim: int):
+        if self.kernel_name == "rbf":
+            return rbf_kernel
+        return partial(imq_kernel, latent_dim=latent_dim, scales=self.imq_scales, c_base_per_dim=self.imq_c_base_per_dim)
+
+    def latent_penalty(self, model, latent: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, float]]:
+        z = gather_with_local_grad(latent["z"]) if self.mmd_global else latent["z"]
+        logs = {"mmd_weight": self.mmd_lambda}
+        if z.size(0) < 2:
+            # the unbiased estimator needs two codes: a one-sentence batch trains on cross-entropy alone
+            mmd, logs["mmd_skipped"] = z.new_zeros(()), 1
+        else:
+            prior = torch.randn(z.shape, generator=self.random_generator(z.device), device=z.device, dtype=z.dtype)
+            mmd = mmd_unbiased(z, prior, self.kernel(z.size(1)))
+            logs.update(mmd=mmd.item(), weighted_mmd=self.mmd_lambda * mmd.item())
+        penalty = self.mmd_lambda * mmd
+        if model.is_gaussian:
+            logs.update(gaussian_posterior_stats(latent))
+            if self.variance_weight > 0:
+                variance_penalty = variance_kl(latent["logvar"]).mean()
+                logs["variance_kl"] = variance_penalty.item()
+                penalty = penalty + self.variance_weight * variance_penalty
+        return penalty, logs

@@ -1,0 +1,49 @@
+"""Pretrained word embeddings (word2vec text or binary, GloVe text) for a fairseq dictionary."""
+import os
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+
+def _has_word2vec_header(path: str) -> bool:
+    with open(path, "rb") as f:
+        first = f.readline().split()
+    return len(first) == 2 and all(part.isdigit() for part in first)
+
+
+def load_keyed_vectors(path: str):
+    """Reads word2vec (text or binary, by the ``.bin`` suffix) or header-less GloVe text with gensim."""
+    from gensim.models import KeyedVectors
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--embed-path: no such file: {path}")
+    binary = path.endswith(".bin")
+    try:
+        return KeyedVectors.load_word2vec_format(
+            path, binary=binary, no_header=not binary and not _has_word2vec_header(path), unicode_errors="replace"
+        )
+    except (ValueError, EOFError, UnicodeDecodeError) as e:
+        raise ValueError(f"--embed-path {path}: not a word2vec/GloVe {'binary' if binary else 'text'} file ({e})")
+
+
+def load_embedding_weights(path: str, dictionary, initial: Tensor) -> Tuple[Tensor, float]:
+    """Rows of ``initial`` for the dictionary's words found in ``path`` replaced by their vectors.
+
+    Returns the weights and the fraction of the dictionary's words (special symbols excluded) found;
+    missing words keep their random initial rows.
+    """
+    vectors = load_keyed_vectors(path)
+    if vectors.vector_size != initial.size(1):
+        raise ValueError(
+            f"--embed-path {path} holds {vectors.vector_size}-d vectors but --embed-dim is {initial.size(1)}"
+        )
+    weights = initial.clone()
+    words = range(dictionary.nspecial, len(dictionary))
+    found = 0
+    for index in words:
+        word = dictionary[index]
+        if word in vectors.key_to_index:
+            weights[index] = torch.from_numpy(vectors[word].copy())
+            found += 1
+    return weights, found / max(len(words), 1)

@@ -1,0 +1,1 @@
+from fairseq_wae.models import lstm_autoencoder  # noqa: F401

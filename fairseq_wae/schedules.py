@@ -1,0 +1,84 @@
+"""Training schedules: the VAE's KL weight lambda(t) and the word-dropout rate.
+
+Both are pure functions of the global update or epoch count, so every data-parallel worker and a
+resumed run compute the same value. The only state is the paper's stop-at-peak rule
+(:class:`PeakStopper`), which the task saves in the checkpoint.
+"""
+import math
+from typing import Optional
+
+KL_ANNEAL_CHOICES = ("constant", "linear", "sigmoid", "tanh", "cyclical")
+
+
+def kl_weight(
+    schedule: str,
+    step: int,
+    max_weight: float,
+    anneal_steps: int,
+    midpoint: int,
+    steepness: float,
+) -> float:
+    """lambda_VAE(t) of eq. (2) at update ``step``.
+
+    - ``constant``: ``max_weight`` throughout (the paper's VAE without annealing, Figure 3);
+    - ``linear``: 0 -> ``max_weight`` over ``anneal_steps`` updates;
+    - ``sigmoid``: ``max_weight / (1 + exp(-steepness * (step - midpoint)))`` (the paper's annealing);
+    - ``tanh``: ``max_weight * (tanh(steepness * (step - midpoint)) + 1) / 2``, the authors' code
+      (midpoint 4500, steepness 1/1000);
+    - ``cyclical``: Fu et al. (2019): cycles of ``anneal_steps`` updates, rising linearly over the
+      first half of each cycle and held at ``max_weight`` over the second.
+    """
+    if schedule == "constant":
+        return max_weight
+    if schedule == "linear":
+        return max_weight * min(1.0, step / max(anneal_steps, 1))
+    if schedule == "sigmoid":
+        x = steepness * (step - midpoint)
+        # written to stay finite for large |x|
+        return max_weight * (1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x)))
+    if schedule == "tanh":
+        return max_weight * (math.tanh(steepness * (step - midpoint)) + 1.0) / 2.0
+    if schedule == "cyclical":
+        position = (step % max(anneal_steps, 1)) / max(anneal_steps, 1)
+        return max_weight * min(1.0, position / 0.5)
+    raise ValueError(f"unknown --kl-anneal {schedule!r}; choose from {', '.join(KL_ANNEAL_CHOICES)}")
+
+
+def word_dropout_rate(epoch: int, start: float, increment: float, maximum: float) -> float:
+    """Word-dropout rate in (1-based) ``epoch``: ``start`` plus ``increment`` per finished epoch, capped.
+
+    The paper: start 0, +0.05 per epoch, at most 0.5.
+    """
+    return min(maximum, start + increment * max(epoch - 1, 0)) if increment > 0 else start
+
+
+class PeakStopper:
+    """The paper's rule "stop annealing once lambda * KL reaches its peak".
+
+    Tracks an exponential moving average of lambda * KL over updates; once it has fallen
+    ``tolerance`` (relative) below the highest average seen, the weight in force is frozen for the
+    rest of training. The average smooths batch noise so that one low batch does not stop annealing.
+    """
+
+    def __init__(self, decay: float = 0.98, tolerance: float = 0.05):
+        self.decay = decay
+        self.tolerance = tolerance
+        self.average: Optional[float] = None
+        self.peak = -math.inf
+        self.frozen_weight: Optional[float] = None
+
+    def update(self, weight: float, weighted_kl: float) -> None:
+        if self.frozen_weight is not None:
+            return
+        self.average = (
+            weighted_kl if self.average is None else self.decay * self.average + (1 - self.decay) * weighted_kl
+        )
+        self.peak = max(self.peak, self.average)
+        if self.peak > 0 and self.average < (1 - self.tolerance) * self.peak:
+            self.frozen_weight = weight
+
+    def state_dict(self):
+        return {"average": self.average, "peak": self.peak, "frozen_weight": self.frozen_weight}
+
+    def load_state_dict(self, state):
+        self.average, self.peak, self.frozen_weight = state["average"], state["peak"], state["frozen_weight"]

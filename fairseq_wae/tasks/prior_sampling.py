@@ -1,0 +1,88 @@
+"""Task ``prior_sampling``: fairseq-generate decodes sentences from codes z ~ N(0, I).
+
+It reuses ``sentence_autoencoding`` (dictionary, model, checkpoint state); only the "data" differs:
+``--num-samples`` empty sources, each paired with a prior code that depends on ``--seed`` and the
+sample's index alone, so the samples do not depend on batching. fairseq's own search then decodes
+(greedy, ``--beam``, ``--sampling`` with ``--sampling-topk``/``--sampling-topp``/``--temperature``).
+"""
+from dataclasses import dataclass, field
+
+import torch
+from fairseq.data import FairseqDataset
+from fairseq.tasks import register_task
+
+from fairseq_wae.tasks.sentence_autoencoding import SentenceAutoencodingConfig, SentenceAutoencodingTask
+
+
+@dataclass
+class PriorSamplingConfig(SentenceAutoencodingConfig):
+    num_samples: int = field(default=0, metadata={"help": "how many sentences to sample from the prior"})
+    latent_temperature: float = field(default=1.0, metadata={"help": "sample z ~ N(0, t^2 I)"})
+
+
+class PriorSampleDataset(FairseqDataset):
+    """``num_samples`` one-token (EOS) sources: placeholders that carry only an index."""
+
+    def __init__(self, num_samples: int, eos: int, pad: int):
+        self.num_samples, self.eos, self.pad = num_samples, eos, pad
+        self.sizes = [1] * num_samples
+
+    def __getitem__(self, index):
+        return {"id": index}
+
+    def __len__(self):
+        return self.num_samples
+
+    def num_tokens(self, index):
+        return 1
+
+    def size(self, index):
+        return 1
+
+    def collater(self, samples):
+        if not samples:
+            return {}
+        ids = torch.tensor([s["id"] for s in samples], dtype=torch.long)
+        return {
+            "id": ids,
+            "nsentences": len(samples),
+            "ntokens": len(samples),
+            "net_input": {
+                "src_tokens": torch.full((len(samples), 1), self.eos, dtype=torch.long),
+                "src_lengths": torch.ones(len(samples), dtype=torch.long),
+            },
+            "target": None,
+        }
+
+
+def prior_codes(ids: torch.Tensor, latent_dim: int, seed: int, temperature: float) -> torch.Tensor:
+    """z_i ~ N(0, temperature^2 I), drawn from a generator seeded by (seed, i)."""
+    codes = []
+    for i in ids.tolist():
+        generator = torch.Generator().manual_seed(hash((seed, i)) % (2**63))
+        codes.append(torch.randn(latent_dim, generator=generator))
+    return temperature * torch.stack(codes)
+
+
+@register_task("prior_sampling", dataclass=PriorSamplingConfig)
+class PriorSamplingTask(SentenceAutoencodingTask):
+    @classmethod
+    def setup_task(cls, cfg: PriorSamplingConfig, **kwargs):
+        if cfg.num_samples < 1:
+            raise ValueError(f"--task prior_sampling needs --num-samples N (N >= 1), got {cfg.num_samples}")
+        if not cfg.latent_temperature > 0:
+            raise ValueError(f"--latent-temperature must be > 0, got {cfg.latent_temperature}")
+        if cfg.sample_posterior:
+            raise ValueError("--sample-posterior concerns reconstruction: use --task sentence_autoencoding")
+        return super().setup_task(cfg, **kwargs)
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        self.datasets[split] = PriorSampleDataset(self.cfg.num_samples, self.dictionary.eos(), self.dictionary.pad())
+
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        latent_dims = {model.latent_dim for model in models}
+        if len(latent_dims) != 1:
+            raise ValueError(f"an ensemble must share one latent size, got {sorted(latent_dims)}")
+        z = prior_codes(sample["id"], latent_dims.pop(), self.cfg.seed, self.cfg.latent_temperature)
+        sample["net_input"]["latent"] = z.to(sample["net_input"]["src_tokens"].device)
+        return super().inference_step(generator, models, sample, prefix_tokens, constraints)

@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="fairseq-wae",
+    version="0.1.0",
+    description="Wasserstein, variational and deterministic LSTM sentence autoencoders as a fairseq plugin",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["fairseq_wae", "fairseq_wae.*"]),
+    install_requires=[
+        # PyPI fairseq 0.12.2 does not import on Python 3.11+; fairseq-fixed is the same module, fixed
+        'fairseq==0.12.2; python_version < "3.11"',
+        'fairseq-fixed==0.12.3.1; python_version >= "3.11"',
+        # a range the CPU wheel 2.13.0 satisfies: install torch first so no CUDA build is pulled in
+        "torch>=1.13,<2.15",
+        "numpy",
+        "sacrebleu>=2.0",
+        "sacremoses",
+        "sentencepiece",
+        "kenlm",
+        "gensim>=4.3",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": []},
+    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
+)
