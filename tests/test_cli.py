@@ -1,0 +1,106 @@
+"""End to end through the real fairseq-preprocess / fairseq-train / fairseq-generate CLI."""
+import os
+import re
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, USER_DIR, preprocess, run, toy_sentences, train
+
+TRAINING = {
+    "dae": ("lstm_ae_tiny", "ae_cross_entropy", [], []),
+    "vae": ("lstm_vae_tiny", "vae_kl",
+            ["--kl-anneal", "sigmoid", "--kl-anneal-midpoint", "60", "--kl-anneal-steepness", "0.05",
+             "--kl-anneal-stop-at-peak", "--word-dropout-increment", "0.05"], ["kl", "kl_weight", "weighted_kl",
+                                                                                "active_units", "posterior_var"]),
+    "wae": ("lstm_wae_tiny", "wae_mmd", ["--mmd-lambda", "10"], ["mmd", "weighted_mmd", "mmd_weight"]),
+    "swae": ("lstm_vae_tiny", "wae_mmd", ["--mmd-lambda", "3", "--kl-variance-penalty", "1"],
+             ["mmd", "variance_kl", "posterior_var"]),
+}
+
+
+@pytest.fixture(scope="module")
+def trained(toy_data, tmp_path_factory):
+    """Each flavour trained for 8 epochs (304 updates) on the toy data: {name: (checkpoint dir, log)}."""
+    runs = {}
+    for name, (arch, criterion, flags, _) in TRAINING.items():
+        save_dir = tmp_path_factory.mktemp(name)
+        runs[name] = save_dir, train(toy_data, save_dir, *flags, arch=arch, criterion=criterion, epochs=8)
+    return runs
+
+
+@pytest.mark.parametrize("name", list(TRAINING))
+def test_training_lowers_validation_loss_and_logs_the_metrics(trained, name):
+    save_dir, log = trained[name]
+    valid = [r for r in log if "valid_loss" in r]
+    train_records = [r for r in log if "train_loss" in r]
+    assert len(valid) == 8 and train_records[-1]["train_num_updates"] == "304"
+    assert float(valid[-1]["valid_nll_loss"]) < 0.7 * float(valid[0]["valid_nll_loss"])
+    assert float(valid[-1]["valid_loss"]) < float(valid[0]["valid_loss"])
+    for metric in ["nll_loss", "ppl", "word_dropout"] + TRAINING[name][3]:
+        assert f"train_{metric}" in train_records[-1] and f"valid_{metric}" in valid[-1], metric
+    # every validation sentence counted: 100 sentences in batches of 32
+    assert float(valid[-1]["valid_bsz"]) == pytest.approx(100 / 4)
+
+
+def test_vae_schedules_show_in_the_log_and_the_checkpoint(trained):
+    save_dir, log = trained["vae"]
+    epochs = [r for r in log if "train_loss" in r]
+    assert [float(r["train_word_dropout"]) for r in epochs] == pytest.approx([0.05 * i for i in range(8)])
+    weights = [float(r["train_kl_weight"]) for r in epochs]
+    assert weights[0] < 0.2 and weights == sorted(weights)
+    state = torch.load(save_dir / "checkpoint_last.pt", weights_only=False)
+    assert set(state["task_state"]["criterion_schedule"]) == {"average", "peak", "frozen_weight"}
+
+
+def test_the_checkpoint_reloads_and_reconstructs_every_test_sentence(trained, toy_data):
+    save_dir, _ = trained["wae"]
+    out = run(["fairseq-generate", toy_data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding",
+               "--path", save_dir / "checkpoint_best.pt", "--gen-subset", "test", "--beam", "1", "--cpu",
+               "--batch-size", "8"]).stdout
+    assert sum(line.startswith("H-") for line in out.splitlines()) == 101
+
+
+def test_training_resumes_from_the_last_checkpoint(trained, toy_data, tmp_path):
+    save_dir, _ = trained["vae"]
+    arch, criterion, flags, _ = TRAINING["vae"]
+    log = train(toy_data, save_dir, *flags, arch=arch, criterion=criterion, epochs=9)
+    assert [r["epoch"] for r in log if "train_loss" in r] == [9]
+
+
+def test_dae_overfits_fifty_sentences(overfit_dae):
+    data, save_dir, log = overfit_dae
+    assert float([r for r in log if "valid_loss" in r][-1]["valid_nll_loss"]) < 0.05
+
+
+def test_user_dir_as_relative_path_and_as_installed_package(toy_data, tmp_path):
+    common = ["--task", "sentence_autoencoding", "--arch", "lstm_ae_tiny", "--criterion", "ae_cross_entropy",
+              "--optimizer", "adam", "--lr", "0.001", "--batch-size", "64", "--max-update", "2", "--cpu",
+              "--no-save", "--disable-validation"]
+    run(["fairseq-train", toy_data, "--user-dir", "fairseq_wae", *common], cwd=REPO)
+    installed = run([sys.executable, "-c", "import fairseq_wae, os; print(os.path.dirname(fairseq_wae.__file__))"],
+                    cwd=tmp_path).stdout.strip()
+    run(["fairseq-train", toy_data, "--user-dir", installed, *common], cwd=tmp_path)
+
+
+def test_a_dictionary_from_other_data_is_refused(toy_data, tmp_path):
+    other = preprocess(tmp_path, {"train": ["just a few words ."] * 3, "valid": ["a few ."]})
+    (toy_data.parent / "mixed").mkdir(exist_ok=True)
+    mixed = toy_data.parent / "mixed"
+    for name in os.listdir(toy_data):
+        target = (other if name == "dict.txt" else toy_data) / name
+        if not (mixed / name).exists():
+            os.symlink(target, mixed / name)
+    result = run(["fairseq-train", mixed, "--user-dir", USER_DIR, "--task", "sentence_autoencoding",
+                  "--arch", "lstm_ae_tiny", "--criterion", "ae_cross_entropy", "--optimizer", "adam",
+                  "--batch-size", "8", "--max-update", "1", "--cpu", "--no-save"], check=False)
+    assert result.returncode != 0
+    assert "does not belong to this data" in result.stderr
+    assert re.search(r"(train|valid)\.bin holds token id \d+ but the dictionary has 16 entries", result.stderr)
+
+
+def test_a_missing_split_names_the_file(toy_data, tmp_path):
+    result = run(["fairseq-generate", toy_data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding",
+                  "--path", "nonexistent.pt", "--gen-subset", "test", "--cpu"], check=False)
+    assert result.returncode != 0 and "nonexistent.pt" in result.stderr

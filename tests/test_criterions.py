@@ -1,0 +1,161 @@
+"""The criterions in process, on a model and batches built by fairseq's own option parsing."""
+import math
+
+import pytest
+import torch
+from fairseq import options, tasks
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+from conftest import USER_DIR
+
+
+def build(data, arch, criterion, *flags):
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [
+        str(data), "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--arch", arch,
+        "--criterion", criterion, "--cpu", "--batch-size", "16", *flags,
+    ])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    return task, task.build_model(cfg.model), task.build_criterion(cfg.criterion)
+
+
+def first_batch(task, size=16):
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    return dataset.collater([dataset[i] for i in range(size)])
+
+
+@pytest.mark.parametrize("arch,criterion,flags", [
+    ("lstm_ae_tiny", "ae_cross_entropy", []),
+    ("lstm_vae_tiny", "vae_kl", ["--kl-weight", "0.5"]),
+    ("lstm_wae_tiny", "wae_mmd", ["--mmd-lambda", "3"]),
+    ("lstm_wae_tiny", "wae_mmd", ["--mmd-kernel", "rbf"]),
+    ("lstm_vae_tiny", "wae_mmd", ["--kl-variance-penalty", "1"]),
+])
+def test_gradients_reach_the_encoder(toy_data, arch, criterion, flags):
+    task, model, crit = build(toy_data, arch, criterion, *flags)
+    model.train()
+    loss, sample_size, log = crit(model, first_batch(task))
+    loss.backward()
+    assert torch.isfinite(loss)
+    for name, parameter in model.encoder.named_parameters():
+        if parameter.requires_grad:
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert log["sample_size"] == sample_size == log["ntokens"]
+
+
+def test_penalty_is_weighed_against_the_per_token_mean_cross_entropy(toy_data):
+    task, model, crit = build(toy_data, "lstm_wae_tiny", "wae_mmd", "--mmd-lambda", "7")
+    model.eval()
+    _, _, log = crit(model, first_batch(task))
+    per_token = log["loss"].item() / log["ntokens"]
+    expected = log["nll_loss"].item() / log["ntokens"] + 7 * log["mmd"] / log["nsentences"]
+    assert per_token == pytest.approx(expected, rel=1e-5)
+
+
+def test_word_dropout_rate_on_a_large_batch_and_never_the_start_symbol_or_padding(toy_data):
+    task, model, crit = build(toy_data, "lstm_vae_tiny", "vae_kl", "--word-dropout", "0.3")
+    d = task.target_dictionary
+    tokens = torch.randint(d.nspecial, len(d), (400, 60))
+    tokens[:, 0] = d.eos()
+    tokens[:, 50:] = d.pad()
+    dropped = crit.drop_words(tokens, 0.3)
+    replaced = dropped.eq(d.unk())
+    assert replaced[:, 1:50].float().mean().item() == pytest.approx(0.3, abs=0.01)
+    assert not replaced[:, 0].any() and not replaced[:, 50:].any()
+    assert torch.equal(dropped[~replaced], tokens[~replaced])
+
+
+def test_nothing_is_dropped_in_evaluation(toy_data):
+    task, model, crit = build(toy_data, "lstm_vae_tiny", "vae_kl", "--word-dropout", "0.9")
+    _, _, plain = build(toy_data, "lstm_vae_tiny", "vae_kl")
+    model.eval()
+    sample = first_batch(task)
+    _, _, log = crit(model, sample)
+    _, _, reference = plain(model, sample)
+    assert log["word_dropout"] == 0
+    assert log["loss"].item() == pytest.approx(reference["loss"].item())
+    model.train()
+    assert crit(model, sample)[2]["word_dropout"] == pytest.approx(0.9 * 16)
+
+
+def test_word_dropout_schedule_follows_the_epoch_set_by_the_task(toy_data):
+    task, model, crit = build(toy_data, "lstm_vae_tiny", "vae_kl", "--word-dropout-increment", "0.05",
+                              "--word-dropout-max", "0.5")
+    rates = []
+    for epoch in (1, 2, 4, 20):
+        crit.set_training_progress(num_updates=epoch * 10, epoch=epoch)
+        rates.append(crit.word_dropout_rate)
+    assert rates == pytest.approx([0.0, 0.05, 0.15, 0.5])
+
+
+def test_kl_weight_follows_the_update_count(toy_data):
+    task, model, crit = build(toy_data, "lstm_vae_tiny", "vae_kl", "--kl-anneal", "linear", "--kl-anneal-steps",
+                              "100", "--kl-weight", "0.8")
+    crit.set_training_progress(num_updates=25, epoch=1)
+    model.train()
+    _, _, log = crit(model, first_batch(task))
+    assert log["kl_weight"] / log["nsentences"] == pytest.approx(0.2)
+
+
+def test_vae_reconstructs_from_the_posterior_mean_in_evaluation(toy_data):
+    task, model, _ = build(toy_data, "lstm_vae_tiny", "vae_kl")
+    sample = first_batch(task)
+    model.eval()
+    a = model.encoder(**{k: sample["net_input"][k] for k in ("src_tokens", "src_lengths")})
+    b = model.encoder(**{k: sample["net_input"][k] for k in ("src_tokens", "src_lengths")})
+    assert torch.equal(a["z"], a["mean"]) and torch.equal(a["z"], b["z"])
+    c = model.encoder(sample["net_input"]["src_tokens"], sample["net_input"]["src_lengths"], sample_posterior=True)
+    assert not torch.equal(c["z"], a["mean"])
+
+
+def test_a_one_sentence_batch_skips_mmd_instead_of_nan(toy_data):
+    task, model, crit = build(toy_data, "lstm_wae_tiny", "wae_mmd")
+    model.train()
+    loss, _, log = crit(model, first_batch(task, size=1))
+    assert torch.isfinite(loss) and log["mmd_skipped"] == 1 and "mmd" not in log
+
+
+def test_prior_draws_differ_between_micro_batches_and_repeat_with_the_seed(toy_data):
+    _, _, crit = build(toy_data, "lstm_wae_tiny", "wae_mmd")
+    crit.set_training_progress(5, 1)
+    first, second = (torch.randn(3, generator=crit.random_generator("cpu")) for _ in range(2))
+    crit.set_training_progress(6, 1)
+    crit.set_training_progress(5, 1)
+    again = torch.randn(3, generator=crit.random_generator("cpu"))
+    assert not torch.equal(first, second) and torch.equal(first, again)
+
+
+def test_non_finite_loss_names_the_update(toy_data):
+    task, model, crit = build(toy_data, "lstm_wae_tiny", "wae_mmd")
+    with torch.no_grad():
+        model.decoder.output_projection.bias.fill_(math.nan)
+    crit.set_training_progress(41, 1)
+    model.train()
+    with pytest.raises(FloatingPointError, match="non-finite loss at update 42"):
+        crit(model, first_batch(task))
+
+
+@pytest.mark.parametrize("arch,criterion,flags,message", [
+    ("lstm_wae_tiny", "wae_mmd", ["--mmd-lambda", "-1"], "--mmd-lambda"),
+    ("lstm_vae_tiny", "vae_kl", ["--kl-weight", "-0.5"], "--kl-weight"),
+    ("lstm_vae_tiny", "vae_kl", ["--word-dropout", "1.5"], "--word-dropout"),
+    ("lstm_wae_tiny", "wae_mmd", ["--imq-scales", "1,x"], "--imq-scales"),
+    ("lstm_vae_tiny", "vae_kl", ["--kl-anneal-stop-at-peak"], "--kl-anneal-stop-at-peak"),
+    ("lstm_wae_tiny", "wae_mmd", ["--latent-dim", "0"], "--latent-dim"),
+    ("lstm_wae_tiny", "wae_mmd", ["--dropout", "1.0"], "--dropout"),
+])
+def test_nonsense_flags_are_refused_at_start_up(toy_data, arch, criterion, flags, message):
+    with pytest.raises(ValueError, match=message):
+        build(toy_data, arch, criterion, *flags)
+
+
+@pytest.mark.parametrize("arch,criterion,flags,message", [
+    ("lstm_ae_tiny", "vae_kl", [], "Gaussian latent head"),
+    ("lstm_wae_tiny", "wae_mmd", ["--kl-variance-penalty", "1"], "Gaussian latent head"),
+])
+def test_gaussian_only_options_on_a_deterministic_arch_are_refused(toy_data, arch, criterion, flags, message):
+    task, model, crit = build(toy_data, arch, criterion, *flags)
+    with pytest.raises(ValueError, match=message):
+        crit(model, first_batch(task))
