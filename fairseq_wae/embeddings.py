@@ -27,6 +27,12 @@ def load_keyed_vectors(path: str):
         raise ValueError(f"--embed-path {path}: not a word2vec/GloVe {'binary' if binary else 'text'} file ({e})")
 
 
+def dictionary_words(dictionary):
+    """(index, word) of a fairseq dictionary's real words: no special symbols, no padding words."""
+    return [(i, dictionary[i]) for i in range(dictionary.nspecial, len(dictionary))
+            if not dictionary[i].startswith("madeupword")]
+
+
 def load_embedding_weights(path: str, dictionary, initial: Tensor) -> Tuple[Tensor, float]:
     """Rows of ``initial`` for the dictionary's words found in ``path`` replaced by their vectors.
 
@@ -39,10 +45,9 @@ def load_embedding_weights(path: str, dictionary, initial: Tensor) -> Tuple[Tens
             f"--embed-path {path} holds {vectors.vector_size}-d vectors but --embed-dim is {initial.size(1)}"
         )
     weights = initial.clone()
-    words = range(dictionary.nspecial, len(dictionary))
+    words = dictionary_words(dictionary)
     found = 0
-    for index in words:
-        word = dictionary[index]
+    for index, word in words:
         if word in vectors.key_to_index:
             weights[index] = torch.from_numpy(vectors[word].copy())
             found += 1

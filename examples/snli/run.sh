@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Reproduces the paper's Table 1, Table 2 and Figure 3 (and Figure 1) on SNLI. See README.md here.
+#   bash examples/snli/run.sh prepare | train NAME|all | table1 | table2 | figure3 | figure1
+# Settings come from the environment: SNLI (input files, default: the offline copy in ../shared/data/snli),
+# DATA (corpus folder), WORK (checkpoints and logs), RESULTS (what is committed), EPOCHS, JOBS.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+DATA=${DATA:-$repo/data/snli}
+WORK=${WORK:-$repo/work/snli}
+RESULTS=${RESULTS:-$here/results}
+EPOCHS=${EPOCHS:-15}
+SWEEP_EPOCHS=${SWEEP_EPOCHS:-4}
+JOBS=${JOBS:-2}
+NUM_SAMPLES=${NUM_SAMPLES:-10000}
+LM=${LM:-$WORK/lm/news3.bin}
+LM_CORPUS=${LM_CORPUS:-$repo/../shared/data/lm/news_en_reuters21578_bbc.txt.gz}
+shared_snli=$repo/../shared/data/snli
+MODELS="dae vae wae3 wae10 swae"
+SWEEP="vae-const0.01 vae-const0.1 vae-const0.5 vae-const1"
+
+prepare() {
+    local inputs=()
+    if [ -n "${SNLI:-}" ]; then
+        for path in $SNLI; do inputs+=(--snli-path "$path"); done
+        split_args=()                                   # the official release: the paper's 100k, 90k/5k/5k
+    else
+        for f in snli_dev_sentences_unique_esnli_tok.txt.gz snli_test_sentences_unique_esnli_tok.txt.gz \
+                 snli_sample_lm_wae_train_lower.txt.gz; do inputs+=(--snli-path "$shared_snli/$f"); done
+        split_args=(--num-sentences all --split 0.9,0.05,0.05)  # the ~30k sentences available offline
+    fi
+    python "$repo/scripts/prepare_snli.py" "${inputs[@]}" "${split_args[@]}" --vocab-size 20000 --out "$DATA"
+    [ -s "$DATA/word2vec300.txt" ] || python "$repo/scripts/train_word2vec.py" --input "$DATA/train.txt" \
+        --out "$DATA/word2vec300.txt" --dict "$DATA/dict.txt"
+}
+
+# Section 3.1 and the authors' code: 300d word2vec trained on the corpus and frozen, bidirectional
+# 100-unit encoder, 100-unit decoder, 100d z, sentences truncated to 20 words, batch 128, Adam 1e-3.
+common=(--task sentence_autoencoding --encoder-bidirectional --embed-path "$DATA/word2vec300.txt" --freeze-embed
+        --max-sentence-len 20 --optimizer adam --adam-betas "(0.9,0.999)" --lr 0.001 --clip-norm 5
+        --batch-size 128 --cpu --seed 1 --log-format json --log-interval 20 --no-epoch-checkpoints)
+
+model_args() {
+    case "$1" in
+        dae)   echo "--arch lstm_ae_paper --criterion ae_cross_entropy" ;;
+        wae3)  echo "--arch lstm_wae_paper --criterion wae_mmd --mmd-lambda 3" ;;
+        wae10) echo "--arch lstm_wae_paper --criterion wae_mmd --mmd-lambda 10" ;;
+        swae)  echo "--arch lstm_swae_paper --criterion wae_mmd --mmd-lambda 3 --kl-variance-penalty 1" ;;
+        # sigmoid annealing to 1 centred a third into training, stopped at the peak of lambda*KL;
+        # word dropout 0, +0.05 per epoch, at most 0.5
+        vae)   echo "--arch lstm_vae_paper --criterion vae_kl --kl-weight 1 --kl-anneal sigmoid
+                     --kl-anneal-midpoint $((EPOCHS * 70)) --kl-anneal-steepness 0.005 --kl-anneal-stop-at-peak
+                     --word-dropout 0 --word-dropout-increment 0.05 --word-dropout-max 0.5" ;;
+        vae-const*) echo "--arch lstm_vae_paper --criterion vae_kl --kl-weight ${1#vae-const}" ;;
+        *) echo "unknown model $1; choose from: $MODELS $SWEEP all" >&2; return 1 ;;
+    esac
+}
+
+train_one() {
+    local name=$1 epochs=$EPOCHS args
+    args=$(model_args "$name")
+    case "$name" in vae-const*) epochs=$SWEEP_EPOCHS ;; esac
+    mkdir -p "$WORK/logs" "$WORK/checkpoints/$name"
+    echo "$(date -u +%FT%TZ) train $name ($epochs epochs) -> $WORK/logs/$name.log"
+    # shellcheck disable=SC2086
+    OMP_NUM_THREADS=1 fairseq-train "$DATA" --user-dir "$repo/fairseq_wae" "${common[@]}" $args \
+        --max-epoch "$epochs" --save-dir "$WORK/checkpoints/$name" > "$WORK/logs/$name.log" 2>&1
+    echo "$(date -u +%FT%TZ) done $name"
+}
+
+case "${1:-}" in
+    prepare) prepare ;;
+    train)
+        if [ "${2:-all}" = all ]; then
+            printf '%s\n' $MODELS $SWEEP | xargs -P "$JOBS" -I{} bash "$0" train {}
+        else
+            train_one "$2"
+        fi ;;
+    *) echo "usage: $0 prepare | train NAME|all | table1 | table2 | figure3 | figure1" >&2; exit 2 ;;
+esac

@@ -1,0 +1,333 @@
+"""Sentence corpora to fairseq binaries: reading, tokenising, splitting and binarizing.
+
+Used by ``scripts/prepare_snli.py`` and ``scripts/prepare_corpus.py``; the binarization itself is
+fairseq-preprocess (through its Python entry point), never a re-implementation.
+"""
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+
+
+class CorpusError(ValueError):
+    """Bad input: the message names the file, line or option."""
+
+
+@dataclass
+class ReadReport:
+    """What reading skipped, by reason, with the first few line numbers."""
+
+    path: str
+    kept: int = 0
+    skipped: Dict[str, List[int]] = field(default_factory=dict)
+
+    def skip(self, reason: str, line_number: int) -> None:
+        self.skipped.setdefault(reason, []).append(line_number)
+
+    def summary(self) -> str:
+        parts = [f"{len(lines)} {reason} (lines {', '.join(map(str, lines[:5]))}{', ...' if len(lines) > 5 else ''})"
+                 for reason, lines in self.skipped.items()]
+        return f"{self.path}: kept {self.kept}" + (f", skipped {'; '.join(parts)}" if parts else "")
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _open_binary(path: str):
+    if not os.path.exists(path):
+        raise CorpusError(f"no such file: {path}")
+    if os.path.getsize(path) == 0:
+        raise CorpusError(f"{path} is empty")
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def _decoded_lines(raw_lines: Iterable[bytes], report: ReadReport, strict: bool):
+    """(line number, text) of the non-empty UTF-8 lines; bad ones are skipped and counted, or fatal."""
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            if strict:
+                raise CorpusError(f"{report.path}, line {number}: not valid UTF-8")
+            report.skip("non-UTF-8", number)
+            continue
+        if not text:
+            if strict:
+                raise CorpusError(f"{report.path}, line {number}: empty line")
+            report.skip("empty", number)
+            continue
+        yield number, text
+
+
+def read_plain_sentences(path: str, strict: bool = False) -> (List[str], ReadReport):
+    """One sentence a line (``.gz`` allowed). JSON lines are refused: they are not plain text."""
+    report = ReadReport(path)
+    sentences = []
+    with _open_binary(path) as f:
+        for number, text in _decoded_lines(f, report, strict):
+            if number == 1 and text.startswith("{") and _is_json(text):
+                raise CorpusError(f"{path} looks like JSON lines, not one sentence a line "
+                                  "(for SNLI jsonl use scripts/prepare_snli.py --snli-path)")
+            sentences.append(text)
+    report.kept = len(sentences)
+    return sentences, report
+
+
+def _is_json(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def read_snli_sentences(path: str, splits: Sequence[str] = ("train",), strict: bool = False):
+    """Premises and hypotheses from SNLI in any of its forms.
+
+    ``path`` is the official ``snli_1.0.zip`` (the members for ``splits`` are read), an SNLI
+    ``.jsonl`` or ``.txt`` (tab-separated with a header) file, or a plain one-sentence-a-line file.
+    """
+    if path.endswith(".zip"):
+        if not os.path.exists(path):
+            raise CorpusError(f"no such file: {path}")
+        sentences, reports = [], []
+        with zipfile.ZipFile(path) as archive:
+            for split in splits:
+                member = next((n for n in archive.namelist() if n.endswith(f"snli_1.0_{split}.jsonl")), None)
+                if member is None:
+                    raise CorpusError(f"{path} has no snli_1.0_{split}.jsonl: is it the official SNLI 1.0 zip?")
+                with archive.open(member) as f:
+                    found, report = _read_snli_records(f, f"{path}:{member}", strict)
+                sentences += found
+                reports.append(report)
+        return sentences, reports
+    with _open_binary(path) as f:
+        first = f.readline()
+    first_text = first.decode("utf-8", errors="replace").strip()
+    if first_text.startswith("{") and _is_json(first_text) or first_text.startswith("gold_label\t"):
+        with _open_binary(path) as f:
+            sentences, report = _read_snli_records(f, path, strict)
+        return sentences, [report]
+    sentences, report = read_plain_sentences(path, strict)
+    return sentences, [report]
+
+
+def _read_snli_records(f, name: str, strict: bool):
+    report = ReadReport(name)
+    sentences, header = [], None
+    for number, text in _decoded_lines(f, report, strict):
+        if text.startswith("{"):
+            try:
+                record = json.loads(text)
+            except ValueError:
+                if strict:
+                    raise CorpusError(f"{name}, line {number}: not a JSON object")
+                report.skip("malformed JSON", number)
+                continue
+        else:
+            columns = text.split("\t")
+            if header is None:
+                header = columns
+                if "sentence1" not in header:
+                    raise CorpusError(f"{name}: neither SNLI jsonl nor SNLI txt with a header row")
+                continue
+            record = dict(zip(header, columns))
+        for key in ("sentence1", "sentence2"):
+            sentence = (record.get(key) or "").strip()
+            if sentence:
+                sentences.append(sentence)
+            else:
+                report.skip(f"missing {key}", number)
+    report.kept = len(sentences)
+    return sentences, report
+
+
+class Tokenizer:
+    """Lower-cased Moses tokenisation (sacremoses): words and punctuation split, as in the paper's samples."""
+
+    def __init__(self):
+        from sacremoses import MosesTokenizer
+
+        self.moses = MosesTokenizer(lang="en")
+
+    def __call__(self, sentence: str, max_len: Optional[int] = None) -> str:
+        tokens = self.moses.tokenize(sentence.lower(), escape=False)
+        return " ".join(tokens[:max_len] if max_len else tokens)
+
+
+def unique(sentences: Iterable[str]) -> List[str]:
+    """De-duplicated, first-seen order kept."""
+    return list(dict.fromkeys(sentences))
+
+
+def parse_split(text: str, available: int, num_sentences: Optional[int]) -> List[int]:
+    """``90000,5000,5000`` (counts) or ``0.9,0.05,0.05`` (fractions of the subset) to three counts."""
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        raise CorpusError(f"--split must be three comma-separated numbers, got {text!r}")
+    if len(parts) != 3 or min(parts) < 0:
+        raise CorpusError(f"--split must be three non-negative numbers (train,valid,test), got {text!r}")
+    if all(p.is_integer() for p in parts) and sum(parts) > 1:
+        counts = [int(p) for p in parts]
+    elif abs(sum(parts) - 1.0) < 1e-6:
+        total = num_sentences or available
+        counts = [int(round(p * total)) for p in parts[1:]]
+        counts = [total - sum(counts)] + counts
+    else:
+        raise CorpusError(f"--split {text!r}: give counts or fractions that sum to 1")
+    if num_sentences is not None and sum(counts) != num_sentences:
+        raise CorpusError(f"--split {text!r} sums to {sum(counts)}, not --num-sentences {num_sentences}")
+    if sum(counts) > available:
+        raise CorpusError(f"--split {text!r} needs {sum(counts)} sentences but the input has only {available} "
+                          "unique ones")
+    return counts
+
+
+def split_corpus(sentences: Sequence[str], counts: Sequence[int], seed: int) -> Dict[str, List[str]]:
+    """A seeded random subset of ``sum(counts)`` sentences, cut into train/valid/test."""
+    order = list(range(len(sentences)))
+    random.Random(seed).shuffle(order)
+    splits, start = {}, 0
+    for name, count in zip(SPLITS, counts):
+        splits[name] = [sentences[i] for i in order[start:start + count]]
+        start += count
+    return splits
+
+
+def binarize(folder: str, vocab_size: int, text_suffix: str = ".txt", workers: int = 1) -> None:
+    """fairseq-preprocess --only-source on train/valid/test{suffix}, written into ``folder``."""
+    from fairseq import options
+    from fairseq_cli import preprocess
+
+    parser = options.get_preprocessing_parser()
+    args = parser.parse_args([
+        "--only-source", "--destdir", folder, "--workers", str(workers), "--nwordssrc", str(vocab_size),
+        *(f"--{'train' if s == 'train' else s}pref={os.path.join(folder, s + text_suffix)}" for s in SPLITS),
+    ])
+    preprocess.main(args)
+
+
+def vocabulary_stats(folder: str, splits: Dict[str, List[str]]) -> Dict[str, float]:
+    from fairseq.data import Dictionary
+
+    dictionary = Dictionary.load(os.path.join(folder, "dict.txt"))
+    stats = {"vocabulary_size": len(dictionary)}
+    for name, sentences in splits.items():
+        tokens = [t for s in sentences for t in s.split()]
+        unknown = sum(dictionary.index(t) == dictionary.unk() for t in tokens)
+        stats[f"{name}_oov_rate"] = unknown / max(len(tokens), 1)
+        stats[f"{name}_avg_len"] = len(tokens) / max(len(sentences), 1)
+    return stats
+
+
+def train_sentencepiece(folder: str, vocab_size: int) -> None:
+    """Trains a sentencepiece model on train.txt (deterministic: no sampling of the input) and writes
+    {split}.spm.txt for every split."""
+    import sentencepiece as spm
+
+    prefix = os.path.join(folder, "spm")
+    spm.SentencePieceTrainer.train(
+        input=os.path.join(folder, "train.txt"), model_prefix=prefix, vocab_size=vocab_size,
+        character_coverage=1.0, model_type="unigram", num_threads=1, hard_vocab_limit=False,
+        bos_id=-1, eos_id=-1, unk_id=0, minloglevel=2,
+    )
+    processor = spm.SentencePieceProcessor(model_file=prefix + ".model")
+    for split in SPLITS:
+        with open(os.path.join(folder, f"{split}.txt"), encoding="utf-8") as f:
+            encoded = [" ".join(processor.encode(line.strip(), out_type=str)) for line in f]
+        with open(os.path.join(folder, f"{split}.spm.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(encoded) + "\n")
+
+
+def write_corpus(out: str, splits: Dict[str, List[str]], manifest: Dict, vocab_size: int,
+                 spm_vocab_size: Optional[int], force: bool) -> Dict:
+    """Writes the splits, binaries and manifest.json into ``out`` atomically.
+
+    Everything is built in a temporary sibling folder and moved into place at the end, so a failure
+    never leaves ``out`` half written. An ``out`` that holds different data is refused unless ``force``.
+    """
+    manifest_path = os.path.join(out, "manifest.json")
+    if os.path.exists(out) and os.listdir(out):
+        previous = None
+        if os.path.exists(manifest_path):
+            with open(manifest_path) as f:
+                previous = json.load(f)
+        if previous is not None and previous.get("inputs") == manifest["inputs"] \
+                and previous.get("options") == manifest["options"]:
+            logger.info(f"{out} already holds this corpus (same inputs and options): nothing to do")
+            return previous
+        if not force:
+            raise CorpusError(f"{out} already holds other data: choose another --out or pass --force")
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=parent)
+    try:
+        for name, sentences in splits.items():
+            with open(os.path.join(staging, f"{name}.txt"), "w", encoding="utf-8") as f:
+                f.write("\n".join(sentences) + "\n")
+        if spm_vocab_size:
+            train_sentencepiece(staging, spm_vocab_size)
+        binarize(staging, vocab_size, ".spm.txt" if spm_vocab_size else ".txt")
+        manifest = {**manifest, "counts": {name: len(s) for name, s in splits.items()},
+                    **vocabulary_stats(staging, splits if not spm_vocab_size else _read_splits(staging, ".spm.txt"))}
+        with open(os.path.join(staging, "manifest.json"), "w") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+            f.write("\n")
+        for log in ("preprocess.log",):
+            if os.path.exists(os.path.join(staging, log)):
+                os.remove(os.path.join(staging, log))  # holds absolute paths: not reproducible
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _read_splits(folder: str, suffix: str) -> Dict[str, List[str]]:
+    splits = {}
+    for name in SPLITS:
+        with open(os.path.join(folder, name + suffix), encoding="utf-8") as f:
+            splits[name] = [line.strip() for line in f]
+    return splits
+
+
+def prepare(inputs: Sequence[str], sentences: List[str], out: str, *, num_sentences: Optional[int], split: str,
+            seed: int, vocab_size: int, max_len: Optional[int], spm_vocab_size: Optional[int], force: bool,
+            extra_options: Optional[Dict] = None) -> Dict:
+    """Tokenise, de-duplicate, subset, split and binarize ``sentences`` read from ``inputs``."""
+    if vocab_size < 1:
+        raise CorpusError(f"--vocab-size must be at least 1, got {vocab_size}")
+    if max_len is not None and max_len < 1:
+        raise CorpusError(f"--max-len must be at least 1, got {max_len}")
+    tokenize = Tokenizer()
+    corpus = unique(t for t in (tokenize(s, max_len) for s in sentences) if t)
+    counts = parse_split(split, len(corpus), num_sentences)
+    splits = split_corpus(corpus, counts, seed)
+    options = {"num_sentences": num_sentences if num_sentences is not None else "all", "split": split,
+               "seed": seed, "vocab_size": vocab_size, "max_len": max_len, "spm_vocab_size": spm_vocab_size,
+               "tokenizer": "sacremoses en, lower-cased", **(extra_options or {})}
+    manifest = {
+        "inputs": [{"path": os.path.basename(p), "sha256": sha256_of(p)} for p in inputs],
+        "options": options,
+        "unique_sentences": len(corpus),
+    }
+    return write_corpus(out, splits, manifest, vocab_size, spm_vocab_size, force)

@@ -1,0 +1,53 @@
+#!/usr/bin/env python
+"""Trains word2vec embeddings on a tokenised corpus (gensim, as the paper's authors did).
+
+    python scripts/train_word2vec.py --input data/snli100k/train.txt --out data/snli100k/word2vec300.txt
+
+Writes word2vec text format, which the model's --embed-path reads; --dict reports its coverage of a
+fairseq dictionary.
+"""
+import argparse
+import logging
+import sys
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", required=True, help="tokenised text, one sentence a line")
+    parser.add_argument("--out", required=True, help="output vectors (word2vec text format)")
+    parser.add_argument("--dim", type=int, default=300)
+    parser.add_argument("--window", type=int, default=5)
+    parser.add_argument("--min-count", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="1 makes the vectors reproducible from the seed")
+    parser.add_argument("--dict", default=None, help="a fairseq dict.txt to report coverage for")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    from gensim.models import Word2Vec
+
+    try:
+        with open(args.input, encoding="utf-8") as f:
+            sentences = [line.split() for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        sys.exit(f"train_word2vec.py: cannot read {args.input}: {e}")
+    if not sentences:
+        sys.exit(f"train_word2vec.py: {args.input} holds no sentences")
+    model = Word2Vec(sentences, vector_size=args.dim, window=args.window, min_count=args.min_count,
+                     epochs=args.epochs, seed=args.seed, workers=args.workers, sg=1)
+    model.wv.save_word2vec_format(args.out, binary=args.out.endswith(".bin"))
+    message = f"{len(model.wv)} words x {args.dim} dims from {len(sentences)} sentences -> {args.out}"
+    if args.dict:
+        from fairseq.data import Dictionary
+
+        from fairseq_wae.embeddings import dictionary_words
+
+        words = dictionary_words(Dictionary.load(args.dict))
+        found = sum(w in model.wv.key_to_index for _, w in words)
+        message += f"; covers {found}/{len(words)} ({found / max(len(words), 1):.1%}) of {args.dict}"
+    print(message)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""scripts/prepare_snli.py, prepare_corpus.py and train_word2vec.py on tiny fixtures made here."""
+import gzip
+import json
+import sys
+import zipfile
+
+import pytest
+
+from conftest import REPO, run, toy_sentences
+
+PREPARE_SNLI = [sys.executable, REPO / "scripts" / "prepare_snli.py"]
+PREPARE_CORPUS = [sys.executable, REPO / "scripts" / "prepare_corpus.py"]
+
+
+def snli_records(n):
+    sentences = toy_sentences(2 * n, seed=3)
+    return [{"gold_label": "neutral", "sentence1": sentences[2 * i].capitalize(), "sentence2": sentences[2 * i + 1]}
+            for i in range(n)]
+
+
+@pytest.fixture
+def snli_zip(tmp_path):
+    """A miniature official release: train/dev/test jsonl inside snli_1.0/."""
+    path = tmp_path / "snli_1.0.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for split, n in (("train", 150), ("dev", 10), ("test", 10)):
+            lines = "\n".join(json.dumps(r) for r in snli_records(n)) + "\n"
+            archive.writestr(f"snli_1.0/snli_1.0_{split}.jsonl", lines)
+    return path
+
+
+def read_lines(path):
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def test_official_zip_counts_splits_and_manifest(snli_zip, tmp_path):
+    out = tmp_path / "corpus"
+    unique = len(set(s.lower() for r in snli_records(150) for s in (r["sentence1"], r["sentence2"])))
+    run([*PREPARE_SNLI, "--snli-path", snli_zip, "--num-sentences", "200", "--split", "160,20,20", "--out", out,
+         "--vocab-size", "30"])
+    splits = {name: read_lines(out / f"{name}.txt") for name in ("train", "valid", "test")}
+    assert [len(splits[n]) for n in ("train", "valid", "test")] == [160, 20, 20]
+    assert not (set(splits["train"]) & set(splits["valid"])) and not (set(splits["train"]) & set(splits["test"]))
+    assert not (set(splits["valid"]) & set(splits["test"]))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["unique_sentences"] == unique
+    assert manifest["counts"] == {"train": 160, "valid": 20, "test": 20}
+    assert manifest["options"]["seed"] == 1 and len(manifest["inputs"][0]["sha256"]) == 64
+    assert all(s == s.lower() and s.endswith(" .") for s in splits["train"])
+    words = [line.split()[0] for line in read_lines(out / "dict.txt") if not line.startswith("madeupword")]
+    assert len(words) <= 30 and manifest["vocabulary_size"] >= 30
+    assert 0 < manifest["test_oov_rate"] < 1
+    for name in ("train", "valid", "test"):
+        assert (out / f"{name}.bin").stat().st_size > 0 and (out / f"{name}.idx").exists()
+
+
+def test_same_seed_same_bytes_other_seed_other_subset(snli_zip, tmp_path):
+    args = ["--snli-path", snli_zip, "--num-sentences", "100", "--split", "80,10,10"]
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        run([*PREPARE_SNLI, *args, "--seed", seed, "--out", tmp_path / name])
+    for f in ("train.txt", "valid.txt", "test.txt", "dict.txt", "train.bin", "train.idx", "manifest.json"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    assert read_lines(tmp_path / "a" / "train.txt") != read_lines(tmp_path / "c" / "train.txt")
+
+
+def test_several_paths_merge_and_deduplicate_and_all_takes_everything(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt.gz"
+    a.write_text("A man sleeps .\nTwo dogs run .\n")
+    with gzip.open(b, "wt") as f:
+        f.write("two dogs run .\nA cat eats .\n")
+    out = tmp_path / "out"
+    run([*PREPARE_SNLI, "--snli-path", a, "--snli-path", b, "--num-sentences", "all", "--split", "1,1,1",
+         "--out", out])
+    assert sorted(sum((read_lines(out / f"{n}.txt") for n in ("train", "valid", "test")), [])) == \
+        ["a cat eats .", "a man sleeps .", "two dogs run ."]
+
+
+def test_binaries_load_in_the_task(tmp_path):
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join(toy_sentences(300)) + "\n")
+    out = tmp_path / "out"
+    run([*PREPARE_CORPUS, "--input", text, "--out", out, "--max-len", "6"])
+    from fairseq_wae.tasks.sentence_autoencoding import SentenceAutoencodingConfig, SentenceAutoencodingTask
+
+    task = SentenceAutoencodingTask.setup_task(SentenceAutoencodingConfig(data=str(out), dataset_impl="mmap", seed=1))
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    lines = read_lines(out / "valid.txt")
+    assert len(dataset) == len(lines)
+    assert task.source_dictionary.string(dataset[0]["source"]) == lines[0]
+    assert max(len(line.split()) for line in lines) <= 6
+
+
+def test_sentencepiece_round_trip(tmp_path):
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join(toy_sentences(400)) + "\n")
+    out = tmp_path / "out"
+    run([*PREPARE_CORPUS, "--input", text, "--out", out, "--spm-vocab-size", "60"])
+    import sentencepiece as spm
+
+    processor = spm.SentencePieceProcessor(model_file=str(out / "spm.model"))
+    for line, pieces in zip(read_lines(out / "test.txt"), read_lines(out / "test.spm.txt")):
+        assert processor.decode(pieces.split()) == line
+    assert json.loads((out / "manifest.json").read_text())["options"]["spm_vocab_size"] == 60
+
+
+def test_word2vec_file_loads_into_the_model_with_its_coverage(tmp_path):
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join(toy_sentences(300)) + "\n")
+    out = tmp_path / "out"
+    run([*PREPARE_CORPUS, "--input", text, "--out", out])
+    vectors = out / "w2v.txt"
+    printed = run([sys.executable, REPO / "scripts" / "train_word2vec.py", "--input", out / "train.txt",
+                   "--out", vectors, "--dim", "32", "--epochs", "1", "--dict", out / "dict.txt"]).stdout
+    assert "(100.0%)" in printed
+    # drop two words from the file: coverage must say so, and those rows stay random
+    lines = read_lines(vectors)
+    kept = [lines[0].replace(lines[0].split()[0], str(int(lines[0].split()[0]) - 2), 1)] + lines[3:]
+    vectors.write_text("\n".join(kept) + "\n")
+    from fairseq.data import Dictionary
+    import torch
+    from fairseq_wae.embeddings import load_embedding_weights
+
+    dictionary = Dictionary.load(str(out / "dict.txt"))
+    initial = torch.zeros(len(dictionary), 32)
+    weights, coverage = load_embedding_weights(str(vectors), dictionary, initial)
+    real_words = len([w for w in read_lines(out / "dict.txt") if not w.startswith("madeupword")])
+    assert coverage == pytest.approx((real_words - 2) / real_words)
+    word, *values = lines[5].split()
+    assert torch.allclose(weights[dictionary.index(word)], torch.tensor([float(v) for v in values]))
+    missing = lines[1].split()[0]
+    assert weights[dictionary.index(missing)].abs().sum() == 0
+
+
+def test_glove_text_without_header_and_word2vec_binary(tmp_path):
+    from fairseq.data import Dictionary
+    import torch
+    from gensim.models import KeyedVectors
+    from fairseq_wae.embeddings import load_embedding_weights
+
+    dictionary = Dictionary()
+    for w in ("cat", "dog", "bird"):
+        dictionary.add_symbol(w)
+    glove = tmp_path / "glove.txt"
+    glove.write_text("cat 1 2 3\ndog 4 5 6\n")
+    weights, coverage = load_embedding_weights(str(glove), dictionary, torch.zeros(len(dictionary), 3))
+    assert coverage == pytest.approx(2 / 3) and weights[dictionary.index("dog")].tolist() == [4, 5, 6]
+    kv = KeyedVectors(3)
+    kv.add_vectors(["bird"], [[7.0, 8.0, 9.0]])
+    kv.save_word2vec_format(str(tmp_path / "vectors.bin"), binary=True)
+    weights, coverage = load_embedding_weights(str(tmp_path / "vectors.bin"), dictionary, torch.zeros(len(dictionary), 3))
+    assert coverage == pytest.approx(1 / 3) and weights[dictionary.index("bird")].tolist() == [7, 8, 9]
+    with pytest.raises(ValueError, match="3-d vectors but --embed-dim is 5"):
+        load_embedding_weights(str(glove), dictionary, torch.zeros(len(dictionary), 5))
+
+
+def failure(cmd):
+    result = run(cmd, check=False)
+    assert result.returncode != 0
+    return result.stderr
+
+
+def test_bad_inputs_get_clear_errors(tmp_path):
+    out = tmp_path / "out"
+    assert "no such file: " in failure([*PREPARE_CORPUS, "--input", tmp_path / "missing.txt", "--out", out])
+    (tmp_path / "empty.txt").write_text("")
+    assert "empty.txt is empty" in failure([*PREPARE_CORPUS, "--input", tmp_path / "empty.txt", "--out", out])
+    jsonl = tmp_path / "snli.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in snli_records(5)) + "\n")
+    assert "looks like JSON lines" in failure([*PREPARE_CORPUS, "--input", jsonl, "--out", out])
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"a man sleeps .\n\n\xff\xfe broken\nthe dog runs .\na cat eats .\n")
+    strict = failure([*PREPARE_CORPUS, "--input", bad, "--out", out, "--strict"])
+    assert "bad.txt, line 2: empty line" in strict
+    (tmp_path / "bad2.txt").write_bytes(b"a man sleeps .\n\xff\xfe broken\n")
+    assert "bad2.txt, line 2: not valid UTF-8" in failure(
+        [*PREPARE_CORPUS, "--input", tmp_path / "bad2.txt", "--out", out, "--strict"])
+    lenient = run([*PREPARE_CORPUS, "--input", bad, "--out", out, "--split", "1,1,1"])
+    assert "skipped 1 empty (lines 2); 1 non-UTF-8 (lines 3)" in lenient.stderr
+    assert "needs 30 sentences but the input has only 3" in failure(
+        [*PREPARE_CORPUS, "--input", bad, "--out", tmp_path / "o2", "--split", "10,10,10"])
+    assert "--num-sentences must be" in failure([*PREPARE_CORPUS, "--input", bad, "--out", tmp_path / "o3",
+                                                 "--num-sentences", "lots"])
+
+
+def test_an_output_folder_with_other_data_is_refused_unless_forced(tmp_path):
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("\n".join(toy_sentences(40, seed=1)) + "\n")
+    second.write_text("\n".join(toy_sentences(40, seed=2)) + "\n")
+    out = tmp_path / "out"
+    run([*PREPARE_CORPUS, "--input", first, "--out", out])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    run([*PREPARE_CORPUS, "--input", first, "--out", out])  # same inputs and options: nothing to do
+    assert "already holds other data" in failure([*PREPARE_CORPUS, "--input", second, "--out", out])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
+    run([*PREPARE_CORPUS, "--input", second, "--out", out, "--force"])
+    assert (out / "train.txt").read_bytes() != before["train.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".staging")]
