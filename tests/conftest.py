@@ -54,7 +54,7 @@ def overfit_dae(tmp_path_factory):
     sentences = toy_sentences(50, seed=7)
     data = preprocess(folder, {"train": sentences, "valid": sentences, "test": sentences})
     log = train(data, folder / "ckpt", "--lr", "0.01", arch="lstm_ae_tiny", criterion="ae_cross_entropy",
-                epochs=200, batch_size=10)
+                epochs=300, batch_size=10)
     return data, folder / "ckpt", log
 
 

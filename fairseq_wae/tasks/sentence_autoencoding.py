@@ -100,6 +100,10 @@ class SentenceAutoencodingTask(FairseqTask):
                 f"dict.txt in {self.cfg.data} does not belong to this data"
             )
 
+    def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
+        """fairseq-interactive: the typed sentences, to be reconstructed."""
+        return LanguagePairDataset(src_tokens, src_lengths, self.source_dictionary, left_pad_source=False)
+
     def filter_indices_by_size(self, indices, dataset, max_positions=None, ignore_invalid_inputs=False):
         if self.cfg.max_sentence_len is not None and self.cfg.overlong_sentences == "skip":
             keep = dataset.src_sizes[indices] <= self.cfg.max_sentence_len + 1

@@ -1,0 +1,66 @@
+"""A trained autoencoder in Python: load a checkpoint, encode sentences to z, decode z to sentences,
+and walk the latent space (used by scripts/interpolate.py and scripts/evaluate_checkpoint.py)."""
+import os
+from typing import List, Sequence
+
+import torch
+from fairseq import checkpoint_utils
+from fairseq.sequence_generator import SequenceGenerator
+from torch import Tensor
+
+import fairseq_wae  # noqa: F401  (registers the task and model the checkpoint names)
+
+
+def load_autoencoder(path: str, data: str):
+    """(model, task) from a checkpoint, with the dictionary of ``data``; the model is in eval mode."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    overrides = {"data": data}
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides)
+    model = models[0].eval()
+    if not hasattr(model, "latent_dim"):
+        raise ValueError(f"{path} is not an lstm_autoencoder checkpoint")
+    return model, task
+
+
+def to_batch(task, sentences: Sequence[str]):
+    """Tokenised sentences (words separated by spaces) to encoder inputs, EOS appended."""
+    dictionary = task.source_dictionary
+    encoded = [dictionary.encode_line(s, add_if_not_exist=False, append_eos=True).long() for s in sentences]
+    lengths = torch.tensor([len(t) for t in encoded])
+    tokens = torch.full((len(encoded), int(lengths.max())), dictionary.pad(), dtype=torch.long)
+    for row, t in enumerate(encoded):
+        tokens[row, : len(t)] = t
+    return tokens, lengths
+
+
+@torch.no_grad()
+def encode(model, task, sentences: Sequence[str], sample_posterior: bool = False) -> Tensor:
+    """z for each sentence: the posterior mean for Gaussian heads unless ``sample_posterior``."""
+    tokens, lengths = to_batch(task, sentences)
+    return model.encoder(tokens, lengths, sample_posterior=sample_posterior)["z"]
+
+
+@torch.no_grad()
+def decode(model, task, z: Tensor, beam: int = 1, max_len: int = 50) -> List[str]:
+    """Sentences decoded from codes z with fairseq's beam search (``beam=1``: greedy)."""
+    dictionary = task.target_dictionary
+    generator = SequenceGenerator([model], dictionary, beam_size=beam, max_len_b=max_len)
+    sample = {"net_input": {"src_tokens": torch.full((z.size(0), 1), dictionary.eos(), dtype=torch.long),
+                            "src_lengths": torch.ones(z.size(0), dtype=torch.long), "latent": z}}
+    hypotheses = generator.generate([model], sample)
+    return [dictionary.string(h[0]["tokens"]) for h in hypotheses]
+
+
+def lerp(a: Tensor, b: Tensor, t: float) -> Tensor:
+    """Linear interpolation (1 - t) a + t b."""
+    return (1 - t) * a + t * b
+
+
+def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
+    """Spherical interpolation along the great circle from a to b (White 2016); linear when parallel."""
+    cos = torch.clamp((a @ b) / (a.norm() * b.norm()), -1.0, 1.0)
+    omega = torch.arccos(cos)
+    if omega.abs() < 1e-6:
+        return lerp(a, b, t)
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
