@@ -1,0 +1,107 @@
+"""The paper's evaluation (Table 1) and the usual extras, on tokenised text (one sentence a string).
+
+BLEU is sacrebleu's, LM scores are KenLM's; only the unigram statistics are computed here.
+"""
+import math
+from collections import Counter
+from typing import Dict, Sequence
+
+LOG2_10 = math.log2(10)
+
+
+class EvaluationError(ValueError):
+    """Bad evaluation input: the message names the file or the problem."""
+
+
+def bleu(references: Sequence[str], hypotheses: Sequence[str]):
+    """Corpus BLEU of reconstructions (sacrebleu, ``tokenize='none'``: the text is tokenised already).
+
+    Returns (score, signature).
+    """
+    from sacrebleu.metrics import BLEU
+
+    if len(references) != len(hypotheses):
+        raise EvaluationError(f"BLEU needs one reconstruction per reference: {len(hypotheses)} reconstructions, "
+                              f"{len(references)} references")
+    metric = BLEU(tokenize="none")
+    score = metric.corpus_score(list(hypotheses), [list(references)])
+    return score.score, str(metric.get_signature())
+
+
+def lm_scores(model, sentences: Sequence[str]) -> Dict[str, float]:
+    """NLL of ``sentences`` under a KenLM model (``kenlm.Model``), end-of-sentence token included.
+
+    Per-word NLL in bits and nats (the paper's NLL column reads as bits per word: see the README),
+    per-sentence NLL in nats, perplexity, and the number of out-of-vocabulary words.
+    """
+    if not sentences:
+        raise EvaluationError("no sentences to score")
+    log10_total, predicted, oov = 0.0, 0, 0
+    for sentence in sentences:
+        log10_total += model.score(sentence, bos=True, eos=True)
+        words = sentence.split()
+        predicted += len(words) + 1
+        oov += sum(word not in model for word in words)
+    nats = -log10_total * math.log(10)
+    return {
+        "nll_bits_per_word": nats / math.log(2) / predicted,
+        "nll_nats_per_word": nats / predicted,
+        "nll_nats_per_sentence": nats / len(sentences),
+        "perplexity": math.exp(nats / predicted),
+        "oov_words": oov,
+        "scored_tokens": predicted,
+    }
+
+
+def unigram_counts(sentences: Sequence[str]) -> Counter:
+    return Counter(word for sentence in sentences for word in sentence.split())
+
+
+def unigram_kl(generated: Sequence[str], corpus: Sequence[str], smoothing: float = 0.0) -> Dict[str, float]:
+    """KL(p_generated || p_corpus) over word unigrams, in nats.
+
+    ``smoothing=0`` is the paper's definition: generated words unseen in the corpus are skipped (and
+    counted). ``smoothing > 0`` adds that count to every word of the union vocabulary in both
+    distributions, so nothing is skipped.
+    """
+    p, q = unigram_counts(generated), unigram_counts(corpus)
+    if not p:
+        raise EvaluationError("the generated sentences hold no words")
+    if not q:
+        raise EvaluationError("the corpus holds no words")
+    unseen = {w: c for w, c in p.items() if w not in q}
+    if smoothing > 0:
+        vocabulary = set(p) | set(q)
+        p_total = sum(p.values()) + smoothing * len(vocabulary)
+        q_total = sum(q.values()) + smoothing * len(vocabulary)
+        kl = sum((p[w] + smoothing) / p_total * math.log(((p[w] + smoothing) / p_total) / ((q[w] + smoothing) / q_total))
+                 for w in vocabulary)
+    else:
+        seen = {w: c for w, c in p.items() if w in q}
+        if not seen:
+            raise EvaluationError("no generated word occurs in the corpus: UnigramKL is undefined")
+        p_total, q_total = sum(seen.values()), sum(q.values())
+        kl = sum(c / p_total * math.log((c / p_total) / (q[w] / q_total)) for w, c in seen.items())
+    return {"unigram_kl": kl, "unseen_tokens": sum(unseen.values()), "unseen_types": len(unseen)}
+
+
+def unigram_entropy(sentences: Sequence[str]) -> float:
+    """Entropy of the word unigram distribution, in nats."""
+    counts = unigram_counts(sentences)
+    total = sum(counts.values())
+    if not total:
+        raise EvaluationError("no words to compute an entropy of")
+    return -sum(c / total * math.log(c / total) for c in counts.values())
+
+
+def average_length(sentences: Sequence[str]) -> float:
+    """Mean number of tokens per sentence."""
+    if not sentences:
+        raise EvaluationError("no sentences")
+    return sum(len(s.split()) for s in sentences) / len(sentences)
+
+
+def distinct_n(sentences: Sequence[str], n: int) -> float:
+    """Distinct-n (Li et al. 2016): unique n-grams / all n-grams over the sentences."""
+    grams = [tuple(words[i:i + n]) for words in (s.split() for s in sentences) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0

@@ -1,0 +1,115 @@
+"""Metrics against hand-computed values; the KenLM build; scripts/evaluate.py and its errors."""
+import json
+import math
+import random
+import sys
+
+import pytest
+
+from conftest import REPO, run, toy_sentences
+from fairseq_wae import metrics
+
+EVALUATE = [sys.executable, REPO / "scripts" / "evaluate.py"]
+
+
+def test_bleu_identical_disjoint_and_agreement_with_sacrebleu():
+    import sacrebleu
+
+    refs = ["a man is playing a guitar .", "two dogs run in the snow ."]
+    assert metrics.bleu(refs, refs)[0] == pytest.approx(100.0)
+    assert metrics.bleu(refs, ["x y z w v u", "p q r s t o"])[0] == pytest.approx(0.0)
+    hyps = ["a man is playing a violin .", "two dogs run in the park ."]
+    score, signature = metrics.bleu(refs, hyps)
+    assert score == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs], tokenize="none").score)
+    assert "tok:none" in signature
+    with pytest.raises(metrics.EvaluationError, match="2 references"):
+        metrics.bleu(refs, hyps[:1])
+
+
+def test_unigram_kl_hand_worked_and_against_itself():
+    generated, corpus = ["a a b c"], ["a b b b"]
+    expected = 2 / 3 * math.log((2 / 3) / (1 / 4)) + 1 / 3 * math.log((1 / 3) / (3 / 4))
+    result = metrics.unigram_kl(generated, corpus)
+    assert result["unigram_kl"] == pytest.approx(expected)
+    assert result["unseen_tokens"] == 1 and result["unseen_types"] == 1
+    assert metrics.unigram_kl(corpus, corpus)["unigram_kl"] == pytest.approx(0.0)
+    # add-one over {a, b, c}: p = (3, 2, 2)/7, q = (2, 4, 1)/7
+    smoothed = sum(p / 7 * math.log(p / q) for p, q in ((3, 2), (2, 4), (2, 1)))
+    assert metrics.unigram_kl(generated, corpus, smoothing=1.0)["unigram_kl"] == pytest.approx(smoothed)
+    with pytest.raises(metrics.EvaluationError, match="no generated word occurs in the corpus"):
+        metrics.unigram_kl(["x y"], corpus)
+
+
+def test_entropy_length_and_distinct():
+    words = [f"w{i}" for i in range(50)]
+    assert metrics.unigram_entropy([" ".join(words)]) == pytest.approx(math.log(50))
+    assert metrics.unigram_entropy(["a a a"]) == pytest.approx(0.0)
+    assert metrics.average_length(["a b c", "d"]) == 2.0
+    assert metrics.distinct_n(["a b a b"], 1) == 0.5 and metrics.distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
+
+
+@pytest.fixture(scope="module")
+def small_lm(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lm")
+    (folder / "corpus.txt").write_text("\n".join(s.capitalize() for s in toy_sentences(3000, seed=11)) + "\n")
+    printed = run([sys.executable, REPO / "scripts" / "train_lm.py", "--corpus", folder / "corpus.txt",
+                   "--order", "3", "--out", folder / "toy3.bin"]).stdout
+    return folder / "toy3.bin", json.loads(printed.splitlines()[-1])
+
+
+def test_kenlm_model_loads_and_prefers_in_domain_text(small_lm):
+    import kenlm
+
+    path, report = small_lm
+    assert report["sentences"] == 3000 and path.with_suffix(".arpa").exists()
+    model = kenlm.Model(str(path))
+    held_out = toy_sentences(200, seed=12)
+    rng = random.Random(0)
+    shuffled = [" ".join(rng.sample(s.split(), len(s.split()))) for s in held_out]
+    in_domain, scrambled = metrics.lm_scores(model, held_out), metrics.lm_scores(model, shuffled)
+    assert 1.5 < in_domain["perplexity"] < 30
+    assert scrambled["perplexity"] > 3 * in_domain["perplexity"]
+    assert in_domain["nll_bits_per_word"] == pytest.approx(math.log2(in_domain["perplexity"]))
+    assert in_domain["oov_words"] == 0
+    assert metrics.lm_scores(model, ["zebra quux ."])["oov_words"] == 2
+
+
+def test_evaluate_prints_the_row_and_writes_json(small_lm, tmp_path):
+    lm, _ = small_lm
+    reference, corpus = tmp_path / "ref.txt", tmp_path / "corpus.txt"
+    reference.write_text("\n".join(toy_sentences(20, seed=5)) + "\n")
+    corpus.write_text("\n".join(toy_sentences(500, seed=6)) + "\n")
+    out = run([*EVALUATE, "--reference", reference, "--reconstructions", reference, "--samples", reference,
+               "--corpus", corpus, "--lm", lm, "--json", tmp_path / "row.json", "--name", "copy"]).stdout
+    assert "| copy | 100.00 |" in out and "tok:none" in out
+    report = json.loads((tmp_path / "row.json").read_text())
+    assert report["metrics"]["bleu"] == pytest.approx(100.0)
+    for key in ("nll_bits_per_word", "nll_nats_per_word", "nll_nats_per_sentence", "perplexity", "unigram_kl",
+                "unigram_kl_smoothed", "entropy", "avg_len", "distinct_1"):
+        assert key in report["metrics"]
+    assert len(report["meta"]["lm_sha256"]) == 64
+    corpus_row = run([*EVALUATE, "--corpus", corpus, "--lm", lm]).stdout
+    assert "| Corpus | - |" in corpus_row
+
+
+def test_evaluate_bad_inputs_fail_clearly_without_partial_json(small_lm, tmp_path):
+    lm, _ = small_lm
+    good, short, empty = tmp_path / "good.txt", tmp_path / "short.txt", tmp_path / "empty.txt"
+    good.write_text("a man sleeps .\na dog runs .\n")
+    short.write_text("a man sleeps .\n")
+    empty.write_text("\n")
+    bad_lm = tmp_path / "bad.bin"
+    bad_lm.write_bytes(b"this is not a language model\n")
+    other = tmp_path / "other.txt"
+    other.write_text("zz yy xx\n")
+    cases = [
+        (["--reference", good, "--reconstructions", short], "has 1 lines but"),
+        (["--samples", empty, "--corpus", good], "--samples: " + str(empty) + " is empty"),
+        (["--samples", good, "--lm", tmp_path / "missing.bin"], "--lm: no such file"),
+        (["--samples", good, "--lm", bad_lm], "is not a KenLM"),
+        (["--samples", other, "--corpus", good], "no generated word occurs in the corpus"),
+    ]
+    for args, message in cases:
+        result = run([*EVALUATE, *args, "--json", tmp_path / "out.json"], check=False)
+        assert result.returncode != 0 and message in result.stderr, (args, result.stderr[-500:])
+        assert not (tmp_path / "out.json").exists()
