@@ -6,7 +6,7 @@ fairseq sums the loss over tokens, it is multiplied by the batch's token count.
 """
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,7 @@ class AutoencoderCrossEntropyConfig(FairseqDataclass):
         default=0.5, metadata={"help": "the word-dropout rate never grows past this (the paper: 0.5)"}
     )
     seed: int = II("common.seed")
+    update_freq: List[int] = II("optimization.update_freq")
 
 
 def _check_rate(name: str, value: float) -> None:
@@ -65,6 +66,7 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
         self.word_dropout_increment = cfg.word_dropout_increment
         self.word_dropout_max = cfg.word_dropout_max
         self.seed = cfg.seed
+        self.update_freq = int(cfg.update_freq[0]) if cfg.update_freq else 1
         self.num_updates = 0
         self.epoch = 1
         self._forwards_this_update = 0
@@ -90,11 +92,14 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
         self.num_updates, self.epoch = num_updates, epoch
 
     def random_generator(self, device) -> torch.Generator:
-        """A generator seeded by (seed, update, worker, micro-batch): draws differ across workers and
-        micro-batches, yet a run is reproducible from its seed."""
+        """A generator seeded by (seed, update, global micro-batch): draws differ across workers and
+        micro-batches, yet a run is reproducible from its seed.
+
+        The global micro-batch index is ``rank * update_freq + local index``, so N workers see the
+        same draws as one worker with ``--update-freq N`` on the same batches."""
         rank = distributed_utils.get_data_parallel_rank() if torch.distributed.is_initialized() else 0
+        key = (self.seed, self.num_updates, rank * self.update_freq + self._forwards_this_update)
         self._forwards_this_update += 1
-        key = (self.seed, self.num_updates, rank, self._forwards_this_update)
         generator = torch.Generator(device=device)
         generator.manual_seed(hash(key) % (2**63))
         return generator

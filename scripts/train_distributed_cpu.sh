@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Data-parallel fairseq-train on CPU processes (gloo), for machines without GPUs and for tests.
+#   NPROC=2 bash scripts/train_distributed_cpu.sh DATA [fairseq-train flags...]
+# fairseq's own spawn and torchrun paths count CUDA devices and fail on a CPU-only machine, so this
+# starts each rank itself: gloo, a tcp rendezvous on localhost:$PORT, no spawn, legacy DDP.
+# Only rank 0 logs and saves. Exits with the first failing rank's status, stopping the others;
+# TIMEOUT (seconds, default none) bounds the whole run, so a stuck rendezvous cannot hang forever.
+set -uo pipefail
+NPROC=${NPROC:-2}
+PORT=${PORT:-$((20000 + RANDOM % 20000))}
+TIMEOUT=${TIMEOUT:-0}
+if [ $# -lt 1 ]; then echo "usage: NPROC=2 $0 DATA [fairseq-train flags...]" >&2; exit 2; fi
+if ! [[ "$NPROC" =~ ^[1-9][0-9]*$ ]]; then echo "$0: NPROC must be a positive number, got '$NPROC'" >&2; exit 2; fi
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    echo "$0: port $PORT is busy; set PORT to a free one" >&2; exit 2
+fi
+pids=()
+for ((rank = 0; rank < NPROC; rank++)); do
+    timeout_cmd=()
+    [ "$TIMEOUT" != 0 ] && timeout_cmd=(timeout "$TIMEOUT")
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "${timeout_cmd[@]}" fairseq-train "$@" --cpu \
+        --distributed-world-size "$NPROC" --distributed-rank "$rank" --distributed-backend gloo \
+        --distributed-init-method "tcp://localhost:$PORT" --distributed-no-spawn --device-id 0 \
+        --ddp-backend legacy_ddp &
+    pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do
+    if ! wait "$pid"; then
+        code=$?
+        [ "$status" = 0 ] && status=$code
+        kill "${pids[@]}" 2>/dev/null
+    fi
+done
+exit "$status"
