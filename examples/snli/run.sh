@@ -68,7 +68,37 @@ train_one() {
     echo "$(date -u +%FT%TZ) done $name"
 }
 
+evaluate_one() {
+    local name=$1 ckpt=$WORK/checkpoints/$1/checkpoint_best.pt out=$WORK/eval
+    mkdir -p "$out"
+    gen=(fairseq-generate "$DATA" --user-dir "$repo/fairseq_wae" --path "$ckpt" --cpu --beam 1 --batch-size 500)
+    # greedy reconstruction of the test split (the authors' decoding), every sentence
+    "${gen[@]}" --task sentence_autoencoding --gen-subset test --max-sentence-len 20 > "$out/$name.recon.out" 2>/dev/null
+    python "$repo/scripts/extract_hypotheses.py" "$out/$name.recon.out" > "$out/$name.recon.txt"
+    python "$repo/scripts/extract_hypotheses.py" "$out/$name.recon.out" --kind T > "$out/$name.ref.txt"
+    # greedy decoding of prior samples z ~ N(0, I)
+    "${gen[@]}" --task prior_sampling --num-samples "$NUM_SAMPLES" --seed 1 --max-len-b 50 > "$out/$name.samples.out" 2>/dev/null
+    python "$repo/scripts/extract_hypotheses.py" "$out/$name.samples.out" > "$out/$name.samples.txt"
+    python "$repo/scripts/evaluate.py" --name "$name" --reference "$out/$name.ref.txt" \
+        --reconstructions "$out/$name.recon.txt" --samples "$out/$name.samples.txt" --corpus "$DATA/train.txt" \
+        --lm "$LM" --json "$out/$name.json"
+}
+
 case "${1:-}" in
+    lm) python "$repo/scripts/train_lm.py" --corpus "$LM_CORPUS" --order 3 --out "$LM" ;;
+    table1)
+        [ -s "$LM" ] || bash "$0" lm
+        mkdir -p "$WORK/eval" "$RESULTS"
+        python "$repo/scripts/evaluate.py" --name corpus --corpus "$DATA/test.txt" --lm "$LM" --json "$WORK/eval/corpus.json"
+        for name in $MODELS; do
+            if [ -s "$WORK/checkpoints/$name/checkpoint_best.pt" ]; then evaluate_one "$name"
+            else echo "no checkpoint for $name: run '$0 train $name' first" >&2; fi
+        done
+        python "$here/report.py" table1 --work "$WORK" --out "$RESULTS/table1.md" ;;
+    table2) python "$here/report.py" table2 --work "$WORK" --data "$DATA" --out "$RESULTS/table2.md" ;;
+    figure3) python "$here/report.py" figure3 --work "$WORK" --out "$RESULTS/figure3.png" ;;
+    figure1) python "$here/report.py" figure1 --work "$WORK" --data "$DATA" --out "$RESULTS/figure1.png" ;;
+    evaluate) evaluate_one "$2" ;;
     prepare) prepare ;;
     train)
         if [ "${2:-all}" = all ]; then

@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""Tables and figures of the SNLI recipe from its evaluation JSON, samples and fairseq json logs.
+
+    python examples/snli/report.py table1 --work WORK --out results/table1.md
+    python examples/snli/report.py table2 --work WORK --data DATA --out results/table2.md
+    python examples/snli/report.py figure3 --work WORK --out results/figure3.png
+    python examples/snli/report.py figure1 --work WORK --data DATA --out results/figure1.png
+"""
+import argparse
+import json
+import os
+import random
+
+PAPER = {  # Table 1 of the paper: BLEU, NLL, UnigramKL, Entropy, AvgLen
+    "corpus": (None, 9.92, None, 5.65, 9.7),
+    "dae": (73.66, 13.71, 0.180, 5.94, 13.3),
+    "vae": (31.77, 11.52, 0.125, 4.95, 9.1),
+    "wae3": (72.72, 12.04, 0.078, 5.52, 10.0),
+    "wae10": (68.82, 11.74, 0.079, 5.54, 9.9),
+    "swae": (None, None, None, None, None),
+}
+LABELS = {"corpus": "Corpus", "dae": "DAE", "vae": "VAE (annealed)", "wae3": "WAE lambda=3",
+          "wae10": "WAE lambda=10", "swae": "stochastic WAE (lambda=3, gamma=1)"}
+KEYS = ("bleu", "nll_bits_per_word", "unigram_kl", "entropy", "avg_len")
+FORMATS = (".2f", ".2f", ".3f", ".2f", ".1f")
+
+
+def cell(value, fmt):
+    return "-" if value is None else format(value, fmt)
+
+
+def table1(args):
+    lines = ["| model | BLEU | NLL | UnigramKL | Entropy | AvgLen | paper: BLEU | NLL | UnigramKL | Entropy | AvgLen |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in PAPER:
+        path = os.path.join(args.work, "eval", f"{name}.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            measured = json.load(f)["metrics"]
+        ours = [cell(measured.get(k), fmt) for k, fmt in zip(KEYS, FORMATS)]
+        paper = [cell(v, fmt) for v, fmt in zip(PAPER[name], FORMATS)]
+        lines.append(f"| {LABELS[name]} | " + " | ".join(ours) + " | " + " | ".join(paper) + " |")
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def table2(args):
+    with open(os.path.join(args.data, "train.txt"), encoding="utf-8") as f:
+        training = random.Random(1).sample([line.strip() for line in f], args.rows)
+    columns = {"Training samples": training}
+    for name in ("wae10", "dae", "vae", "swae"):
+        path = os.path.join(args.work, "eval", f"{name}.samples.txt")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                columns[LABELS[name]] = [line.strip() for _, line in zip(range(args.rows), f)]
+    out = []
+    for title, sentences in columns.items():
+        out += [f"**{title}**", ""] + [f"- {s}" for s in sentences] + [""]
+    with open(args.out, "w") as f:
+        f.write("\n".join(out))
+    print("\n".join(out))
+
+
+def read_log(path):
+    records = []
+    with open(path) as f:
+        for line in f:
+            start = line.find("{")
+            if "train_inner" in line and start >= 0:
+                records.append(json.loads(line[start:]))
+    return records
+
+
+def figure3(args):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    logs = sorted(n for n in os.listdir(os.path.join(args.work, "logs")) if n.startswith("vae"))
+    for name in logs:
+        records = read_log(os.path.join(args.work, "logs", name))
+        if not records:
+            continue
+        steps = [int(r["num_updates"]) for r in records]
+        weighted = [float(r["weighted_kl"]) for r in records]
+        label = name[:-4].replace("vae-const", "lambda = ").replace("vae", "annealed (sigmoid, stop at peak)")
+        ax.plot(steps, weighted, label=label)
+    ax.set_xlabel("update")
+    ax.set_ylabel("lambda * KL (nats per sentence)")
+    ax.set_title("VAE: weighted KL during training (paper's Figure 3)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+
+def figure1(args):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from fairseq_wae.inference import encode, load_autoencoder
+
+    with open(os.path.join(args.data, "test.txt"), encoding="utf-8") as f:
+        sentences = [line.strip() for line in f][: args.points]
+    names = [n for n in ("dae", "vae", "wae10") if os.path.exists(os.path.join(args.work, "checkpoints", n,
+                                                                                "checkpoint_best.pt"))]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 4.5), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        model, task = load_autoencoder(os.path.join(args.work, "checkpoints", name, "checkpoint_best.pt"), args.data)
+        z = encode(model, task, sentences).double()
+        prior = torch.randn(len(sentences), z.size(1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        both = torch.cat([z, prior])
+        mean = both.mean(0)
+        _, _, v = torch.linalg.svd(both - mean, full_matrices=False)
+        project = lambda x: ((x - mean) @ v[:2].T).numpy()  # noqa: E731
+        ax.scatter(*project(prior).T, s=4, c="tab:red", alpha=0.4, label="prior N(0, I)")
+        ax.scatter(*project(z).T, s=4, c="tab:blue", alpha=0.4, label="encoded test sentences")
+        ax.set_title(f"{LABELS[name]}: first two principal components")
+        ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["table1", "table2", "figure3", "figure1"])
+    parser.add_argument("--work", required=True)
+    parser.add_argument("--data")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--rows", type=int, default=5)
+    parser.add_argument("--points", type=int, default=1000)
+    args = parser.parse_args()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    {"table1": table1, "table2": table2, "figure3": figure3, "figure1": figure1}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
