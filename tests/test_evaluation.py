@@ -113,3 +113,29 @@ def test_evaluate_bad_inputs_fail_clearly_without_partial_json(small_lm, tmp_pat
         result = run([*EVALUATE, *args, "--json", tmp_path / "out.json"], check=False)
         assert result.returncode != 0 and message in result.stderr, (args, result.stderr[-500:])
         assert not (tmp_path / "out.json").exists()
+
+
+def test_latent_metrics_vanish_for_a_collapsed_posterior_and_not_otherwise(toy_data):
+    import torch
+
+    from fairseq_wae.inference import to_batch
+    from fairseq_wae.latent_metrics import evaluate_latent_space, mutual_information
+    from test_criterions import build
+
+    task, model, _ = build(toy_data, "lstm_vae_tiny", "vae_kl")
+    model.eval()
+    sentences = (toy_data.parent / "test.txt").read_text().splitlines()[:60]
+    batches = [to_batch(task, sentences[:30]), to_batch(task, sentences[30:])]
+    head = model.encoder.latent_head
+    with torch.no_grad():  # q(z|x) = N(0, I) for every x: the posterior has collapsed onto the prior
+        for layer in (head.to_mean, head.to_logvar):
+            layer.weight.zero_()
+            layer.bias.zero_()
+    collapsed = evaluate_latent_space(model, task, batches, num_importance_samples=5)
+    assert collapsed["kl"] == pytest.approx(0.0, abs=1e-9) and collapsed["active_units"] == 0
+    assert abs(collapsed["mutual_information"]) < 0.5  # Monte-Carlo noise of the estimator only
+    # informative posteriors: tight, well separated means give I(x; z) close to its bound log N
+    mean = torch.arange(60, dtype=torch.float64).unsqueeze(1).repeat(1, 4)
+    informative = mutual_information(mean, torch.full_like(mean, -6.0), torch.Generator().manual_seed(0))
+    assert informative == pytest.approx(math.log(60), abs=0.05)
+    assert collapsed["iw_ppl"] > 1 and collapsed["iw_nll_per_sentence"] > 0

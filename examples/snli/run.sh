@@ -69,19 +69,9 @@ train_one() {
 }
 
 evaluate_one() {
-    local name=$1 ckpt=$WORK/checkpoints/$1/checkpoint_best.pt out=$WORK/eval
-    mkdir -p "$out"
-    gen=(fairseq-generate "$DATA" --user-dir "$repo/fairseq_wae" --path "$ckpt" --cpu --beam 1 --batch-size 500)
-    # greedy reconstruction of the test split (the authors' decoding), every sentence
-    "${gen[@]}" --task sentence_autoencoding --gen-subset test --max-sentence-len 20 > "$out/$name.recon.out" 2>/dev/null
-    python "$repo/scripts/extract_hypotheses.py" "$out/$name.recon.out" > "$out/$name.recon.txt"
-    python "$repo/scripts/extract_hypotheses.py" "$out/$name.recon.out" --kind T > "$out/$name.ref.txt"
-    # greedy decoding of prior samples z ~ N(0, I)
-    "${gen[@]}" --task prior_sampling --num-samples "$NUM_SAMPLES" --seed 1 --max-len-b 50 > "$out/$name.samples.out" 2>/dev/null
-    python "$repo/scripts/extract_hypotheses.py" "$out/$name.samples.out" > "$out/$name.samples.txt"
-    python "$repo/scripts/evaluate.py" --name "$name" --reference "$out/$name.ref.txt" \
-        --reconstructions "$out/$name.recon.txt" --samples "$out/$name.samples.txt" --corpus "$DATA/train.txt" \
-        --lm "$LM" --json "$out/$name.json"
+    # the test split truncated to 20 words as in training; greedy decoding as in the authors' code
+    bash "$repo/scripts/evaluate_checkpoint.sh" "$WORK/checkpoints/$1/checkpoint_best.pt" "$DATA" "$LM" \
+        "$WORK/eval/$1" "$NUM_SAMPLES" --max-sentence-len 20
 }
 
 case "${1:-}" in

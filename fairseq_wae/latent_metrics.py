@@ -1,0 +1,76 @@
+"""Diagnostics of a Gaussian latent space (He et al. 2019; Li et al. 2019; Burda et al. 2016).
+
+All take the model in eval mode and batches from :func:`fairseq_wae.inference.to_batch`; results are
+per sentence, in nats.
+"""
+import math
+from typing import Dict, List
+
+import torch
+from torch import Tensor
+
+from fairseq_wae.penalties import gaussian_kl
+
+
+def log_normal(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z; mean, diag(exp(logvar))), summed over the last dimension."""
+    return -0.5 * (((z - mean) ** 2) / logvar.exp() + logvar + math.log(2 * math.pi)).sum(-1)
+
+
+def mutual_information(mean: Tensor, logvar: Tensor, generator=None) -> float:
+    """I(x; z) under q(z|x) p_data(x), with q(z) estimated by the mixture of the batch's posteriors
+    (He et al. 2019): E_x E_q[log q(z|x)] - E_q(z)[log q(z)]."""
+    n, dim = mean.shape
+    negative_entropy = (-0.5 * dim * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(-1)).mean()
+    z = mean + torch.randn(mean.shape, generator=generator, dtype=mean.dtype) * (0.5 * logvar).exp()
+    log_density = log_normal(z.unsqueeze(1), mean.unsqueeze(0), logvar.unsqueeze(0))  # [z of x_i, posterior j]
+    log_qz = torch.logsumexp(log_density, dim=1) - math.log(n)
+    return (negative_entropy - log_qz.mean()).item()
+
+
+def active_units(mean: Tensor, threshold: float = 0.01) -> int:
+    """Latent dimensions whose posterior mean varies over the data by more than ``threshold``."""
+    return int((mean.var(dim=0) > threshold).sum().item())
+
+
+@torch.no_grad()
+def sentence_log_likelihood(model, tokens: Tensor, lengths: Tensor, z: Tensor, eos: int, pad: int) -> Tensor:
+    """log p(x | z) per sentence, teacher-forced."""
+    target = tokens
+    prev = torch.cat([torch.full_like(tokens[:, :1], eos), tokens[:, :-1]], dim=1).masked_fill(tokens.eq(pad), pad)
+    logits, _ = model.decoder(prev, {"z": z})
+    lprobs = torch.log_softmax(logits.float(), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    return lprobs.masked_fill(target.eq(pad), 0.0).sum(-1)
+
+
+@torch.no_grad()
+def evaluate_latent_space(model, task, batches: List, num_importance_samples: int = 50, seed: int = 1) -> Dict:
+    """KL(q(z|x)||p(z)), MI, active units and importance-weighted NLL/PPL over the sentences."""
+    dictionary = task.source_dictionary
+    generator = torch.Generator().manual_seed(seed)
+    means, logvars, kls, iw_nll, words = [], [], [], [], 0
+    for tokens, lengths in batches:
+        latent = model.encoder(tokens, lengths)
+        mean, logvar = latent["mean"].double(), latent["logvar"].double()
+        means.append(mean)
+        logvars.append(logvar)
+        kls.append(gaussian_kl(mean, logvar).sum(-1))
+        log_weights = []
+        for _ in range(num_importance_samples):
+            z = mean + torch.randn(mean.shape, generator=generator, dtype=mean.dtype) * (0.5 * logvar).exp()
+            log_px_z = sentence_log_likelihood(model, tokens, lengths, z.float(), dictionary.eos(), dictionary.pad())
+            log_pz = log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
+            log_weights.append(log_px_z.double() + log_pz - log_normal(z, mean, logvar))
+        iw_nll.append(-(torch.logsumexp(torch.stack(log_weights), 0) - math.log(num_importance_samples)))
+        words += int(lengths.sum())  # EOS included, as in the LM metrics
+    mean, logvar = torch.cat(means), torch.cat(logvars)
+    nll = torch.cat(iw_nll)
+    return {
+        "kl": torch.cat(kls).mean().item(),
+        "mutual_information": mutual_information(mean, logvar, generator),
+        "active_units": active_units(mean),
+        "iw_nll_per_sentence": nll.mean().item(),
+        "iw_ppl": math.exp(nll.sum().item() / words),
+        "importance_samples": num_importance_samples,
+        "sentences": int(mean.size(0)),
+    }
