@@ -104,3 +104,23 @@ def test_a_missing_split_names_the_file(toy_data, tmp_path):
     result = run(["fairseq-generate", toy_data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding",
                   "--path", "nonexistent.pt", "--gen-subset", "test", "--cpu"], check=False)
     assert result.returncode != 0 and "nonexistent.pt" in result.stderr
+
+
+def test_frozen_pretrained_embeddings_train_and_the_checkpoint_outlives_the_file(toy_data, tmp_path):
+    words = [line.split()[0] for line in (toy_data / "dict.txt").read_text().splitlines()[:20]]
+    vectors = tmp_path / "glove.txt"
+    vectors.write_text("".join(f"{w} " + " ".join(f"{(i + j) % 7 / 7:.3f}" for j in range(32)) + "\n"
+                               for i, w in enumerate(words)))
+    log = train(toy_data, tmp_path / "ckpt", "--embed-path", vectors, "--freeze-embed", arch="lstm_wae_tiny",
+                epochs=1)
+    assert log
+    state = torch.load(tmp_path / "ckpt" / "checkpoint_last.pt", weights_only=False)
+    from fairseq.data import Dictionary
+
+    dictionary = Dictionary.load(str(toy_data / "dict.txt"))
+    row = state["model"]["encoder.embed_tokens.weight"][dictionary.index(words[3])]
+    assert torch.allclose(row, torch.tensor([(3 + j) % 7 / 7 for j in range(32)]), atol=1e-3)  # loaded, frozen
+    vectors.unlink()
+    out = run(["fairseq-generate", toy_data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding",
+               "--path", tmp_path / "ckpt" / "checkpoint_last.pt", "--gen-subset", "valid", "--cpu"]).stdout
+    assert sum(line.startswith("H-") for line in out.splitlines()) == 100

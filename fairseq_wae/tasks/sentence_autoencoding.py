@@ -16,7 +16,7 @@ from fairseq.data import (
 )
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
-from omegaconf import II
+from omegaconf import II, open_dict
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,13 @@ class SentenceAutoencodingTask(FairseqTask):
         # fairseq drops a last batch whose size is not a multiple of --required-batch-size-multiple:
         # an autoencoder must see (and reconstruct) every sentence, so batches may have any size.
         return super().get_batch_iterator(dataset, *args, required_batch_size_multiple=1, **kwargs)
+
+    def build_model(self, cfg, from_checkpoint=False):
+        if from_checkpoint and getattr(cfg, "embed_path", None):
+            # the checkpoint holds the trained embeddings: the file need not be read, nor even exist
+            with open_dict(cfg):
+                cfg.embed_path = None
+        return super().build_model(cfg, from_checkpoint)
 
     def build_criterion(self, cfg, from_checkpoint=False):
         self.criterion = super().build_criterion(cfg, from_checkpoint)
