@@ -11,13 +11,13 @@ perplexity are in --json). UnigramKL = KL(samples || corpus) skipping words unse
 paper's), also smoothed. Entropy (nats) and AvgLen of the samples. All files: tokenised, one sentence a line.
 """
 import argparse
-import hashlib
 import json
 import os
 import sys
 import tempfile
 
 from fairseq_wae import metrics
+from fairseq_wae.corpus import sha256_of
 from fairseq_wae.metrics import EvaluationError
 
 
@@ -45,14 +45,6 @@ def load_lm(path: str):
         return kenlm.Model(path)
     except (OSError, RuntimeError, Exception) as e:  # kenlm raises OSError or its own errors on a bad file
         raise EvaluationError(f"--lm: {path} is not a KenLM ARPA or binary model ({e})")
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def evaluate(args) -> dict:
