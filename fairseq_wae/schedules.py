@@ -55,15 +55,18 @@ def word_dropout_rate(epoch: int, start: float, increment: float, maximum: float
 class PeakStopper:
     """The paper's rule "stop annealing once lambda * KL reaches its peak".
 
-    Tracks an exponential moving average of lambda * KL over updates; once it has fallen
-    ``tolerance`` (relative) below the highest average seen, the weight in force is frozen for the
-    rest of training. The average smooths batch noise so that one low batch does not stop annealing.
+    Tracks an exponential moving average of lambda * KL over updates. Training starts with a
+    transient (the KL of a random encoder falls while lambda is still tiny), so the rule is armed
+    only once the average has risen ``tolerance`` (relative) above its lowest value; after that,
+    once it has fallen ``tolerance`` below the highest value seen, the weight in force is frozen for
+    the rest of training. The average smooths batch noise so that one batch cannot decide.
     """
 
     def __init__(self, decay: float = 0.98, tolerance: float = 0.05):
         self.decay = decay
         self.tolerance = tolerance
         self.average: Optional[float] = None
+        self.trough = math.inf
         self.peak = -math.inf
         self.frozen_weight: Optional[float] = None
 
@@ -73,12 +76,19 @@ class PeakStopper:
         self.average = (
             weighted_kl if self.average is None else self.decay * self.average + (1 - self.decay) * weighted_kl
         )
+        armed = self.peak > -math.inf
+        if not armed:
+            self.trough = min(self.trough, self.average)
+            if self.average > (1 + self.tolerance) * self.trough:
+                self.peak = self.average
+            return
         self.peak = max(self.peak, self.average)
-        if self.peak > 0 and self.average < (1 - self.tolerance) * self.peak:
+        if self.average < (1 - self.tolerance) * self.peak:
             self.frozen_weight = weight
 
     def state_dict(self):
-        return {"average": self.average, "peak": self.peak, "frozen_weight": self.frozen_weight}
+        return {"average": self.average, "trough": self.trough, "peak": self.peak, "frozen_weight": self.frozen_weight}
 
     def load_state_dict(self, state):
-        self.average, self.peak, self.frozen_weight = state["average"], state["peak"], state["frozen_weight"]
+        for key, value in state.items():
+            setattr(self, key, value)

@@ -64,6 +64,19 @@ def test_peak_stopper_freezes_after_the_peak_and_survives_a_checkpoint():
     assert restored.frozen_weight == stopper.frozen_weight
 
 
+def test_peak_stopper_ignores_the_start_up_transient():
+    # lambda*KL of the first SNLI run: a spike from the random encoder, a trough, the real rise and peak
+    curve = [14, 10, 6, 5, 4.5, 4.5, 5, 5.5, 6, 6.2, 6.2, 5.8, 5, 4, 3, 2, 1]
+    stopper = PeakStopper(decay=0.5, tolerance=0.05)
+    frozen_at = None
+    for step, value in enumerate(curve):
+        stopper.update(weight=step, weighted_kl=value)
+        if stopper.frozen_weight is not None and frozen_at is None:
+            frozen_at = step
+    assert frozen_at is not None and frozen_at > curve.index(6.2)
+    assert stopper.frozen_weight == frozen_at
+
+
 def test_peak_stopper_keeps_annealing_while_rising():
     stopper = PeakStopper()
     for step in range(200):

@@ -34,7 +34,7 @@ class VaeKlConfig(AutoencoderCrossEntropyConfig):
     )
     kl_anneal_stop_at_peak: bool = field(
         default=False,
-        metadata={"help": "freeze the weight once lambda*KL has peaked, watching from half the maximum weight on "
+        metadata={"help": "freeze the weight once lambda*KL has peaked, after the start-up transient "
                           "(the paper's rule)"},
     )
     kl_free_bits: float = field(
@@ -74,9 +74,7 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
         kl = kl_per_dim.sum(-1).mean()
         penalised = kl_per_dim.mean(0).clamp_min(self.free_bits).sum() if self.free_bits > 0 else kl
         weight = self.current_kl_weight
-        # armed once the weight has reached half its maximum: at the start of training lambda*KL
-        # shows a transient peak (the KL of a random encoder collapsing) that is not the paper's peak
-        if model.training and self.peak_stopper is not None and weight >= 0.5 * self.max_kl_weight:
+        if model.training and self.peak_stopper is not None:
             self.peak_stopper.update(weight, weight * self._mean_over_workers(kl.detach()))
         logs = {"kl": kl.item(), "kl_weight": weight, "weighted_kl": weight * kl.item(),
                 **gaussian_posterior_stats(latent)}
