@@ -49,15 +49,21 @@ def test_word_dropout_paper_schedule():
     assert word_dropout_rate(7, 0.25, 0.0, 0.5) == 0.25
 
 
-def test_peak_stopper_freezes_after_the_peak_and_survives_a_checkpoint():
-    stopper = PeakStopper(decay=0.5, tolerance=0.05)
-    curve = [1, 2, 3, 4, 5, 5, 4, 3, 2]
+def run_stopper(weights, curve, **kw):
+    stopper = PeakStopper(**kw)
     frozen_at = None
-    for step, value in enumerate(curve):
-        stopper.update(weight=step / 10, weighted_kl=value)
+    for step, (weight, value) in enumerate(zip(weights, curve)):
+        stopper.update(weight=weight, weighted_kl=value)
         if stopper.frozen_weight is not None and frozen_at is None:
             frozen_at = step
-    assert frozen_at is not None and curve[frozen_at] < max(curve) and frozen_at > curve.index(max(curve))
+    return stopper, frozen_at
+
+
+def test_peak_stopper_freezes_after_the_peak_and_survives_a_checkpoint():
+    weights = [0.1 * (step + 1) for step in range(9)]
+    curve = [1, 2, 3, 4, 5, 5, 4, 3, 2]
+    stopper, frozen_at = run_stopper(weights, curve, decay=0.5, tolerance=0.05)
+    assert frozen_at is not None and frozen_at > curve.index(5) and stopper.frozen_weight == weights[frozen_at]
     restored = PeakStopper()
     restored.load_state_dict(stopper.state_dict())
     restored.update(weight=9.0, weighted_kl=100.0)
@@ -65,16 +71,12 @@ def test_peak_stopper_freezes_after_the_peak_and_survives_a_checkpoint():
 
 
 def test_peak_stopper_ignores_the_start_up_transient():
-    # lambda*KL of the first SNLI run: a spike from the random encoder, a trough, the real rise and peak
-    curve = [14, 10, 6, 5, 4.5, 4.5, 5, 5.5, 6, 6.2, 6.2, 5.8, 5, 4, 3, 2, 1]
-    stopper = PeakStopper(decay=0.5, tolerance=0.05)
-    frozen_at = None
-    for step, value in enumerate(curve):
-        stopper.update(weight=step, weighted_kl=value)
-        if stopper.frozen_weight is not None and frozen_at is None:
-            frozen_at = step
+    # lambda*KL of the SNLI run: a spike from the fresh encoder while the weight has barely moved,
+    # a trough, then the rise driven by annealing, its peak and the collapse
+    weights = [1, 1.1, 1.2, 1.3, 1.5, 1.8, 2.2, 2.8, 3.5, 4.5, 6, 8, 11, 15, 20, 27, 36]
+    curve = [9, 14, 10, 6, 5, 4.5, 4.5, 5, 5.5, 6, 6.2, 6.2, 5.8, 5, 4, 3, 2]
+    stopper, frozen_at = run_stopper(weights, curve, decay=0.5, tolerance=0.05)
     assert frozen_at is not None and frozen_at > curve.index(6.2)
-    assert stopper.frozen_weight == frozen_at
 
 
 def test_peak_stopper_keeps_annealing_while_rising():
