@@ -59,9 +59,10 @@ class PeakStopper:
     ``tolerance`` (relative) below the highest average seen, the weight in force is frozen for the
     rest of training. The average smooths batch noise so that one batch cannot decide.
 
-    Watching starts once the weight has doubled from its first positive value: before that, lambda*KL
-    moves with the KL of a freshly initialised encoder (on SNLI it spikes and falls within ~100
-    updates), not with the annealing whose peak the rule is after.
+    The start of training is skipped: there lambda*KL moves with the KL of a freshly initialised
+    encoder (on SNLI it spikes, then falls for ~200 updates), not with the annealing whose peak the
+    rule is after. Watching starts once the weight has doubled from its first positive value, and a
+    peak counts only after the average has risen ``tolerance`` above its lowest value since then.
     """
 
     def __init__(self, decay: float = 0.98, tolerance: float = 0.05):
@@ -69,6 +70,7 @@ class PeakStopper:
         self.tolerance = tolerance
         self.first_weight: Optional[float] = None
         self.average: Optional[float] = None
+        self.trough = math.inf
         self.peak = -math.inf
         self.frozen_weight: Optional[float] = None
 
@@ -82,13 +84,17 @@ class PeakStopper:
         self.average = (
             weighted_kl if self.average is None else self.decay * self.average + (1 - self.decay) * weighted_kl
         )
+        if self.peak == -math.inf:
+            self.trough = min(self.trough, self.average)
+            if self.average <= (1 + self.tolerance) * self.trough:
+                return
         self.peak = max(self.peak, self.average)
         if self.average < (1 - self.tolerance) * self.peak:
             self.frozen_weight = weight
 
     def state_dict(self):
-        return {"first_weight": self.first_weight, "average": self.average, "peak": self.peak,
-                "frozen_weight": self.frozen_weight}
+        return {"first_weight": self.first_weight, "average": self.average, "trough": self.trough,
+                "peak": self.peak, "frozen_weight": self.frozen_weight}
 
     def load_state_dict(self, state):
         for key, value in state.items():

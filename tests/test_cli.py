@@ -51,7 +51,7 @@ def test_vae_schedules_show_in_the_log_and_the_checkpoint(trained):
     weights = [float(r["train_kl_weight"]) for r in epochs]
     assert weights[0] < 0.2 and weights == sorted(weights)
     state = torch.load(save_dir / "checkpoint_last.pt", weights_only=False)
-    assert set(state["task_state"]["criterion_schedule"]) == {"first_weight", "average", "peak", "frozen_weight"}
+    assert set(state["task_state"]["criterion_schedule"]) == {"first_weight", "average", "trough", "peak", "frozen_weight"}
 
 
 def test_the_checkpoint_reloads_and_reconstructs_every_test_sentence(trained, toy_data):
