@@ -22,6 +22,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -58,18 +59,16 @@ def train_words_per_second(data, arch_flags, updates, task="sentence_autoencodin
     return {"wps": statistics.mean(wps[1:] or wps), "seconds": time.time() - started, "peak_rss_mb": rss}
 
 
-def translation_view(data, folder):
-    """The same binaries as a src->tgt translation corpus, for the built-in lstm (symlinks only)."""
-    os.makedirs(folder, exist_ok=True)
+def translation_view(data):
+    """The same binaries as a src->tgt translation corpus, for the built-in lstm: symlinks in a new
+    temporary folder (a reused folder could still point at other data)."""
+    folder = tempfile.mkdtemp(prefix="fairseq-wae-bench-")
     for lang in ("src", "tgt"):
-        link = os.path.join(folder, f"dict.{lang}.txt")
-        if not os.path.exists(link):
-            os.symlink(os.path.abspath(os.path.join(data, "dict.txt")), link)
+        os.symlink(os.path.abspath(os.path.join(data, "dict.txt")), os.path.join(folder, f"dict.{lang}.txt"))
         for split in ("train", "valid"):
             for ext in ("bin", "idx"):
-                link = os.path.join(folder, f"{split}.src-tgt.{lang}.{ext}")
-                if not os.path.exists(link):
-                    os.symlink(os.path.abspath(os.path.join(data, f"{split}.{ext}")), link)
+                os.symlink(os.path.abspath(os.path.join(data, f"{split}.{ext}")),
+                           os.path.join(folder, f"{split}.src-tgt.{lang}.{ext}"))
     return folder
 
 
@@ -169,7 +168,7 @@ def main():
     vocab = len(Dictionary.load(os.path.join(args.data, "dict.txt")))
     report = {"machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}, threads 1", "vocabulary": vocab}
 
-    builtin = train_words_per_second(translation_view(args.data, os.path.join("/tmp", "fairseq-wae-bench-view")),
+    builtin = train_words_per_second(translation_view(args.data),
                                      BUILTIN, args.updates, task="translation")
     report["builtin_lstm_wps"] = builtin["wps"]
     torch.set_num_threads(1)

@@ -89,6 +89,14 @@ case "${1:-}" in
     figure3) python "$here/report.py" figure3 --work "$WORK" --out "$RESULTS/figure3.png" ;;
     figure1) python "$here/report.py" figure1 --work "$WORK" --data "$DATA" --out "$RESULTS/figure1.png" ;;
     evaluate) evaluate_one "$2" ;;
+    collect)  # what is committed: metrics JSON, the first 1000 samples per model, logs trimmed to the metrics
+        mkdir -p "$RESULTS/eval" "$RESULTS/samples" "$RESULTS/logs"
+        cp "$WORK"/eval/*.json "$RESULTS/eval/"
+        for f in "$WORK"/eval/*.samples.txt; do head -n 1000 "$f" > "$RESULTS/samples/$(basename "$f")"; done
+        for f in "$WORK"/logs/*.log; do
+            grep -E '\| (train_inner|train|valid) \|' "$f" | sed 's/^.*| \(train_inner\|train\|valid\) | /\1 /' \
+                > "$RESULTS/logs/$(basename "$f" .log).jsonl"
+        done ;;
     prepare) prepare ;;
     train)
         if [ "${2:-all}" = all ]; then
@@ -96,5 +104,5 @@ case "${1:-}" in
         else
             train_one "$2"
         fi ;;
-    *) echo "usage: $0 prepare | train NAME|all | table1 | table2 | figure3 | figure1" >&2; exit 2 ;;
+    *) echo "usage: $0 prepare | train NAME|all | table1 | table2 | figure3 | figure1 | collect" >&2; exit 2 ;;
 esac
