@@ -5,7 +5,6 @@ fairseq-preprocess (through its Python entry point), never a re-implementation.
 """
 import gzip
 import hashlib
-import io
 import json
 import logging
 import os
@@ -290,9 +289,9 @@ def write_corpus(out: str, splits: Dict[str, List[str]], manifest: Dict, vocab_s
         with open(os.path.join(staging, "manifest.json"), "w") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
             f.write("\n")
-        for log in ("preprocess.log",):
-            if os.path.exists(os.path.join(staging, log)):
-                os.remove(os.path.join(staging, log))  # holds absolute paths: not reproducible
+        log = os.path.join(staging, "preprocess.log")
+        if os.path.exists(log):
+            os.remove(log)  # holds absolute paths: not reproducible
         if os.path.exists(out):
             shutil.rmtree(out)
         os.replace(staging, out)

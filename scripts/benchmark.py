@@ -174,8 +174,8 @@ def main():
     torch.set_num_threads(1)
     ceiling = output_layer_ceiling(vocab, 100, tokens=1408)
     report["output_layer_ceiling_tokens_per_s"] = ceiling
-    print(f"| model | train words/s | vs built-in lstm (target >= 1.2) | vs output-layer ceiling (target >= 0.8) |"
-          f" peak RSS MB |\n|---|---|---|---|---|")
+    print("| model | train words/s | vs built-in lstm (target >= 1.2) | vs output-layer ceiling (target >= 0.8) |"
+          " peak RSS MB |\n|---|---|---|---|---|")
     print(f"| fairseq built-in lstm | {builtin['wps']:.0f} | 1.00 | {builtin['wps'] / ceiling:.2f} | "
           f"{builtin['peak_rss_mb']:.0f} |")
     report["ours"] = {}

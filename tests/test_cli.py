@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, USER_DIR, preprocess, run, toy_sentences, train
+from conftest import REPO, USER_DIR, preprocess, run, train
 
 TRAINING = {
     "dae": ("lstm_ae_tiny", "ae_cross_entropy", [], []),

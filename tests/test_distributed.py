@@ -1,7 +1,5 @@
 """Data-parallel training on 2 CPU processes (gloo), against 1 process with --update-freq 2."""
-import os
 import socket
-import sys
 
 import pytest
 import torch

@@ -1,7 +1,6 @@
 """fairseq-generate / fairseq-interactive / scripts on a DAE overfit to 50 sentences (conftest.overfit_dae)."""
 import sys
 
-import pytest
 
 from conftest import CLI_ENV, REPO, USER_DIR, run
 
