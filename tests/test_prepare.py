@@ -113,6 +113,10 @@ def test_word2vec_file_loads_into_the_model_with_its_coverage(tmp_path):
     printed = run([sys.executable, REPO / "scripts" / "train_word2vec.py", "--input", out / "train.txt",
                    "--out", vectors, "--dim", "32", "--epochs", "1", "--dict", out / "dict.txt"]).stdout
     assert "(100.0%)" in printed
+    # centred: every dimension's mean over the vocabulary is 0, so frozen vectors are not nearly parallel
+    rows = [[float(v) for v in line.split()[1:]] for line in read_lines(vectors)[1:]]
+    column_means = [sum(column) / len(rows) for column in zip(*rows)]
+    assert max(abs(m) for m in column_means) < 1e-5
     # drop two words from the file: coverage must say so, and those rows stay random
     lines = read_lines(vectors)
     kept = [lines[0].replace(lines[0].split()[0], str(int(lines[0].split()[0]) - 2), 1)] + lines[3:]
