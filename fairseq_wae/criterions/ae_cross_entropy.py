@@ -18,6 +18,7 @@ from omegaconf import II
 from torch import Tensor
 
 from fairseq_wae.schedules import word_dropout_rate
+from fairseq_wae.seeding import seeded_generator
 
 #: Logged as ``value * nsentences`` and reported as the sentence-weighted mean over batches and workers.
 SENTENCE_MEAN_METRICS = (
@@ -98,11 +99,9 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
         The global micro-batch index is ``rank * update_freq + local index``, so N workers see the
         same draws as one worker with ``--update-freq N`` on the same batches."""
         rank = distributed_utils.get_data_parallel_rank() if torch.distributed.is_initialized() else 0
-        key = (self.seed, self.num_updates, rank * self.update_freq + self._forwards_this_update)
+        micro_batch = rank * self.update_freq + self._forwards_this_update
         self._forwards_this_update += 1
-        generator = torch.Generator(device=device)
-        generator.manual_seed(hash(key) % (2**63))
-        return generator
+        return seeded_generator(self.seed, self.num_updates, micro_batch, device=device)
 
     @property
     def word_dropout_rate(self) -> float:

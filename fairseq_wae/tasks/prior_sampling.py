@@ -11,6 +11,7 @@ import torch
 from fairseq.data import FairseqDataset
 from fairseq.tasks import register_task
 
+from fairseq_wae.seeding import seeded_generator
 from fairseq_wae.tasks.sentence_autoencoding import SentenceAutoencodingConfig, SentenceAutoencodingTask
 
 
@@ -57,10 +58,7 @@ class PriorSampleDataset(FairseqDataset):
 
 def prior_codes(ids: torch.Tensor, latent_dim: int, seed: int, temperature: float) -> torch.Tensor:
     """z_i ~ N(0, temperature^2 I), drawn from a generator seeded by (seed, i)."""
-    codes = []
-    for i in ids.tolist():
-        generator = torch.Generator().manual_seed(hash((seed, i)) % (2**63))
-        codes.append(torch.randn(latent_dim, generator=generator))
+    codes = [torch.randn(latent_dim, generator=seeded_generator(seed, i)) for i in ids.tolist()]
     return temperature * torch.stack(codes)
 
 
