@@ -12,7 +12,14 @@ recipe). Prints a markdown table; every figure is measured here, now, on this ma
   and backward) at the same batch shape, and our training words/s as a fraction of it;
 - the penalty's cost: criterion step time with lambda = 0 against the full criterion, batch 32/128/512;
 - generation: prior samples/s (greedy, beam 5) against reconstructions/s of the same count;
-- peak resident memory of a paper-size training run.
+- evaluation: seconds to score 10k samples (BLEU, trigram-LM NLL, UnigramKL) and the KenLM build time
+  per million words;
+- peak resident memory of a paper-size training run;
+- how the step scales with the vocabulary (5k/20k/50k; ours, the built-in lstm and the output layer,
+  in-process on synthetic batches) and where a step goes (torch.profiler, ``--profile``).
+
+The built-in lstm is measured before and after our models, and both runs are printed: their spread
+is the noise of this machine during the run.
 """
 import argparse
 import json
@@ -84,6 +91,172 @@ def output_layer_ceiling(vocab, hidden, tokens, repeats=20):
     for _ in range(repeats):
         torch.nn.functional.nll_loss(torch.log_softmax(layer(x), -1), target, reduction="sum").backward()
     return tokens * repeats / (time.perf_counter() - started)
+
+
+def synthetic_batch(vocab, sentences=128, length=11, seed=0):
+    """``sentences`` random sentences of ``length`` words + EOS over a ``vocab``-word dictionary."""
+    from fairseq.data import Dictionary
+
+    dictionary = Dictionary()
+    for i in range(vocab - len(dictionary)):
+        dictionary.add_symbol(f"w{i}")
+    generator = torch.Generator().manual_seed(seed)
+    words = torch.randint(dictionary.nspecial, len(dictionary), (sentences, length), generator=generator)
+    eos = torch.full((sentences, 1), dictionary.eos())
+    target = torch.cat([words, eos], dim=1)
+    batch = {"src_tokens": target, "src_lengths": torch.full((sentences,), length + 1),
+             "prev_output_tokens": torch.cat([eos, words], dim=1)}
+    return dictionary, batch, target
+
+
+def builtin_lstm(dictionary):
+    """fairseq's ``lstm`` at the sizes of BUILTIN, built in-process."""
+    from argparse import Namespace
+
+    from fairseq.models.lstm import LSTMModel, base_architecture
+
+    args = Namespace(encoder_embed_dim=300, decoder_embed_dim=300, encoder_hidden_size=100, decoder_hidden_size=100,
+                     decoder_out_embed_dim=100, encoder_layers=1, decoder_layers=1, decoder_attention="False",
+                     dropout=0.2, max_source_positions=1024, max_target_positions=1024, criterion="cross_entropy")
+    base_architecture(args)
+    return LSTMModel.build_model(args, Namespace(source_dictionary=dictionary, target_dictionary=dictionary))
+
+
+def our_wae(dictionary):
+    from argparse import Namespace
+
+    from fairseq.models import ARCH_CONFIG_REGISTRY
+    from fairseq.utils import import_user_module
+
+    import_user_module(Namespace(user_dir=USER_DIR))
+    from fairseq_wae.models.lstm_autoencoder import LSTMAutoencoderModel
+
+    args = Namespace()
+    ARCH_CONFIG_REGISTRY["lstm_wae_paper"](args)
+    return LSTMAutoencoderModel.build_model(args, Namespace(source_dictionary=dictionary))
+
+
+def step_seconds(model, batch, target, pad, penalty=None, repeats=5):
+    """Seconds per training step (forward, cross-entropy, backward, Adam) on one batch."""
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model.train()
+
+    def step():
+        optimizer.zero_grad()
+        logits, extra = model(**batch)
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), target.view(-1),
+                                                 ignore_index=pad, reduction="sum")
+        if penalty is not None:
+            loss = loss + penalty(extra["latent"]["z"]) * target.numel()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - started) / repeats
+
+
+def vocabulary_scaling(vocabularies, sentences=128, length=11):
+    """Words/s of our WAE step and of the built-in lstm's step against the output-layer ceiling, per vocabulary."""
+    from functools import partial
+
+    from fairseq_wae.penalties import AUTHORS_IMQ_SCALES, imq_kernel, mmd_unbiased
+
+    kernel = partial(imq_kernel, latent_dim=100, scales=AUTHORS_IMQ_SCALES, c_base_per_dim=4.0)
+    rows = []
+    for vocab in vocabularies:
+        torch.manual_seed(0)
+        dictionary, batch, target = synthetic_batch(vocab, sentences, length)
+        words = target.numel()
+        ours = step_seconds(our_wae(dictionary), batch, target, dictionary.pad(),
+                            penalty=lambda z: mmd_unbiased(z, torch.randn_like(z), kernel))
+        builtin = step_seconds(builtin_lstm(dictionary), batch, target, dictionary.pad())
+        ceiling = output_layer_ceiling(len(dictionary), 100, tokens=words, repeats=5)
+        rows.append({"vocabulary": len(dictionary), "ours_wps": words / ours, "builtin_wps": words / builtin,
+                     "ceiling_wps": ceiling})
+    return rows
+
+
+def profile_step(vocab, sentences=128, length=11, steps=5, top=12):
+    """torch.profiler over our WAE's training steps: the most expensive operators, and the step split
+    into the output layer (ceiling measurement), the optimizer and the rest (LSTMs, embeddings, MMD)."""
+    from functools import partial
+
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from fairseq_wae.penalties import AUTHORS_IMQ_SCALES, imq_kernel, mmd_unbiased
+
+    kernel = partial(imq_kernel, latent_dim=100, scales=AUTHORS_IMQ_SCALES, c_base_per_dim=4.0)
+    torch.manual_seed(0)
+    dictionary, batch, target = synthetic_batch(vocab, sentences, length)
+    model = our_wae(dictionary)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+
+    def step():
+        optimizer.zero_grad()
+        with record_function("forward"):
+            logits, extra = model(**batch)
+        with record_function("cross_entropy"):
+            loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), target.view(-1),
+                                                     reduction="sum")
+        with record_function("mmd"):
+            loss = loss + mmd_unbiased(extra["latent"]["z"], torch.randn_like(extra["latent"]["z"]), kernel)
+        with record_function("backward"):
+            loss.backward()
+        with record_function("adam"):
+            optimizer.step()
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    averages = prof.key_averages()
+    total = sum(event.self_cpu_time_total for event in averages)
+    labelled = {event.key: event.cpu_time_total / total for event in averages
+                if event.key in ("forward", "cross_entropy", "mmd", "backward", "adam")}
+    operators = sorted((event for event in averages if event.key not in labelled),
+                       key=lambda event: event.self_cpu_time_total, reverse=True)[:top]
+    words = target.numel()
+    step_time = step_seconds(model, batch, target, dictionary.pad(),
+                             penalty=lambda z: mmd_unbiased(z, torch.randn_like(z), kernel))
+    output_layer = words / output_layer_ceiling(len(dictionary), 100, tokens=words, repeats=5)
+    return {"phases": labelled,
+            "operators": [(event.key, event.self_cpu_time_total / total, event.count // steps) for event in operators],
+            "step_ms": 1000 * step_time, "output_layer_ms": 1000 * output_layer}
+
+
+def evaluation_speed(data, count=10000):
+    """Seconds to score ``count`` samples (BLEU, trigram NLL, UnigramKL) and to build that trigram LM."""
+    import kenlm
+
+    from fairseq_wae import metrics
+
+    train = os.path.join(data, "train.txt")
+    with open(train, encoding="utf-8") as f:
+        corpus = [line.strip() for line in f if line.strip()]
+    references = [corpus[i % len(corpus)] for i in range(count)]
+    hypotheses = [references[(i * 7919) % count] for i in range(count)]
+    folder = tempfile.mkdtemp(prefix="fairseq-wae-bench-lm-")
+    lm = os.path.join(folder, "lm3.bin")
+    started = time.perf_counter()
+    printed = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "train_lm.py"), "--corpus", train,
+                              "--order", "3", "--out", lm], env=ENV, capture_output=True, text=True, check=True)
+    build = time.perf_counter() - started
+    words = json.loads(printed.stdout.strip().splitlines()[-1])["words"]
+    model = kenlm.Model(lm)
+    seconds = {}
+    for name, score in (("BLEU", lambda: metrics.bleu(references, hypotheses)),
+                        ("LM NLL", lambda: metrics.lm_scores(model, hypotheses)),
+                        ("UnigramKL", lambda: metrics.unigram_kl(hypotheses, corpus))):
+        started = time.perf_counter()
+        score()
+        seconds[name] = time.perf_counter() - started
+    return {"samples": count, "seconds": seconds, "lm_words": words, "lm_build_seconds": build,
+            "lm_build_seconds_per_million_words": build / words * 1e6}
 
 
 def penalty_cost(data, batch_sizes, repeats=10):
@@ -161,6 +334,9 @@ def main():
     parser.add_argument("--data", required=True)
     parser.add_argument("--updates", type=int, default=150)
     parser.add_argument("--checkpoint", help="a paper-size checkpoint for the generation figures")
+    parser.add_argument("--vocabularies", default="5000,20000,50000", help="comma-separated; empty to skip")
+    parser.add_argument("--eval-samples", type=int, default=10000, help="0 skips the evaluation timing")
+    parser.add_argument("--profile", action="store_true", help="also profile our step with torch.profiler")
     parser.add_argument("--out", help="also write the numbers as JSON")
     args = parser.parse_args()
     from fairseq.data import Dictionary
@@ -168,23 +344,25 @@ def main():
     vocab = len(Dictionary.load(os.path.join(args.data, "dict.txt")))
     report = {"machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}, threads 1", "vocabulary": vocab}
 
-    builtin = train_words_per_second(translation_view(args.data),
-                                     BUILTIN, args.updates, task="translation")
-    report["builtin_lstm_wps"] = builtin["wps"]
+    translation = translation_view(args.data)
+    builtin = [train_words_per_second(translation, BUILTIN, args.updates, task="translation")]
+    report["ours"] = {name: train_words_per_second(args.data, flags, args.updates) for name, flags in OURS.items()}
+    builtin.append(train_words_per_second(translation, BUILTIN, args.updates, task="translation"))
+    builtin_wps = statistics.mean(run["wps"] for run in builtin)
+    report["builtin_lstm_wps"] = [run["wps"] for run in builtin]
     torch.set_num_threads(1)
     ceiling = output_layer_ceiling(vocab, 100, tokens=1408)
     report["output_layer_ceiling_tokens_per_s"] = ceiling
     print("| model | train words/s | vs built-in lstm (target >= 1.2) | vs output-layer ceiling (target >= 0.8) |"
           " peak RSS MB |\n|---|---|---|---|---|")
-    print(f"| fairseq built-in lstm | {builtin['wps']:.0f} | 1.00 | {builtin['wps'] / ceiling:.2f} | "
-          f"{builtin['peak_rss_mb']:.0f} |")
-    report["ours"] = {}
-    for name, flags in OURS.items():
-        ours = train_words_per_second(args.data, flags, args.updates)
-        report["ours"][name] = ours
-        print(f"| {name} | {ours['wps']:.0f} | {ours['wps'] / builtin['wps']:.2f} | {ours['wps'] / ceiling:.2f} | "
+    for label, run in zip(("before", "after"), builtin):
+        print(f"| fairseq built-in lstm ({label} ours) | {run['wps']:.0f} | {run['wps'] / builtin_wps:.2f} | "
+              f"{run['wps'] / ceiling:.2f} | {run['peak_rss_mb']:.0f} |")
+    for name, ours in report["ours"].items():
+        print(f"| {name} | {ours['wps']:.0f} | {ours['wps'] / builtin_wps:.2f} | {ours['wps'] / ceiling:.2f} | "
               f"{ours['peak_rss_mb']:.0f} |")
-    print(f"\noutput layer alone (vocabulary {vocab}, 1408 tokens, 1 thread): {ceiling:.0f} tokens/s\n")
+    print(f"\nbuilt-in lstm: the mean of its two runs, {builtin_wps:.0f} words/s, is the 1.00 of the ratios")
+    print(f"output layer alone (vocabulary {vocab}, 1408 tokens, 1 thread): {ceiling:.0f} tokens/s\n")
 
     report["penalty"] = penalty_cost(args.data, (32, 128, 512))
     print("| criterion | batch | step ms, no penalty | step ms, full | penalty share of the step (target <= 5% at 128) |")
@@ -196,6 +374,35 @@ def main():
     print("\n| batch | MMD forward+backward ms (O(N^2)) |\n|---|---|")
     for row in report["mmd_scaling"]:
         print(f"| {row['batch']} | {row['mmd_ms']:.2f} |")
+
+    vocabularies = [int(v) for v in args.vocabularies.split(",") if v]
+    if vocabularies:
+        report["vocabulary_scaling"] = vocabulary_scaling(vocabularies)
+        print("\n| vocabulary | ours (WAE) words/s | built-in lstm words/s | ours / built-in | output layer tokens/s |"
+              " ours / ceiling |\n|---|---|---|---|---|---|")
+        for row in report["vocabulary_scaling"]:
+            print(f"| {row['vocabulary']} | {row['ours_wps']:.0f} | {row['builtin_wps']:.0f} | "
+                  f"{row['ours_wps'] / row['builtin_wps']:.2f} | {row['ceiling_wps']:.0f} | "
+                  f"{row['ours_wps'] / row['ceiling_wps']:.2f} |")
+    if args.profile:
+        report["profile"] = profile_step(vocab)
+        prof = report["profile"]
+        print(f"\nprofile of our WAE step (torch.profiler, vocabulary {vocab}, 128 x 12 tokens): "
+              f"step {prof['step_ms']:.0f} ms, of which the output layer alone {prof['output_layer_ms']:.0f} ms "
+              f"({prof['output_layer_ms'] / prof['step_ms']:.0%})")
+        print("\n| phase | share of profiled CPU time |\n|---|---|")
+        for phase, share in prof["phases"].items():
+            print(f"| {phase} | {share:.1%} |")
+        print("\n| operator | self CPU share | calls per step |\n|---|---|---|")
+        for name, share, calls in prof["operators"]:
+            print(f"| {name} | {share:.1%} | {calls} |")
+    if args.eval_samples:
+        report["evaluation"] = ev = evaluation_speed(args.data, args.eval_samples)
+        print(f"\n| evaluation of {ev['samples']} samples | seconds |\n|---|---|")
+        for name, seconds in ev["seconds"].items():
+            print(f"| {name} | {seconds:.2f} |")
+        print(f"| KenLM trigram build ({ev['lm_words']} words, tokenising included) | {ev['lm_build_seconds']:.1f} "
+              f"({ev['lm_build_seconds_per_million_words']:.1f} per million words) |")
     if args.checkpoint:
         from fairseq.data import data_utils  # noqa: F401
 
