@@ -29,6 +29,45 @@ def cell(value, fmt):
     return "-" if value is None else format(value, fmt)
 
 
+def last_valid(log_path):
+    """The last validation record of a fairseq json log, or None."""
+    record = None
+    if os.path.exists(log_path):
+        with open(log_path) as f:
+            for line in f:
+                start = line.find("{")
+                if "| valid |" in line and start >= 0:
+                    record = json.loads(line[start:])
+    return record
+
+
+def provenance(args):
+    """What table1.md was measured on: the corpus (from prepare's manifest.json) and each model's training."""
+    lines = []
+    manifest_path = os.path.join(args.data, "manifest.json") if args.data else None
+    if manifest_path and os.path.exists(manifest_path):
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        counts = manifest["counts"]
+        sources = ", ".join(os.path.basename(i["path"]) for i in manifest["inputs"])
+        lines.append(f"Data: {manifest['unique_sentences']:,} unique SNLI sentences from {sources}, split "
+                     f"{counts['train']:,} / {counts['valid']:,} / {counts['test']:,} (train / valid / test, "
+                     f"option --split {manifest['options']['split']}); vocabulary {manifest['vocabulary_size']:,}."
+                     + ("" if counts["train"] == 90000 else
+                        " Not the paper's 100k subset of the SNLI train split (90k/5k/5k): see README.md."))
+    trained = []
+    for name in PAPER:
+        record = last_valid(os.path.join(args.work, "logs", f"{name}.log"))
+        if record is not None:
+            trained.append(f"{name} {record['epoch']} epochs / {int(float(record['valid_num_updates'])):,} updates")
+    if trained:
+        lines.append("Training: " + "; ".join(trained) + " (the paper: 20 epochs on 90k sentences, about 14,000 updates).")
+    lines.append("BLEU: greedy reconstruction of the test split (sacrebleu, tokenize none). NLL: bits per word under "
+                 "the news trigram LM, end of sentence included. UnigramKL, Entropy (nats), AvgLen: 10,000 greedy "
+                 "decodings of prior samples; the corpus row is the test split.")
+    return lines
+
+
 def table1(args):
     lines = ["| model | BLEU | NLL | UnigramKL | Entropy | AvgLen | paper: BLEU | NLL | UnigramKL | Entropy | AvgLen |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -41,6 +80,8 @@ def table1(args):
         ours = [cell(measured.get(k), fmt) for k, fmt in zip(KEYS, FORMATS)]
         paper = [cell(v, fmt) for v, fmt in zip(PAPER[name], FORMATS)]
         lines.append(f"| {LABELS[name]} | " + " | ".join(ours) + " | " + " | ".join(paper) + " |")
+    notes = [paragraph for line in provenance(args) for paragraph in (line, "")]
+    lines = ["# Table 1: ours and the paper's", ""] + notes + lines
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
