@@ -159,3 +159,31 @@ def test_gaussian_only_options_on_a_deterministic_arch_are_refused(toy_data, arc
     task, model, crit = build(toy_data, arch, criterion, *flags)
     with pytest.raises(ValueError, match=message):
         crit(model, first_batch(task))
+
+
+def test_reconstruction_loss_and_its_gradient_match_pytorch_cross_entropy():
+    from fairseq_wae.criterions.ae_cross_entropy import reconstruction_loss
+
+    torch.manual_seed(0)
+    pad = 1
+    target = torch.randint(0, 50, (4, 7))
+    target[0, 4:] = pad
+    target[2, 1:] = pad
+    for dtype in (torch.float32, torch.float64):
+        logits = (3 * torch.randn(4, 7, 50, dtype=dtype)).requires_grad_()
+        reference_logits = logits.detach().clone().requires_grad_()
+        loss = reconstruction_loss(logits, target, pad)
+        reference = torch.nn.functional.cross_entropy(reference_logits.view(-1, 50), target.view(-1),
+                                                      ignore_index=pad, reduction="sum")
+        (2.5 * loss).backward()
+        (2.5 * reference).backward()
+        assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+        assert logits.grad.dtype == dtype
+        assert torch.allclose(logits.grad, reference_logits.grad, atol=1e-6)
+        assert logits.grad[2, 1:].abs().max() == 0  # padding gets no gradient
+
+    logits = torch.randn(2, 3, 5, requires_grad=True)
+    loss = reconstruction_loss(logits, torch.zeros(2, 3, dtype=torch.long), pad)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward twice"):
+        loss.backward()

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 import torch
-import torch.nn.functional as F
 from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
@@ -27,6 +26,38 @@ SENTENCE_MEAN_METRICS = (
 )
 #: Summed over batches and workers.
 COUNT_METRICS = ("mmd_skipped",)
+
+
+class _SoftmaxCrossEntropy(torch.autograd.Function):
+    """Summed token cross-entropy whose backward is softmax - one-hot, computed in place from the
+    saved log-probabilities: one pass over the (tokens x vocabulary) scores, where log_softmax + nll_loss
+    zero-fill a gradient, scatter into it and take log_softmax's backward. The output layer dominates
+    the step; this made it about 20% faster (scripts/benchmark.py, BENCHMARKS.md)."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, target: Tensor, padding_idx: int) -> Tensor:
+        lprobs = torch.log_softmax(logits.float(), dim=-1)
+        keep = target.ne(padding_idx)
+        ctx.save_for_backward(lprobs, target, keep)
+        ctx.input_dtype, ctx.backward_done = logits.dtype, False
+        return -(lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1) * keep).sum()
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        if ctx.backward_done:  # the in-place exp below consumed the saved log-probabilities
+            raise RuntimeError("reconstruction_loss: backward twice through one loss (retain_graph) is unsupported")
+        ctx.backward_done = True
+        lprobs, target, keep = ctx.saved_tensors
+        grad = lprobs.exp_()
+        grad.scatter_add_(-1, target.unsqueeze(-1), grad.new_full((grad.size(0), 1), -1.0))
+        grad.mul_((keep * grad_output).unsqueeze(-1).to(grad.dtype))
+        return grad.to(ctx.input_dtype), None, None
+
+
+def reconstruction_loss(logits: Tensor, target: Tensor, padding_idx: int) -> Tensor:
+    """Eq. 1: the reconstruction cross-entropy -sum_t log p(x_t | x_<t, z), summed over the batch's
+    non-padding tokens (``logits``: batch x length x vocabulary scores)."""
+    return _SoftmaxCrossEntropy.apply(logits.reshape(-1, logits.size(-1)), target.reshape(-1), padding_idx)
 
 
 @dataclass
@@ -129,10 +160,7 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
             net_input = {**net_input, "prev_output_tokens": self.drop_words(net_input["prev_output_tokens"], rate)}
         logits, extra = model(**net_input)
 
-        lprobs = model.get_normalized_probs((logits, extra), log_probs=True)
-        nll_loss = F.nll_loss(
-            lprobs.view(-1, lprobs.size(-1)), sample["target"].view(-1), ignore_index=self.padding_idx, reduction="sum"
-        )
+        nll_loss = reconstruction_loss(logits, sample["target"], self.padding_idx)
         penalty, penalty_logs = self.latent_penalty(model, extra["latent"])
         ntokens, nsentences = sample["ntokens"], sample["target"].size(0)
         loss = nll_loss + penalty * ntokens
