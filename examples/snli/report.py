@@ -151,10 +151,10 @@ def figure1(args):
     with open(os.path.join(args.data, "test.txt"), encoding="utf-8") as f:
         sentences = [line.strip() for line in f][: args.points]
     names = [n for n in ("dae", "vae", "wae10") if os.path.exists(os.path.join(args.work, "checkpoints", n,
-                                                                                "checkpoint_best.pt"))]
+                                                                                "checkpoint_last.pt"))]
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 4.5), squeeze=False)
     for ax, name in zip(axes[0], names):
-        model, task = load_autoencoder(os.path.join(args.work, "checkpoints", name, "checkpoint_best.pt"), args.data)
+        model, task = load_autoencoder(os.path.join(args.work, "checkpoints", name, "checkpoint_last.pt"), args.data)
         z = encode(model, task, sentences).double()
         prior = torch.randn(len(sentences), z.size(1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         both = torch.cat([z, prior])
