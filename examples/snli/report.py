@@ -29,18 +29,6 @@ def cell(value, fmt):
     return "-" if value is None else format(value, fmt)
 
 
-def last_valid(log_path):
-    """The last validation record of a fairseq json log, or None."""
-    record = None
-    if os.path.exists(log_path):
-        with open(log_path) as f:
-            for line in f:
-                start = line.find("{")
-                if "| valid |" in line and start >= 0:
-                    record = json.loads(line[start:])
-    return record
-
-
 def provenance(args):
     """What table1.md was measured on: the corpus (from prepare's manifest.json) and each model's training."""
     lines = []
@@ -57,8 +45,10 @@ def provenance(args):
                         " Not the paper's 100k subset of the SNLI train split (90k/5k/5k): see README.md."))
     trained = []
     for name in PAPER:
-        record = last_valid(os.path.join(args.work, "logs", f"{name}.log"))
-        if record is not None:
+        log = os.path.join(args.work, "logs", f"{name}.log")
+        validations = read_log(log, "valid") if os.path.exists(log) else []
+        if validations:
+            record = validations[-1]
             trained.append(f"{name} {record['epoch']} epochs / {int(float(record['valid_num_updates'])):,} updates")
     if trained:
         lines.append("Training: " + "; ".join(trained) + " (the paper: 20 epochs on 90k sentences, about 14,000 updates).")
@@ -104,12 +94,13 @@ def table2(args):
     print("\n".join(out))
 
 
-def read_log(path):
+def read_log(path, kind="train_inner"):
+    """The ``kind`` records (train_inner, train, valid) of a fairseq json log, in order."""
     records = []
     with open(path) as f:
         for line in f:
             start = line.find("{")
-            if "train_inner" in line and start >= 0:
+            if f"| {kind} |" in line and start >= 0:
                 records.append(json.loads(line[start:]))
     return records
 
