@@ -138,6 +138,22 @@ def our_wae(dictionary):
     return LSTMAutoencoderModel.build_model(args, Namespace(source_dictionary=dictionary))
 
 
+def authors_kernel(latent_dim):
+    """The authors' IMQ kernel: summed over their scales, C = 4 d_z (wae_mmd's defaults)."""
+    from functools import partial
+
+    from fairseq_wae.penalties import AUTHORS_IMQ_SCALES, imq_kernel
+
+    return partial(imq_kernel, latent_dim=latent_dim, scales=AUTHORS_IMQ_SCALES, c_base_per_dim=4.0)
+
+
+def mmd_to_prior(z):
+    """Eq. 3 between the codes and as many N(0, I) draws, with the authors' kernel."""
+    from fairseq_wae.penalties import mmd_unbiased
+
+    return mmd_unbiased(z, torch.randn_like(z), authors_kernel(z.size(1)))
+
+
 def fairseq_cross_entropy(logits, target, pad):
     """What fairseq's ``cross_entropy`` criterion computes: log_softmax, then nll_loss."""
     lprobs = torch.log_softmax(logits.float(), dim=-1)
@@ -169,19 +185,15 @@ def step_seconds(model, batch, target, pad, loss_fn, penalty=None, repeats=5):
 
 def vocabulary_scaling(vocabularies, sentences=128, length=11):
     """Words/s of our WAE step and of the built-in lstm's step against the output-layer ceiling, per vocabulary."""
-    from functools import partial
-
     from fairseq_wae.criterions.ae_cross_entropy import reconstruction_loss
-    from fairseq_wae.penalties import AUTHORS_IMQ_SCALES, imq_kernel, mmd_unbiased
 
-    kernel = partial(imq_kernel, latent_dim=100, scales=AUTHORS_IMQ_SCALES, c_base_per_dim=4.0)
     rows = []
     for vocab in vocabularies:
         torch.manual_seed(0)
         dictionary, batch, target = synthetic_batch(vocab, sentences, length)
         words = target.numel()
         ours = step_seconds(our_wae(dictionary), batch, target, dictionary.pad(), reconstruction_loss,
-                            penalty=lambda z: mmd_unbiased(z, torch.randn_like(z), kernel))
+                            penalty=mmd_to_prior)
         builtin = step_seconds(builtin_lstm(dictionary), batch, target, dictionary.pad(), fairseq_cross_entropy)
         ceiling = output_layer_ceiling(len(dictionary), 100, tokens=words, repeats=5)
         rows.append({"vocabulary": len(dictionary), "ours_wps": words / ours, "builtin_wps": words / builtin,
@@ -192,14 +204,10 @@ def vocabulary_scaling(vocabularies, sentences=128, length=11):
 def profile_step(vocab, sentences=128, length=11, steps=5, top=12):
     """torch.profiler over our WAE's training steps: the most expensive operators, and the step split
     into the output layer (ceiling measurement), the optimizer and the rest (LSTMs, embeddings, MMD)."""
-    from functools import partial
-
     from torch.profiler import ProfilerActivity, profile, record_function
 
     from fairseq_wae.criterions.ae_cross_entropy import reconstruction_loss
-    from fairseq_wae.penalties import AUTHORS_IMQ_SCALES, imq_kernel, mmd_unbiased
 
-    kernel = partial(imq_kernel, latent_dim=100, scales=AUTHORS_IMQ_SCALES, c_base_per_dim=4.0)
     torch.manual_seed(0)
     dictionary, batch, target = synthetic_batch(vocab, sentences, length)
     model = our_wae(dictionary)
@@ -213,7 +221,7 @@ def profile_step(vocab, sentences=128, length=11, steps=5, top=12):
         with record_function("cross_entropy"):
             loss = reconstruction_loss(logits, target, dictionary.pad())
         with record_function("mmd"):
-            loss = loss + mmd_unbiased(extra["latent"]["z"], torch.randn_like(extra["latent"]["z"]), kernel)
+            loss = loss + mmd_to_prior(extra["latent"]["z"]) * target.numel()
         with record_function("backward"):
             loss.backward()
         with record_function("adam"):
@@ -230,8 +238,7 @@ def profile_step(vocab, sentences=128, length=11, steps=5, top=12):
     operators = sorted((event for event in averages if event.key not in labelled),
                        key=lambda event: event.self_cpu_time_total, reverse=True)[:top]
     words = target.numel()
-    step_time = step_seconds(model, batch, target, dictionary.pad(), reconstruction_loss,
-                             penalty=lambda z: mmd_unbiased(z, torch.randn_like(z), kernel))
+    step_time = step_seconds(model, batch, target, dictionary.pad(), reconstruction_loss, penalty=mmd_to_prior)
     output_layer = words / output_layer_ceiling(len(dictionary), 100, tokens=words, repeats=5,
                                                  loss_fn=reconstruction_loss)
     return {"phases": labelled,
@@ -319,11 +326,9 @@ def penalty_cost(data, batch_sizes, repeats=10):
 
 
 def mmd_scaling(batch_sizes, dim=100, repeats=20):
-    from functools import partial
+    from fairseq_wae.penalties import mmd_unbiased
 
-    from fairseq_wae.penalties import AUTHORS_IMQ_SCALES, imq_kernel, mmd_unbiased
-
-    kernel = partial(imq_kernel, latent_dim=dim, scales=AUTHORS_IMQ_SCALES, c_base_per_dim=4.0)
+    kernel = authors_kernel(dim)
     rows = []
     for n in batch_sizes:
         z = torch.randn(n, dim, requires_grad=True)
