@@ -8,7 +8,7 @@ repo=$(cd "$here/../.." && pwd)
 DATA=${DATA:-$repo/data/snli}
 WORK=${WORK:-$repo/work/snli}
 RESULTS=${RESULTS:-$here/results}
-EPOCHS=${EPOCHS:-25}
+EPOCHS=${EPOCHS:-40}
 SWEEP_EPOCHS=${SWEEP_EPOCHS:-3}
 BATCH=${BATCH:-64}
 LR=${LR:-0.003}
@@ -63,11 +63,14 @@ train_one() {
     local name=$1 epochs=$EPOCHS args
     args=$(model_args "$name")
     case "$name" in vae-const*) epochs=$SWEEP_EPOCHS ;; esac
+    local log=$WORK/logs/$name.log
     mkdir -p "$WORK/logs" "$WORK/checkpoints/$name"
-    echo "$(date -u +%FT%TZ) train $name ($epochs epochs) -> $WORK/logs/$name.log"
+    # fairseq-train resumes from checkpoint_last.pt: keep the log of the epochs before it
+    [ -s "$WORK/checkpoints/$name/checkpoint_last.pt" ] || : > "$log"
+    echo "$(date -u +%FT%TZ) train $name ($epochs epochs) -> $log"
     # shellcheck disable=SC2086
     OMP_NUM_THREADS=1 fairseq-train "$DATA" --user-dir "$repo/fairseq_wae" "${common[@]}" $args \
-        --max-epoch "$epochs" --save-dir "$WORK/checkpoints/$name" > "$WORK/logs/$name.log" 2>&1
+        --max-epoch "$epochs" --save-dir "$WORK/checkpoints/$name" >> "$log" 2>&1
     echo "$(date -u +%FT%TZ) done $name"
 }
 
