@@ -1,5 +1,5 @@
 """A trained autoencoder in Python: load a checkpoint, encode sentences to z, decode z to sentences,
-and walk the latent space (used by scripts/interpolate.py and scripts/evaluate_checkpoint.py)."""
+and walk the latent space (used by scripts/interpolate.py and scripts/latent_metrics.py)."""
 import os
 from typing import List, Sequence
 

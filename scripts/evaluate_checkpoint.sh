@@ -4,6 +4,7 @@
 # latent_metrics.py). Usage:
 #   bash scripts/evaluate_checkpoint.sh CHECKPOINT DATA LM OUT_PREFIX [NUM_SAMPLES] [extra fairseq-generate flags]
 # Writes OUT_PREFIX.{recon,ref,samples}.txt, OUT_PREFIX.json (and OUT_PREFIX.latent.json).
+# Prior samples stop at 50 words unless the extra flags set --max-len-b (the authors: 20, as in training).
 set -euo pipefail
 if [ $# -lt 4 ]; then sed -n '2,6p' "$0" >&2; exit 2; fi
 ckpt=$1 data=$2 lm=$3 prefix=$4 num=${5:-10000}
@@ -12,11 +13,11 @@ scripts=$(cd "$(dirname "$0")" && pwd)
 user_dir=$(cd "$scripts/../fairseq_wae" && pwd)
 [ -f "$ckpt" ] || { echo "evaluate_checkpoint.sh: no checkpoint at $ckpt" >&2; exit 1; }
 mkdir -p "$(dirname "$prefix")"
-gen=(fairseq-generate "$data" --user-dir "$user_dir" --path "$ckpt" --cpu --beam 1 --batch-size 500 "$@")
-"${gen[@]}" --task sentence_autoencoding --gen-subset test > "$prefix.recon.out" 2> "$prefix.recon.log"
+gen=(fairseq-generate "$data" --user-dir "$user_dir" --path "$ckpt" --cpu --beam 1 --batch-size 500)
+"${gen[@]}" "$@" --task sentence_autoencoding --gen-subset test > "$prefix.recon.out" 2> "$prefix.recon.log"
 python "$scripts/extract_hypotheses.py" "$prefix.recon.out" > "$prefix.recon.txt"
 python "$scripts/extract_hypotheses.py" "$prefix.recon.out" --kind T > "$prefix.ref.txt"
-"${gen[@]}" --task prior_sampling --num-samples "$num" --seed 1 --max-len-b 50 > "$prefix.samples.out" 2> "$prefix.samples.log"
+"${gen[@]}" --max-len-b 50 "$@" --task prior_sampling --num-samples "$num" --seed 1 > "$prefix.samples.out" 2> "$prefix.samples.log"
 python "$scripts/extract_hypotheses.py" "$prefix.samples.out" > "$prefix.samples.txt"
 python "$scripts/evaluate.py" --name "$(basename "$prefix")" --reference "$prefix.ref.txt" \
     --reconstructions "$prefix.recon.txt" --samples "$prefix.samples.txt" --corpus "$data/train.txt" \

@@ -2,6 +2,7 @@
 import json
 import math
 import random
+import shutil
 import sys
 
 import pytest
@@ -139,3 +140,23 @@ def test_latent_metrics_vanish_for_a_collapsed_posterior_and_not_otherwise(toy_d
     informative = mutual_information(mean, torch.full_like(mean, -6.0), torch.Generator().manual_seed(0))
     assert informative == pytest.approx(math.log(60), abs=0.05)
     assert collapsed["iw_ppl"] > 1 and collapsed["iw_nll_per_sentence"] > 0
+
+
+def test_evaluate_checkpoint_writes_a_row_and_honours_a_length_cap(overfit_dae, small_lm, tmp_path):
+    binaries, ckpt, _ = overfit_dae
+    lm, _ = small_lm
+    data = shutil.copytree(binaries, tmp_path / "data")  # plus the training text, UnigramKL's reference
+    shutil.copy(binaries.parent / "train.txt", data / "train.txt")
+    script = ["bash", REPO / "scripts" / "evaluate_checkpoint.sh", ckpt / "checkpoint_best.pt", data, lm]
+    run([*script, tmp_path / "free" / "dae", 30])
+    report = json.loads((tmp_path / "free" / "dae.json").read_text())
+    assert report["metrics"]["bleu"] == pytest.approx(100.0)  # the DAE reconstructs its training sentences
+    assert len((tmp_path / "free" / "dae.samples.txt").read_text().splitlines()) == 30
+
+    run([*script, tmp_path / "capped" / "dae", 30, "--max-len-b", 4])
+    free = (tmp_path / "free" / "dae.recon.txt").read_text().splitlines()
+    capped = (tmp_path / "capped" / "dae.recon.txt").read_text().splitlines()
+    assert [line.split()[:4] for line in free] == [line.split() for line in capped]  # greedy: a prefix
+    samples = (tmp_path / "capped" / "dae.samples.txt").read_text().splitlines()
+    assert len(samples) == 30 and max(len(line.split()) for line in samples) == 4
+    assert json.loads((tmp_path / "capped" / "dae.json").read_text())["metrics"]["bleu"] < 100.0

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the paper's Table 1, Table 2 and Figure 3 (and Figure 1) on SNLI. See README.md here.
 #   bash examples/snli/run.sh prepare | train NAME|all | table1 | table2 | figure3 | figure1
-# Settings come from the environment (SNLI, DATA, WORK, RESULTS, EPOCHS, BATCH, LR, JOBS): README.md.
+# Settings come from the environment (SNLI, DATA, WORK, RESULTS, EPOCHS, BATCH, LR, JOBS, MAX_LEN): README.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -14,6 +14,7 @@ BATCH=${BATCH:-64}
 LR=${LR:-0.003}
 JOBS=${JOBS:-2}
 NUM_SAMPLES=${NUM_SAMPLES:-10000}
+MAX_LEN=${MAX_LEN:-20}
 LM=${LM:-$WORK/lm/news3.bin}
 LM_CORPUS=${LM_CORPUS:-$repo/../shared/data/lm/news_en_reuters21578_bbc.txt.gz}
 shared_snli=$repo/../shared/data/snli
@@ -76,9 +77,10 @@ train_one() {
 
 evaluate_one() {
     # the model at the end of training (a VAE's best validation loss is an early epoch, while lambda
-    # is still small); the test split truncated to 20 words; greedy decoding as in the authors' code
+    # is still small); as in the authors' code, greedy decoding of at most 20 words (the length the
+    # models were trained on) and the test split truncated to 20 words
     bash "$repo/scripts/evaluate_checkpoint.sh" "$WORK/checkpoints/$1/checkpoint_last.pt" "$DATA" "$LM" \
-        "$WORK/eval/$1" "$NUM_SAMPLES" --max-sentence-len 20
+        "$WORK/eval/$1" "$NUM_SAMPLES" --max-sentence-len 20 --max-len-b "$MAX_LEN"
 }
 
 case "${1:-}" in
