@@ -8,8 +8,10 @@
 """
 import argparse
 import json
+import logging
 import os
 import random
+import re
 
 PAPER = {  # Table 1 of the paper: BLEU, NLL, UnigramKL, Entropy, AvgLen
     "corpus": (None, 9.92, None, 5.65, 9.7),
@@ -53,9 +55,22 @@ def provenance(args):
     if trained:
         lines.append("Training: " + "; ".join(trained) + " (the paper: 20 epochs on 90k sentences, about 14,000 updates).")
     lines.append("BLEU: greedy reconstruction of the test split (sacrebleu, tokenize none). NLL: bits per word under "
-                 "the news trigram LM, end of sentence included. UnigramKL, Entropy (nats), AvgLen: 10,000 greedy "
-                 "decodings of prior samples; the corpus row is the test split.")
+                 "the news trigram LM, end of sentence included. UnigramKL, Entropy (nats), AvgLen: "
+                 f"{sampling_settings(args.work)}; the corpus row is the test split.")
     return lines
+
+
+def sampling_settings(work):
+    """How the prior samples were decoded, from the first model's evaluation JSON and fairseq-generate log."""
+    for name in PAPER:
+        report, log = (os.path.join(work, "eval", f"{name}{suffix}") for suffix in (".json", ".samples.log"))
+        if os.path.exists(report) and os.path.exists(log):
+            with open(report) as f:
+                count = json.load(f)["meta"]["sentences"]
+            with open(log, errors="replace") as f:
+                cap = re.search(r"'max_len_b': (\d+)", f.read())
+            return f"{count:,} greedy decodings of prior samples" + (f", at most {cap.group(1)} words" if cap else "")
+    return "greedy decodings of prior samples"
 
 
 def table1(args):
@@ -171,6 +186,7 @@ def main():
     parser.add_argument("--points", type=int, default=1000)
     args = parser.parse_args()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # importing fairseq sets the root logger to DEBUG
     {"table1": table1, "table2": table2, "figure3": figure3, "figure1": figure1}[args.what](args)
 
 
