@@ -49,10 +49,11 @@ model_args() {
         wae3)  echo "--arch lstm_wae_paper --criterion wae_mmd --mmd-lambda 3" ;;
         wae10) echo "--arch lstm_wae_paper --criterion wae_mmd --mmd-lambda 10" ;;
         swae)  echo "--arch lstm_swae_paper --criterion wae_mmd --mmd-lambda 3 --kl-variance-penalty 1" ;;
-        # sigmoid annealing to 1 centred a third into training with the slope of the authors' tanh
-        # schedule, stopped at the peak of lambda*KL; word dropout 0, +0.05 per epoch, at most 0.5
+        # sigmoid annealing to 1 centred at 40/3 epochs (not a fraction of EPOCHS, so that EPOCHS only
+        # says how long training goes on) with the slope of the authors' tanh schedule, stopped at the
+        # peak of lambda*KL; word dropout 0, +0.05 per epoch, at most 0.5
         vae)   echo "--arch lstm_vae_paper --criterion vae_kl --kl-weight 1 --kl-anneal sigmoid
-                     --kl-anneal-midpoint $((EPOCHS * $(wc -l < "$DATA/train.txt") / BATCH / 3))
+                     --kl-anneal-midpoint $((40 * $(wc -l < "$DATA/train.txt") / BATCH / 3))
                      --kl-anneal-steepness 0.002 --kl-anneal-stop-at-peak
                      --word-dropout 0 --word-dropout-increment 0.05 --word-dropout-max 0.5" ;;
         vae-const*) echo "--arch lstm_vae_paper --criterion vae_kl --kl-weight ${1#vae-const}" ;;
