@@ -1,6 +1,7 @@
 """End to end through the real fairseq-preprocess / fairseq-train / fairseq-generate CLI."""
 import os
 import re
+import shutil
 import sys
 
 import pytest
@@ -63,10 +64,22 @@ def test_the_checkpoint_reloads_and_reconstructs_every_test_sentence(trained, to
 
 
 def test_training_resumes_from_the_last_checkpoint(trained, toy_data, tmp_path):
-    save_dir, _ = trained["vae"]
-    arch, criterion, flags, _ = TRAINING["vae"]
+    save_dir = shutil.copytree(trained["wae"][0], tmp_path / "wae")
+    arch, criterion, flags, _ = TRAINING["wae"]
     log = train(toy_data, save_dir, *flags, arch=arch, criterion=criterion, epochs=9)
     assert [r["epoch"] for r in log if "train_loss" in r] == [9]
+
+
+def test_resuming_a_stop_at_peak_vae_refuses_instead_of_losing_the_frozen_weight(trained, toy_data, tmp_path):
+    save_dir = shutil.copytree(trained["vae"][0], tmp_path / "vae")
+    before = (save_dir / "checkpoint_last.pt").read_bytes()
+    arch, criterion, flags, _ = TRAINING["vae"]
+    result = run(["fairseq-train", toy_data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--arch", arch,
+                  "--criterion", criterion, *flags, "--optimizer", "adam", "--lr", "0.005", "--batch-size", 32,
+                  "--max-epoch", 9, "--cpu", "--save-dir", save_dir], check=False)
+    assert result.returncode != 0
+    assert "resumes at update 304" in result.stderr and "frozen_weight" in result.stderr
+    assert (save_dir / "checkpoint_last.pt").read_bytes() == before
 
 
 def test_dae_overfits_fifty_sentences(overfit_dae):

@@ -1,6 +1,6 @@
 """``vae_kl``: the VAE objective, cross-entropy + lambda(t) * KL(q(z|x) || N(0, I)) (eq. 2)."""
 from dataclasses import dataclass, field
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from fairseq.criterions import register_criterion
@@ -57,11 +57,28 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
                              midpoint=cfg.kl_anneal_midpoint, steepness=cfg.kl_anneal_steepness)
         self.peak_stopper = PeakStopper() if cfg.kl_anneal_stop_at_peak else None
         self.free_bits = cfg.kl_free_bits
+        self._schedule_restored = False
+        self._first_update: Optional[int] = None
 
     def check_model(self, model) -> None:
         if not model.is_gaussian:
             raise ValueError("--criterion vae_kl needs a Gaussian latent head: use --arch lstm_vae_* "
                              "or --latent-head gaussian")
+
+    def set_training_progress(self, num_updates: int, epoch: int) -> None:
+        if self._first_update is None:
+            self._first_update = num_updates
+            if self.peak_stopper is not None and num_updates > 0 and not self._schedule_restored:
+                # fairseq-train restores model, optimizer and data order, but hands task state back
+                # only to fairseq-generate: going on would silently drop the frozen weight
+                raise RuntimeError(
+                    f"--kl-anneal-stop-at-peak: this run resumes at update {num_updates}, and fairseq-train does "
+                    "not restore the task's saved state, so the KL weight frozen at the peak of lambda*KL would be "
+                    "lost (lambda would jump to its scheduled value). Start afresh in a new --save-dir, or go on "
+                    "with the frozen weight as a constant: drop --kl-anneal-stop-at-peak and pass --kl-anneal "
+                    "constant --kl-weight W, where W is the checkpoint's "
+                    "task_state['criterion_schedule']['frozen_weight'].")
+        super().set_training_progress(num_updates, epoch)
 
     @property
     def current_kl_weight(self) -> float:
@@ -95,3 +112,4 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
     def load_schedule_state(self, state) -> None:
         if self.peak_stopper is not None and state is not None:
             self.peak_stopper.load_state_dict(state)
+            self._schedule_restored = True
