@@ -58,14 +58,19 @@ def overfit_dae(tmp_path_factory):
     return data, folder / "ckpt", log
 
 
-def train(data, save_dir, *extra, arch="lstm_wae_tiny", criterion="wae_mmd", epochs=3, batch_size=32):
-    """fairseq-train through the real CLI with a json log; returns the parsed log records."""
-    result = run([
+def train_command(data, save_dir, *extra, arch="lstm_wae_tiny", criterion="wae_mmd", epochs=3, batch_size=32):
+    """The fairseq-train command line the tests train with (json log)."""
+    return [
         "fairseq-train", data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--arch", arch,
         "--criterion", criterion, "--optimizer", "adam", "--lr", "0.005", "--clip-norm", "5",
         "--batch-size", batch_size, "--max-epoch", epochs, "--cpu", "--seed", "1", "--save-dir", save_dir,
         "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", "10", *extra,
-    ])
+    ]
+
+
+def train(data, save_dir, *extra, **options):
+    """fairseq-train through the real CLI; returns the parsed json log records."""
+    result = run(train_command(data, save_dir, *extra, **options))
     return parse_json_log(result.stdout + result.stderr)
 
 

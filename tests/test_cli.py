@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, USER_DIR, preprocess, run, train
+from conftest import REPO, USER_DIR, preprocess, run, train, train_command
 
 TRAINING = {
     "dae": ("lstm_ae_tiny", "ae_cross_entropy", [], []),
@@ -74,9 +74,7 @@ def test_resuming_a_stop_at_peak_vae_refuses_instead_of_losing_the_frozen_weight
     save_dir = shutil.copytree(trained["vae"][0], tmp_path / "vae")
     before = (save_dir / "checkpoint_last.pt").read_bytes()
     arch, criterion, flags, _ = TRAINING["vae"]
-    result = run(["fairseq-train", toy_data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--arch", arch,
-                  "--criterion", criterion, *flags, "--optimizer", "adam", "--lr", "0.005", "--batch-size", 32,
-                  "--max-epoch", 9, "--cpu", "--save-dir", save_dir], check=False)
+    result = run(train_command(toy_data, save_dir, *flags, arch=arch, criterion=criterion, epochs=9), check=False)
     assert result.returncode != 0
     assert "resumes at update 304" in result.stderr and "frozen_weight" in result.stderr
     assert (save_dir / "checkpoint_last.pt").read_bytes() == before

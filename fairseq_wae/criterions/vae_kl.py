@@ -1,6 +1,6 @@
 """``vae_kl``: the VAE objective, cross-entropy + lambda(t) * KL(q(z|x) || N(0, I)) (eq. 2)."""
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import torch
 from fairseq.criterions import register_criterion
@@ -58,7 +58,7 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
         self.peak_stopper = PeakStopper() if cfg.kl_anneal_stop_at_peak else None
         self.free_bits = cfg.kl_free_bits
         self._schedule_restored = False
-        self._first_update: Optional[int] = None
+        self._resume_checked = False
 
     def check_model(self, model) -> None:
         if not model.is_gaussian:
@@ -66,8 +66,8 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
                              "or --latent-head gaussian")
 
     def set_training_progress(self, num_updates: int, epoch: int) -> None:
-        if self._first_update is None:
-            self._first_update = num_updates
+        if not self._resume_checked:
+            self._resume_checked = True
             if self.peak_stopper is not None and num_updates > 0 and not self._schedule_restored:
                 # fairseq-train restores model, optimizer and data order, but hands task state back
                 # only to fairseq-generate: going on would silently drop the frozen weight
