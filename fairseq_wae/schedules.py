@@ -2,10 +2,12 @@
 
 Both are pure functions of the global update or epoch count, so every data-parallel worker and a
 resumed run compute the same value. The only state is the paper's stop-at-peak rule
-(:class:`PeakStopper`), which the task saves in the checkpoint.
+(:class:`PeakStopper`), which the model carries in its state dict (:class:`ScheduleStateSlot`).
 """
 import math
 from typing import Optional
+
+from torch import nn
 
 KL_ANNEAL_CHOICES = ("constant", "linear", "sigmoid", "tanh", "cyclical")
 
@@ -99,3 +101,38 @@ class PeakStopper:
     def load_state_dict(self, state):
         for key, value in state.items():
             setattr(self, key, value)
+
+
+class ScheduleStateSlot(nn.Module):
+    """A place in the model's state dict for a criterion's schedule state (a :class:`PeakStopper`).
+
+    fairseq-train's resume restores the model, the optimiser and the data order, but never hands the
+    task its saved state (only fairseq-generate's loader does), so schedule state kept anywhere but in
+    the model is lost when a run goes on. The criterion attaches its state object on its first step;
+    from then on the model's checkpoint saves that object's ``state_dict()``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.owner = None
+        self.restored = None
+
+    def attach(self, owner) -> bool:
+        """Makes ``owner`` the state saved here and gives it the state restored from a checkpoint, if
+        there was any (returned: whether there was)."""
+        self.owner = owner
+        if self.restored is not None:
+            owner.load_state_dict(self.restored)
+        return self.restored is not None
+
+    def get_extra_state(self):
+        return self.owner.state_dict() if self.owner is not None else self.restored
+
+    def set_extra_state(self, state) -> None:
+        self.restored = state
+        if self.owner is not None and state is not None:
+            self.owner.load_state_dict(state)
+
+    def upgrade_state_dict_named(self, state_dict, name: str) -> None:
+        # checkpoints written before the slot existed load with an empty slot
+        state_dict.setdefault(f"{name}._extra_state", None)

@@ -52,7 +52,8 @@ def test_vae_schedules_show_in_the_log_and_the_checkpoint(trained):
     weights = [float(r["train_kl_weight"]) for r in epochs]
     assert weights[0] < 0.2 and weights == sorted(weights)
     state = torch.load(save_dir / "checkpoint_last.pt", weights_only=False)
-    assert set(state["task_state"]["criterion_schedule"]) == {"first_weight", "average", "trough", "peak", "frozen_weight"}
+    saved = state["model"]["schedule_state._extra_state"]
+    assert set(saved) == {"first_weight", "average", "trough", "peak", "frozen_weight"}
 
 
 def test_the_checkpoint_reloads_and_reconstructs_every_test_sentence(trained, toy_data):
@@ -70,8 +71,29 @@ def test_training_resumes_from_the_last_checkpoint(trained, toy_data, tmp_path):
     assert [r["epoch"] for r in log if "train_loss" in r] == [9]
 
 
-def test_resuming_a_stop_at_peak_vae_refuses_instead_of_losing_the_frozen_weight(trained, toy_data, tmp_path):
+def test_a_resumed_stop_at_peak_vae_keeps_the_weight_frozen_at_the_peak(trained, toy_data, tmp_path):
     save_dir = shutil.copytree(trained["vae"][0], tmp_path / "vae")
+    state = torch.load(save_dir / "checkpoint_last.pt", weights_only=False)
+    saved = state["model"]["schedule_state._extra_state"]
+    assert saved["first_weight"] < 0.1 and saved["frozen_weight"] is None
+    # as if the rule had frozen lambda at 0.3 (the toy's KL collapses before lambda*KL peaks);
+    # the schedule itself is at 1.0 by update 304
+    saved["frozen_weight"] = 0.3
+    torch.save(state, save_dir / "checkpoint_last.pt")
+    arch, criterion, flags, _ = TRAINING["vae"]
+    log = train(toy_data, save_dir, *flags, arch=arch, criterion=criterion, epochs=9)
+    epochs = [r for r in log if "train_loss" in r]
+    assert [r["epoch"] for r in epochs] == [9] and float(epochs[0]["train_kl_weight"]) == 0.3
+    resumed = torch.load(save_dir / "checkpoint_last.pt", weights_only=False)["model"]["schedule_state._extra_state"]
+    assert resumed == saved
+
+
+def test_resuming_a_stop_at_peak_vae_without_saved_state_refuses_instead_of_losing_the_frozen_weight(
+        trained, toy_data, tmp_path):
+    save_dir = shutil.copytree(trained["vae"][0], tmp_path / "vae")
+    state = torch.load(save_dir / "checkpoint_last.pt", weights_only=False)
+    del state["model"]["schedule_state._extra_state"]  # as written before the model carried it
+    torch.save(state, save_dir / "checkpoint_last.pt")
     before = (save_dir / "checkpoint_last.pt").read_bytes()
     arch, criterion, flags, _ = TRAINING["vae"]
     result = run(train_command(toy_data, save_dir, *flags, arch=arch, criterion=criterion, epochs=9), check=False)

@@ -137,6 +137,33 @@ def test_non_finite_loss_names_the_update(toy_data):
         crit(model, first_batch(task))
 
 
+STOP_AT_PEAK = ["--kl-anneal", "sigmoid", "--kl-anneal-stop-at-peak"]
+
+
+def test_the_stop_at_peak_state_comes_back_with_the_model_state_dict(toy_data):
+    # fairseq-train's resume restores the model's state dict, not the task's state
+    task, model, crit = build(toy_data, "lstm_vae_tiny", "vae_kl", *STOP_AT_PEAK)
+    crit(model.train(), first_batch(task))
+    crit.peak_stopper.frozen_weight = 0.25
+    _, resumed_model, resumed = build(toy_data, "lstm_vae_tiny", "vae_kl", *STOP_AT_PEAK)
+    resumed_model.load_state_dict(model.state_dict())
+    resumed.set_training_progress(100, 3)
+    resumed(resumed_model.train(), first_batch(task))
+    assert resumed.current_kl_weight == 0.25
+    assert resumed.peak_stopper.state_dict() == crit.peak_stopper.state_dict()
+
+
+def test_a_state_dict_without_the_schedule_slot_loads_but_a_stop_at_peak_resume_from_it_is_refused(toy_data):
+    task, model, _ = build(toy_data, "lstm_vae_tiny", "vae_kl", *STOP_AT_PEAK)
+    state = model.state_dict()
+    del state["schedule_state._extra_state"]
+    _, resumed_model, resumed = build(toy_data, "lstm_vae_tiny", "vae_kl", *STOP_AT_PEAK)
+    resumed_model.load_state_dict(state)
+    resumed.set_training_progress(100, 3)
+    with pytest.raises(RuntimeError, match="resumes at update 100"):
+        resumed(resumed_model.train(), first_batch(task))
+
+
 @pytest.mark.parametrize("arch,criterion,flags,message", [
     ("lstm_wae_tiny", "wae_mmd", ["--mmd-lambda", "-1"], "--mmd-lambda"),
     ("lstm_vae_tiny", "vae_kl", ["--kl-weight", "-0.5"], "--kl-weight"),

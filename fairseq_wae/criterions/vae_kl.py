@@ -57,28 +57,12 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
                              midpoint=cfg.kl_anneal_midpoint, steepness=cfg.kl_anneal_steepness)
         self.peak_stopper = PeakStopper() if cfg.kl_anneal_stop_at_peak else None
         self.free_bits = cfg.kl_free_bits
-        self._schedule_restored = False
-        self._resume_checked = False
+        self._peak_stopper_attached = False
 
     def check_model(self, model) -> None:
         if not model.is_gaussian:
             raise ValueError("--criterion vae_kl needs a Gaussian latent head: use --arch lstm_vae_* "
                              "or --latent-head gaussian")
-
-    def set_training_progress(self, num_updates: int, epoch: int) -> None:
-        if not self._resume_checked:
-            self._resume_checked = True
-            if self.peak_stopper is not None and num_updates > 0 and not self._schedule_restored:
-                # fairseq-train restores model, optimizer and data order, but hands task state back
-                # only to fairseq-generate: going on would silently drop the frozen weight
-                raise RuntimeError(
-                    f"--kl-anneal-stop-at-peak: this run resumes at update {num_updates}, and fairseq-train does "
-                    "not restore the task's saved state, so the KL weight frozen at the peak of lambda*KL would be "
-                    "lost (lambda would jump to its scheduled value). Start afresh in a new --save-dir, or go on "
-                    "with the frozen weight as a constant: drop --kl-anneal-stop-at-peak and pass --kl-anneal "
-                    "constant --kl-weight W, where W is the checkpoint's "
-                    "task_state['criterion_schedule']['frozen_weight'].")
-        super().set_training_progress(num_updates, epoch)
 
     @property
     def current_kl_weight(self) -> float:
@@ -90,6 +74,8 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
         kl_per_dim = gaussian_kl(latent["mean"], latent["logvar"])
         kl = kl_per_dim.sum(-1).mean()
         penalised = kl_per_dim.mean(0).clamp_min(self.free_bits).sum() if self.free_bits > 0 else kl
+        if self.peak_stopper is not None:
+            self._attach_peak_stopper(model)
         weight = self.current_kl_weight
         if model.training and self.peak_stopper is not None:
             self.peak_stopper.update(weight, weight * self._mean_over_workers(kl.detach()))
@@ -106,10 +92,17 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
             value /= torch.distributed.get_world_size()
         return value.item()
 
-    def schedule_state(self):
-        return None if self.peak_stopper is None else self.peak_stopper.state_dict()
-
-    def load_schedule_state(self, state) -> None:
-        if self.peak_stopper is not None and state is not None:
-            self.peak_stopper.load_state_dict(state)
-            self._schedule_restored = True
+    def _attach_peak_stopper(self, model) -> None:
+        """Keeps the stop-at-peak state in the model's checkpoint, and takes it back from there when a
+        run resumes (on the first forward)."""
+        if self._peak_stopper_attached:
+            return
+        self._peak_stopper_attached = True
+        restored = model.schedule_state.attach(self.peak_stopper)
+        if self.num_updates > 0 and not restored:
+            raise RuntimeError(
+                f"--kl-anneal-stop-at-peak: this run resumes at update {self.num_updates} from a checkpoint that "
+                "holds no stop-at-peak state (written before fairseq-wae kept it in the model), so the KL weight "
+                "frozen at the peak of lambda*KL would be lost. Start afresh in a new --save-dir, or go on with "
+                "the frozen weight as a constant: drop --kl-anneal-stop-at-peak and pass --kl-anneal constant "
+                "--kl-weight W, where W is the checkpoint's task_state['criterion_schedule']['frozen_weight'].")

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from fairseq_wae.embeddings import load_embedding_weights
 from fairseq_wae.models.latent import LATENT_HEADS, build_latent_head
+from fairseq_wae.schedules import ScheduleStateSlot
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +200,10 @@ class TiedOutput(nn.Module):
 @register_model("lstm_autoencoder", dataclass=LSTMAutoencoderConfig)
 class LSTMAutoencoderModel(FairseqEncoderDecoderModel):
     """Sentence autoencoder; ``forward`` also returns the encoder output for the criterion's penalty."""
+
+    def __init__(self, encoder, decoder):
+        super().__init__(encoder, decoder)
+        self.schedule_state = ScheduleStateSlot()
 
     @classmethod
     def build_model(cls, cfg, task):

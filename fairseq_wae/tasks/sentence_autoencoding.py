@@ -45,14 +45,13 @@ class SentenceAutoencodingTask(FairseqTask):
     """Reconstructs each sentence of a monolingual binarized corpus through a sentence code z.
 
     Also drives the criterion's schedules: it passes the global update and epoch counts on every
-    training step and keeps the criterion's schedule state in the checkpoint.
+    training step.
     """
 
     def __init__(self, cfg: SentenceAutoencodingConfig, dictionary: Dictionary):
         super().__init__(cfg)
         self.dictionary = dictionary
         self.epoch = 1
-        self.criterion = None
 
     @classmethod
     def setup_task(cls, cfg: SentenceAutoencodingConfig, **kwargs):
@@ -124,13 +123,6 @@ class SentenceAutoencodingTask(FairseqTask):
                 cfg.embed_path = None
         return super().build_model(cfg, from_checkpoint)
 
-    def build_criterion(self, cfg, from_checkpoint=False):
-        self.criterion = super().build_criterion(cfg, from_checkpoint)
-        pending = getattr(self, "_pending_schedule_state", None)
-        if pending is not None and hasattr(self.criterion, "load_schedule_state"):
-            self.criterion.load_schedule_state(pending)
-        return self.criterion
-
     def begin_epoch(self, epoch, model):
         self.epoch = epoch
 
@@ -148,19 +140,6 @@ class SentenceAutoencodingTask(FairseqTask):
         if self.cfg.sample_posterior:
             sample["net_input"]["sample_posterior"] = True
         return super().inference_step(generator, models, sample, prefix_tokens, constraints)
-
-    def state_dict(self):
-        state = dict(super().state_dict())
-        if self.criterion is not None and hasattr(self.criterion, "schedule_state"):
-            state["criterion_schedule"] = self.criterion.schedule_state()
-        return state
-
-    def load_state_dict(self, state_dict):
-        state_dict = dict(state_dict)
-        self._pending_schedule_state = state_dict.pop("criterion_schedule", None)
-        if self._pending_schedule_state is not None and hasattr(self.criterion, "load_schedule_state"):
-            self.criterion.load_schedule_state(self._pending_schedule_state)
-        super().load_state_dict(state_dict)
 
     def max_positions(self):
         return (1024, 1024) if self.cfg.max_sentence_len is None else (self.cfg.max_sentence_len + 1,) * 2
