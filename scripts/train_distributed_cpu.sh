@@ -3,6 +3,8 @@
 #   NPROC=2 bash scripts/train_distributed_cpu.sh DATA [fairseq-train flags...]
 # fairseq's own spawn and torchrun paths count CUDA devices and fail on a CPU-only machine, so this
 # starts each rank itself: gloo, a tcp rendezvous on localhost:$PORT, no spawn, legacy DDP.
+# Every rank reads the checkpoint it resumes from: fairseq's broadcast of rank 0's copy unpickles it
+# with torch.load's default weights_only=True (PyTorch >= 2.6), which refuses fairseq's checkpoints.
 # Only rank 0 logs and saves. Exits with the first failing rank's status, stopping the others;
 # TIMEOUT (seconds, default none) bounds the whole run, so a stuck rendezvous cannot hang forever.
 set -uo pipefail
@@ -21,13 +23,14 @@ for ((rank = 0; rank < NPROC; rank++)); do
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "${timeout_cmd[@]}" fairseq-train "$@" --cpu \
         --distributed-world-size "$NPROC" --distributed-rank "$rank" --distributed-backend gloo \
         --distributed-init-method "tcp://localhost:$PORT" --distributed-no-spawn --device-id 0 \
-        --ddp-backend legacy_ddp &
+        --ddp-backend legacy_ddp --load-checkpoint-on-all-dp-ranks &
     pids+=($!)
 done
 status=0
 for pid in "${pids[@]}"; do
-    if ! wait "$pid"; then
-        code=$?
+    wait "$pid"
+    code=$?
+    if [ "$code" != 0 ]; then
         [ "$status" = 0 ] && status=$code
         kill "${pids[@]}" 2>/dev/null
     fi

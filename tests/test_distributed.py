@@ -1,5 +1,6 @@
 """Data-parallel training on 2 CPU processes (gloo), against 1 process with --update-freq 2."""
 import socket
+import subprocess
 
 import pytest
 import torch
@@ -22,6 +23,12 @@ def common_flags(arch, criterion):
             "--log-format", "json", "--log-interval", "10", "--no-save", "--disable-validation"]
 
 
+def launch(data, *flags):
+    env = {**CLI_ENV, "NPROC": "2", "PORT": str(free_port()), "TIMEOUT": "300"}
+    return subprocess.run(["bash", str(LAUNCHER), str(data), *flags], env=env, capture_output=True, text=True,
+                          timeout=400)
+
+
 def inner_records(text):
     return [r for r in parse_json_log(text) if "loss" in r and "num_updates" in r]
 
@@ -36,11 +43,7 @@ def inner_records(text):
                                  "--word-dropout", "0.1"], False),
 ])
 def test_two_processes_match_one_process_with_update_freq_2(toy_data, arch, criterion, flags, compare):
-    env = {**CLI_ENV, "NPROC": "2", "PORT": str(free_port()), "TIMEOUT": "300"}
-    import subprocess
-
-    two = subprocess.run(["bash", str(LAUNCHER), str(toy_data), *common_flags(arch, criterion), *flags],
-                         env=env, capture_output=True, text=True, timeout=400)
+    two = launch(toy_data, *common_flags(arch, criterion), *flags)
     assert two.returncode == 0, two.stderr[-3000:]
     distributed = inner_records(two.stdout + two.stderr)
     assert [r["num_updates"] for r in distributed] == ["10", "20", "30"]  # rank 0 alone logs
@@ -57,6 +60,29 @@ def test_two_processes_match_one_process_with_update_freq_2(toy_data, arch, crit
         assert [r["num_updates"] for r in single] == ["10", "20", "30"]
         for a, b in zip(distributed, single):
             assert float(a["loss"]) == pytest.approx(float(b["loss"]), abs=2e-3), (a, b)
+
+
+def test_a_two_process_run_resumes_with_its_saved_stop_at_peak_state(toy_data, tmp_path):
+    flags = [f for f in common_flags("lstm_vae_tiny", "vae_kl") if f != "--no-save"] + [
+        "--save-dir", tmp_path, "--kl-anneal", "sigmoid", "--kl-anneal-midpoint", "10",
+        "--kl-anneal-steepness", "0.3", "--kl-anneal-stop-at-peak"]
+    first = launch(toy_data, *flags)
+    assert first.returncode == 0, first.stderr[-3000:]
+    checkpoint = tmp_path / "checkpoint_last.pt"
+    state = torch.load(checkpoint, weights_only=False)
+    # as if frozen at 0.3; the schedule itself is above 0.999 from update 35 on
+    state["model"]["schedule_state._extra_state"]["frozen_weight"] = 0.3
+    torch.save(state, checkpoint)
+    resumed = launch(toy_data, *flags, "--max-update", "50")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    records = inner_records(resumed.stdout + resumed.stderr)
+    assert [r["num_updates"] for r in records] == ["40", "50"]
+    assert [float(r["kl_weight"]) for r in records] == [0.3, 0.3]
+
+
+def test_a_failing_rank_fails_the_launch(toy_data):
+    result = launch(toy_data, *common_flags("lstm_wae_tiny", "wae_mmd"), "--mmd-lambda", "-1")
+    assert result.returncode != 0 and "--mmd-lambda" in result.stderr
 
 
 def _gather_worker(rank, port, z_full, results):
@@ -96,8 +122,6 @@ def test_mmd_global_gathers_the_batch_and_keeps_local_gradients():
 
 
 def test_launcher_refuses_a_busy_port_and_bad_nproc(toy_data):
-    import subprocess
-
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
