@@ -102,7 +102,8 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
         if self.num_updates > 0 and not restored:
             raise RuntimeError(
                 f"--kl-anneal-stop-at-peak: this run resumes at update {self.num_updates} from a checkpoint that "
-                "holds no stop-at-peak state (written before fairseq-wae kept it in the model), so the KL weight "
-                "frozen at the peak of lambda*KL would be lost. Start afresh in a new --save-dir, or go on with "
-                "the frozen weight as a constant: drop --kl-anneal-stop-at-peak and pass --kl-anneal constant "
-                "--kl-weight W, where W is the checkpoint's task_state['criterion_schedule']['frozen_weight'].")
+                "holds no stop-at-peak state (trained without the flag, or written before fairseq-wae kept the "
+                "state in the model), so the rule would start over mid-run and any KL weight frozen at the peak "
+                "of lambda*KL would be lost. Start afresh in a new --save-dir, or go on with the frozen weight as "
+                "a constant: drop --kl-anneal-stop-at-peak and pass --kl-anneal constant --kl-weight W, where "
+                "for an older checkpoint W is its task_state['criterion_schedule']['frozen_weight'].")
