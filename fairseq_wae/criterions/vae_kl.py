@@ -57,7 +57,6 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
                              midpoint=cfg.kl_anneal_midpoint, steepness=cfg.kl_anneal_steepness)
         self.peak_stopper = PeakStopper() if cfg.kl_anneal_stop_at_peak else None
         self.free_bits = cfg.kl_free_bits
-        self._peak_stopper_attached = False
 
     def check_model(self, model) -> None:
         if not model.is_gaussian:
@@ -95,9 +94,8 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
     def _attach_peak_stopper(self, model) -> None:
         """Keeps the stop-at-peak state in the model's checkpoint, and takes it back from there when a
         run resumes (on the first forward)."""
-        if self._peak_stopper_attached:
+        if model.schedule_state.owner is self.peak_stopper:
             return
-        self._peak_stopper_attached = True
         restored = model.schedule_state.attach(self.peak_stopper)
         if self.num_updates > 0 and not restored:
             raise RuntimeError(
