@@ -1,7 +1,9 @@
-"""Diagnostics of a Gaussian latent space (He et al. 2019; Li et al. 2019; Burda et al. 2016).
+"""Diagnostics of the latent space.
 
-All take the model in eval mode and batches from :func:`fairseq_wae.inference.to_batch`; results are
-per sentence, in nats.
+For Gaussian heads (He et al. 2019; Li et al. 2019; Burda et al. 2016) these take the model in eval
+mode and batches from :func:`fairseq_wae.inference.to_batch`; results are per sentence, in nats. For
+any head, the last three functions compare encoded codes with the prior N(0, I) the samples come from
+(used by scripts/latent_coverage.py).
 """
 import math
 from typing import Dict, List
@@ -74,3 +76,48 @@ def evaluate_latent_space(model, task, batches: List, num_importance_samples: in
         "importance_samples": num_importance_samples,
         "sentences": int(mean.size(0)),
     }
+
+
+def code_spectrum(z: Tensor) -> Dict[str, float]:
+    """How codes fill the latent space, against N(0, I), whose mean is 0 and covariance eigenvalues 1.
+
+    The norm of their mean, the eigenvalues of their covariance (smallest, median, largest, sum) and
+    the participation ratio (sum of eigenvalues)^2 / (sum of squared eigenvalues), the number of
+    dimensions the codes effectively spread over (the latent size for N(0, I)).
+    """
+    if z.dim() != 2 or z.size(0) < 2:
+        raise ValueError(f"need at least two codes as rows of a matrix, got shape {tuple(z.shape)}")
+    z = z.double()
+    eigenvalues = torch.linalg.eigvalsh(torch.cov(z.T))
+    return {
+        "codes": int(z.size(0)),
+        "mean_norm": z.mean(0).norm().item(),
+        "eigenvalue_min": eigenvalues.min().item(),
+        "eigenvalue_median": eigenvalues.median().item(),
+        "eigenvalue_max": eigenvalues.max().item(),
+        "eigenvalue_sum": eigenvalues.sum().item(),
+        "participation_ratio": (eigenvalues.sum() ** 2 / (eigenvalues**2).sum()).item(),
+    }
+
+
+def blend_toward_prior(z: Tensor, weight: float, generator=None) -> Tensor:
+    """sqrt(1 - s^2) z + s eps with eps ~ N(0, I): s = 0 keeps the codes, s = 1 is a prior sample.
+
+    Were the codes N(0, I)-distributed, so would every blend be: the blends walk from where the decoder
+    was trained to where prior samples land without leaving the prior's scale.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"the blend weight s must be in [0, 1], got {weight}")
+    noise = torch.randn(z.shape, generator=generator, dtype=z.dtype)
+    return math.sqrt(1.0 - weight * weight) * z + weight * noise
+
+
+def gaussian_fit_sample(z: Tensor, num_samples: int, generator=None) -> Tensor:
+    """``num_samples`` draws from N(mean(z), cov(z)): what prior samples would be if the codes' first two
+    moments were all that the prior had to match."""
+    mean = z.double().mean(0)
+    covariance = torch.cov(z.double().T)
+    jitter = 1e-6 * covariance.diagonal().mean() * torch.eye(len(mean), dtype=mean.dtype)
+    factor = torch.linalg.cholesky(covariance + jitter)
+    noise = torch.randn(num_samples, len(mean), generator=generator, dtype=mean.dtype)
+    return (mean + noise @ factor.T).to(z.dtype)

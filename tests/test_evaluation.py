@@ -160,3 +160,66 @@ def test_evaluate_checkpoint_writes_a_row_and_honours_a_length_cap(overfit_dae, 
     samples = (tmp_path / "capped" / "dae.samples.txt").read_text().splitlines()
     assert len(samples) == 30 and max(len(line.split()) for line in samples) == 4
     assert json.loads((tmp_path / "capped" / "dae.json").read_text())["metrics"]["bleu"] < 100.0
+
+
+def test_code_spectrum_against_a_covariance_built_exactly():
+    import torch
+
+    from fairseq_wae.latent_metrics import code_spectrum
+
+    raw = torch.randn(500, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    raw = raw - raw.mean(0)
+    whitened = raw @ torch.linalg.inv(torch.linalg.cholesky(torch.cov(raw.T))).T  # covariance exactly I
+    eigenvalues, mean = torch.tensor([4.0, 1.0, 0.25], dtype=torch.float64), torch.tensor([3.0, 0.0, 4.0])
+    codes = whitened * eigenvalues.sqrt() + mean
+    spectrum = code_spectrum(codes)
+    assert spectrum["mean_norm"] == pytest.approx(5.0)
+    assert [spectrum[f"eigenvalue_{k}"] for k in ("min", "median", "max")] == pytest.approx([0.25, 1.0, 4.0])
+    assert spectrum["participation_ratio"] == pytest.approx(5.25**2 / (16 + 1 + 0.0625))
+    with pytest.raises(ValueError, match="at least two codes"):
+        code_spectrum(codes[:1])
+
+
+def test_blends_walk_from_the_codes_to_the_prior_and_the_gaussian_fit_keeps_two_moments():
+    import torch
+
+    from fairseq_wae.latent_metrics import blend_toward_prior, gaussian_fit_sample
+
+    codes = torch.randn(20000, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert torch.equal(blend_toward_prior(codes, 0.0), codes)
+    noise = torch.randn(codes.shape, generator=torch.Generator().manual_seed(2), dtype=codes.dtype)
+    assert torch.allclose(blend_toward_prior(codes, 1.0, torch.Generator().manual_seed(2)), noise)
+    # N(0, I) codes stay N(0, I) at every blend
+    blended = blend_toward_prior(codes, 0.6, torch.Generator().manual_seed(3))
+    assert torch.allclose(torch.cov(blended.T), torch.eye(4, dtype=codes.dtype), atol=0.05)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        blend_toward_prior(codes, 1.5)
+
+    skewed = codes * torch.tensor([3.0, 1.0, 0.5, 0.1], dtype=codes.dtype) + 2.0
+    drawn = gaussian_fit_sample(skewed, 50000, torch.Generator().manual_seed(4))
+    assert drawn.shape == (50000, 4)
+    assert torch.allclose(drawn.mean(0), skewed.mean(0), atol=0.05)
+    assert torch.allclose(torch.cov(drawn.T), torch.cov(skewed.T), rtol=0.05, atol=0.01)
+
+
+def test_latent_coverage_decodes_the_training_sentences_back_and_refuses_bad_flags(overfit_dae, tmp_path):
+    binaries, ckpt, _ = overfit_dae
+    train = binaries.parent / "train.txt"
+    script = [sys.executable, REPO / "scripts" / "latent_coverage.py", "--path", ckpt / "checkpoint_best.pt",
+              "--data", binaries, "--sentences", train, "--num", 50, "--max-len", 30]
+    run([*script, "--blend", "0,1", "--json", tmp_path / "coverage.json"])
+    report = json.loads((tmp_path / "coverage.json").read_text())
+    rows = {row["source"]: row for row in report["rows"]}
+    assert list(rows) == ["posterior codes", "blend s=0", "blend s=1", "Gaussian fit to the codes", "prior N(0, I)"]
+    # the DAE reconstructs its 50 training sentences, so their decodes have the corpus's unigrams exactly
+    assert rows["posterior codes"]["unigram_kl"] == pytest.approx(0.0, abs=1e-12)
+    assert rows["blend s=0"] == {**rows["posterior codes"], "source": "blend s=0"}
+    assert rows["prior N(0, I)"]["unigram_kl"] > 0.0
+    assert report["codes"]["codes"] == 50
+
+    for flags, message in ((["--blend", "0.5,2"], "--blend weights must be in [0, 1]"),
+                           (["--num", 51], "--num 51 but"),
+                           (["--num", 1], "--num is too small"),
+                           (["--sentences", tmp_path / "missing.txt"], "no such file")):
+        result = run([*script, *flags], check=False)
+        assert result.returncode != 0 and message in result.stderr, (flags, result.stderr[-500:])
