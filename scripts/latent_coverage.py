@@ -2,7 +2,7 @@
 """Where prior samples land, as the decoder sees it: decodes of encoded sentences, of codes blended
 toward the prior, of a Gaussian fitted to the codes and of the prior, each scored like Table 1's samples.
 
-    python scripts/latent_coverage.py --path ckpt.pt --data bin --sentences bin/train.txt [--num 10000] [--json out.json]
+    python scripts/latent_coverage.py --path ckpt.pt --data bin --sentences bin/train.txt [--num N] [--json out.json]
 
 The codes are those of the first --num sentences of --sentences (cut to --max-sentence-len words, as in
 training); every row decodes --num codes greedily, at most --max-len words, and scores them against
@@ -40,7 +40,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", required=True, help="checkpoint")
     parser.add_argument("--data", required=True, help="the binarized data folder (for dict.txt)")
-    parser.add_argument("--sentences", required=True, help="tokenised sentences to encode, one a line (the training split)")
+    parser.add_argument("--sentences", required=True, help="tokenised sentences to encode (the training split)")
     parser.add_argument("--corpus", help="UnigramKL's reference, one sentence a line (default: --sentences)")
     parser.add_argument("--num", type=int, default=10000, help="codes per row")
     parser.add_argument("--blend", default="0.5,0.9", help="weights s of sqrt(1-s^2) z + s eps, comma-separated")
@@ -79,10 +79,8 @@ def main(argv=None):
         sys.exit(f"latent_coverage.py: --num {args.num} but {args.sentences} holds {len(sentences)} sentences")
     sentences = [" ".join(s.split()[: args.max_sentence_len]) for s in sentences[: args.num]]
 
-    def batched(fn, items):
-        return [out for i in range(0, len(items), args.batch_size) for out in fn(items[i:i + args.batch_size])]
-
-    codes = torch.cat(batched(lambda chunk: [encode(model, task, chunk)], sentences))
+    starts = range(0, args.num, args.batch_size)
+    codes = torch.cat([encode(model, task, sentences[i:i + args.batch_size]) for i in starts])
     generator = torch.Generator().manual_seed(args.seed)
     sources = [("posterior codes", codes)]
     sources += [(f"blend s={w:g}", blend_toward_prior(codes, w, generator)) for w in weights]
@@ -90,7 +88,7 @@ def main(argv=None):
                 ("prior N(0, I)", torch.randn(codes.shape, generator=generator))]
     rows = []
     for name, z in sources:
-        decodes = batched(lambda chunk: decode(model, task, chunk, max_len=args.max_len), z)
+        decodes = [s for i in starts for s in decode(model, task, z[i:i + args.batch_size], max_len=args.max_len)]
         try:
             rows.append({"source": name, **score(decodes, corpus, args.max_len)})
         except EvaluationError as e:
