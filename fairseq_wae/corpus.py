@@ -10,7 +10,6 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -35,6 +34,11 @@ class ReadReport:
     def skip(self, reason: str, line_number: int) -> None:
         self.skipped.setdefault(reason, []).append(line_number)
 
+    def as_json(self) -> Dict:
+        return {"path": os.path.basename(self.path), "kept": self.kept,
+                "skipped": {reason: {"count": len(lines), "first_lines": lines[:10]}
+                            for reason, lines in self.skipped.items()}}
+
     def summary(self) -> str:
         parts = [f"{len(lines)} {reason} (lines {', '.join(map(str, lines[:5]))}{', ...' if len(lines) > 5 else ''})"
                  for reason, lines in self.skipped.items()]
@@ -49,19 +53,40 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+ZIP_MAGIC = b"PK\x03\x04"
+
+
 def _open_binary(path: str):
+    """Opens a text file for reading bytes: gzip by its magic bytes (whatever its name), refusing
+    folders, empty files, other archives and binary files (a NUL byte in the first 8 KiB)."""
     if not os.path.exists(path):
         raise CorpusError(f"no such file: {path}")
+    if os.path.isdir(path):
+        raise CorpusError(f"{path} is a folder, not a text file")
     if os.path.getsize(path) == 0:
         raise CorpusError(f"{path} is empty")
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic.startswith(ZIP_MAGIC):
+        raise CorpusError(f"{path} is a zip archive, not a text file (only the official SNLI zip is read as one)")
+    f = gzip.open(path, "rb") if magic.startswith(GZIP_MAGIC) else open(path, "rb")
+    try:
+        head = f.peek(8192)[:8192] if hasattr(f, "peek") else b""
+    except (OSError, EOFError) as e:
+        f.close()
+        raise CorpusError(f"{path}: cannot read it as gzip ({e})")
+    if b"\x00" in head:
+        f.close()
+        raise CorpusError(f"{path} looks like a binary file (it holds NUL bytes), not one sentence a line")
+    return f
 
 
 def _decoded_lines(raw_lines: Iterable[bytes], report: ReadReport, strict: bool):
     """(line number, text) of the non-empty UTF-8 lines; bad ones are skipped and counted, or fatal."""
     for number, raw in enumerate(raw_lines, start=1):
         try:
-            text = raw.decode("utf-8").strip()
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
         except UnicodeDecodeError:
             if strict:
                 raise CorpusError(f"{report.path}, line {number}: not valid UTF-8")
@@ -81,11 +106,13 @@ def read_plain_sentences(path: str, strict: bool = False) -> (List[str], ReadRep
     sentences = []
     with _open_binary(path) as f:
         for number, text in _decoded_lines(f, report, strict):
-            if number == 1 and text.startswith("{") and _is_json(text):
+            if not sentences and text.startswith("{") and _is_json(text):
                 raise CorpusError(f"{path} looks like JSON lines, not one sentence a line "
                                   "(for SNLI jsonl use scripts/prepare_snli.py --snli-path)")
             sentences.append(text)
     report.kept = len(sentences)
+    if not sentences:
+        raise CorpusError(f"{path} holds no sentence: {report.summary()}")
     return sentences, report
 
 
@@ -117,8 +144,7 @@ def read_snli_sentences(path: str, splits: Sequence[str] = ("train",), strict: b
                 reports.append(report)
         return sentences, reports
     with _open_binary(path) as f:
-        first = f.readline()
-    first_text = first.decode("utf-8", errors="replace").strip()
+        first_text = next((line.decode("utf-8-sig", errors="replace").strip() for line in f if line.strip()), "")
     if first_text.startswith("{") and _is_json(first_text) or first_text.startswith("gold_label\t"):
         with _open_binary(path) as f:
             sentences, report = _read_snli_records(f, path, strict)
@@ -193,6 +219,10 @@ def parse_split(text: str, available: int, num_sentences: Optional[int]) -> List
         raise CorpusError(f"--split {text!r}: give counts or fractions that sum to 1")
     if num_sentences is not None and sum(counts) != num_sentences:
         raise CorpusError(f"--split {text!r} sums to {sum(counts)}, not --num-sentences {num_sentences}")
+    empty = [name for name, count in zip(SPLITS, counts) if count < 1]
+    if empty:
+        raise CorpusError(f"--split {text!r} leaves the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} "
+                          f"without a sentence (of {num_sentences or available}): every split needs at least one")
     if sum(counts) > available:
         raise CorpusError(f"--split {text!r} needs {sum(counts)} sentences but the input has only {available} "
                           "unique ones")
@@ -255,28 +285,90 @@ def train_sentencepiece(folder: str, vocab_size: int) -> None:
             f.write("\n".join(encoded) + "\n")
 
 
+MANIFEST = "manifest.json"
+STAGING_PREFIX = ".staging-"
+#: What a manifest written before it listed its files stands for.
+_UNLISTED_OUTPUTS = tuple(f"{split}{ext}" for split in SPLITS for ext in (".txt", ".spm.txt", ".bin", ".idx")) + (
+    "dict.txt", "spm.model", "spm.vocab", MANIFEST)
+
+
+def read_manifest(folder: str) -> Optional[Dict]:
+    """The folder's manifest.json, or None when there is none (or it does not parse)."""
+    try:
+        with open(os.path.join(folder, MANIFEST)) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def files_written(manifest: Dict) -> List[str]:
+    """The files a manifest says its preparation wrote (manifest.json included)."""
+    return sorted(manifest.get("files", {})) + [MANIFEST] if "files" in manifest else list(_UNLISTED_OUTPUTS)
+
+
+def damaged_files(folder: str, manifest: Dict) -> List[str]:
+    """Files the manifest lists that are missing or whose checksum changed."""
+    if "files" not in manifest:
+        return ["(manifest without checksums)"]
+    return [name for name, digest in sorted(manifest["files"].items())
+            if not os.path.isfile(os.path.join(folder, name)) or sha256_of(os.path.join(folder, name)) != digest]
+
+
+def _remove_stale_staging(out: str) -> None:
+    """Staging folders are named after the process that made them: those of dead processes go."""
+    from fairseq_wae.checkpoints import process_alive
+
+    for name in os.listdir(out):
+        pid = name[len(STAGING_PREFIX):]
+        if name.startswith(STAGING_PREFIX) and pid.isdigit() and not process_alive(int(pid)):
+            logger.warning(f"removing {os.path.join(out, name)}, left by an interrupted preparation (process {pid})")
+            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+
+
+def check_output_folder(out: str, inputs: Sequence[str]) -> None:
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CorpusError(f"--out {out} is a file, not a folder")
+    folder = os.path.realpath(out)
+    for path in inputs:
+        if os.path.commonpath([folder, os.path.realpath(path)]) == folder:
+            raise CorpusError(f"--out {out} contains the input {path}: write the corpus to another folder")
+
+
 def write_corpus(out: str, splits: Dict[str, List[str]], manifest: Dict, vocab_size: int,
                  spm_vocab_size: Optional[int], force: bool) -> Dict:
-    """Writes the splits, binaries and manifest.json into ``out`` atomically.
+    """Writes the splits, binaries and manifest.json into ``out``, touching no file it did not write.
 
-    Everything is built in a temporary sibling folder and moved into place at the end, so a failure
-    never leaves ``out`` half written. An ``out`` that holds different data is refused unless ``force``.
+    ``manifest.json`` lists every file written with its checksum. A rerun with the same inputs and
+    options does nothing when those files are intact and rewrites them when any is missing or changed.
+    An ``out`` that holds another corpus is replaced only with ``force``, and then only the files its
+    manifest lists; a file of the same name that no manifest lists is never overwritten. Everything is
+    built in a staging folder inside ``out`` first, and the manifest is written last, so an interrupted
+    run is seen as damaged (and repaired) by the next one.
     """
-    manifest_path = os.path.join(out, "manifest.json")
-    if os.path.exists(out) and os.listdir(out):
-        previous = None
-        if os.path.exists(manifest_path):
-            with open(manifest_path) as f:
-                previous = json.load(f)
-        if previous is not None and previous.get("inputs") == manifest["inputs"] \
-                and previous.get("options") == manifest["options"]:
-            logger.info(f"{out} already holds this corpus (same inputs and options): nothing to do")
+    existing = set()
+    if os.path.isdir(out):
+        existing = {name for name in os.listdir(out) if not name.startswith(STAGING_PREFIX)}
+    previous = read_manifest(out) if existing else None
+    ours = set(files_written(previous)) if previous is not None else set()
+    if previous is not None and previous.get("inputs") == manifest["inputs"] \
+            and previous.get("options") == manifest["options"]:
+        damaged = damaged_files(out, previous)
+        if not damaged:
+            logger.info(f"{out} already holds this corpus (same inputs and options, files intact): nothing to do")
             return previous
-        if not force:
-            raise CorpusError(f"{out} already holds other data: choose another --out or pass --force")
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".staging-", dir=parent)
+        logger.warning(f"{out} holds this corpus but these files are missing or changed: {', '.join(damaged)}; "
+                       "writing them again")
+    elif existing and not force:
+        what = "another corpus (its manifest.json names other inputs or options)" if previous is not None \
+            else "files that no manifest.json of this tool lists"
+        raise CorpusError(f"--out {out} already holds {what}: choose another --out, or pass --force to replace "
+                          "what an earlier preparation wrote there (other files are never touched)")
+    os.makedirs(out, exist_ok=True)
+    _remove_stale_staging(out)
+    staging = os.path.join(out, f"{STAGING_PREFIX}{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
     try:
         for name, sentences in splits.items():
             with open(os.path.join(staging, f"{name}.txt"), "w", encoding="utf-8") as f:
@@ -284,20 +376,32 @@ def write_corpus(out: str, splits: Dict[str, List[str]], manifest: Dict, vocab_s
         if spm_vocab_size:
             train_sentencepiece(staging, spm_vocab_size)
         binarize(staging, vocab_size, ".spm.txt" if spm_vocab_size else ".txt")
-        manifest = {**manifest, "counts": {name: len(s) for name, s in splits.items()},
-                    **vocabulary_stats(staging, splits if not spm_vocab_size else _read_splits(staging, ".spm.txt"))}
-        with open(os.path.join(staging, "manifest.json"), "w") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
-            f.write("\n")
         log = os.path.join(staging, "preprocess.log")
         if os.path.exists(log):
             os.remove(log)  # holds absolute paths: not reproducible
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
+        produced = sorted(os.listdir(staging))
+        clashes = [name for name in produced if name in existing and name not in ours]
+        if clashes:
+            raise CorpusError(f"--out {out} holds {', '.join(clashes)}, which no manifest.json of this tool lists: "
+                              "refusing to overwrite; choose another --out")
+        manifest = {**manifest, "counts": {name: len(s) for name, s in splits.items()},
+                    **vocabulary_stats(staging, splits if not spm_vocab_size else _read_splits(staging, ".spm.txt")),
+                    "files": {name: sha256_of(os.path.join(staging, name)) for name in produced}}
+        if MANIFEST in existing:
+            os.remove(os.path.join(out, MANIFEST))
+        for name in produced:
+            os.replace(os.path.join(staging, name), os.path.join(out, name))
+        for name in sorted(ours - set(produced) - {MANIFEST}):
+            if os.path.isfile(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+        with open(os.path.join(staging, MANIFEST), "w") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(os.path.join(staging, MANIFEST), os.path.join(out, MANIFEST))
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
+        if not existing and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)
     return manifest
 
 
@@ -311,8 +415,10 @@ def _read_splits(folder: str, suffix: str) -> Dict[str, List[str]]:
 
 def prepare(inputs: Sequence[str], sentences: List[str], out: str, *, num_sentences: Optional[int], split: str,
             seed: int, vocab_size: int, max_len: Optional[int], spm_vocab_size: Optional[int], force: bool,
-            extra_options: Optional[Dict] = None) -> Dict:
-    """Tokenise, de-duplicate, subset, split and binarize ``sentences`` read from ``inputs``."""
+            reports: Sequence[ReadReport] = (), extra_options: Optional[Dict] = None) -> Dict:
+    """Tokenise, de-duplicate, subset, split and binarize ``sentences`` read from ``inputs``
+    (``reports``: what reading them skipped, kept in the manifest)."""
+    check_output_folder(out, inputs)
     if vocab_size < 1:
         raise CorpusError(f"--vocab-size must be at least 1, got {vocab_size}")
     if max_len is not None and max_len < 1:
@@ -328,5 +434,6 @@ def prepare(inputs: Sequence[str], sentences: List[str], out: str, *, num_senten
         "inputs": [{"path": os.path.basename(p), "sha256": sha256_of(p)} for p in inputs],
         "options": options,
         "unique_sentences": len(corpus),
+        "skipped_lines": [report.as_json() for report in reports if report.skipped],
     }
     return write_corpus(out, splits, manifest, vocab_size, spm_vocab_size, force)

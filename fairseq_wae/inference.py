@@ -1,6 +1,5 @@
 """A trained autoencoder in Python: load a checkpoint, encode sentences to z, decode z to sentences,
 and walk the latent space (used by scripts/interpolate.py and scripts/latent_metrics.py)."""
-import os
 from typing import List, Sequence
 
 import torch
@@ -9,14 +8,17 @@ from fairseq.sequence_generator import SequenceGenerator
 from torch import Tensor
 
 import fairseq_wae  # noqa: F401  (registers the task and model the checkpoint names)
+from fairseq_wae.checkpoints import CheckpointError, check_checkpoint_file
 
 
 def load_autoencoder(path: str, data: str):
     """(model, task) from a checkpoint, with the dictionary of ``data``; the model is in eval mode."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path}")
+    check_checkpoint_file(path)
     overrides = {"data": data}
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides)
+    try:
+        models, _, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     model = models[0].eval()
     if not hasattr(model, "latent_dim"):
         raise ValueError(f"{path} is not an lstm_autoencoder checkpoint")
@@ -24,9 +26,17 @@ def load_autoencoder(path: str, data: str):
 
 
 def to_batch(task, sentences: Sequence[str]):
-    """Tokenised sentences (words separated by spaces) to encoder inputs, EOS appended."""
+    """Tokenised sentences (words separated by spaces) to encoder inputs, EOS appended.
+
+    An empty sentence, or one with no word in the dictionary, is refused: its code would say nothing
+    about it."""
     dictionary = task.source_dictionary
     encoded = [dictionary.encode_line(s, add_if_not_exist=False, append_eos=True).long() for s in sentences]
+    for number, (sentence, tokens) in enumerate(zip(sentences, encoded), start=1):
+        if len(tokens) == 1:
+            raise ValueError(f"sentence {number} is empty")
+        if tokens[:-1].eq(dictionary.unk()).all():
+            raise ValueError(f"sentence {number} ({sentence!r}) has no word in the model's dictionary")
     lengths = torch.tensor([len(t) for t in encoded])
     tokens = torch.full((len(encoded), int(lengths.max())), dictionary.pad(), dtype=torch.long)
     for row, t in enumerate(encoded):

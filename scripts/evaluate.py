@@ -22,15 +22,16 @@ from fairseq_wae.metrics import EvaluationError
 
 
 def read_lines(path: str, what: str):
+    """One sentence a line; an empty line is a sentence of length 0, wherever it stands."""
+    if os.path.isdir(path):
+        raise EvaluationError(f"{what}: {path} is a folder, not a text file")
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = [line.strip() for line in f]
+        with open(path, encoding="utf-8", newline="\n") as f:
+            lines = [line.rstrip("\n").strip() for line in f]
     except FileNotFoundError:
         raise EvaluationError(f"{what}: no such file: {path}")
     except UnicodeDecodeError as e:
         raise EvaluationError(f"{what}: {path} is not UTF-8 text ({e})")
-    while lines and not lines[-1]:
-        lines.pop()
     if not lines:
         raise EvaluationError(f"{what}: {path} is empty")
     return lines

@@ -11,13 +11,28 @@ ckpt=$1 data=$2 lm=$3 prefix=$4 num=${5:-10000}
 shift $(( $# < 5 ? $# : 5 ))
 scripts=$(cd "$(dirname "$0")" && pwd)
 user_dir=$(cd "$scripts/../fairseq_wae" && pwd)
-[ -f "$ckpt" ] || { echo "evaluate_checkpoint.sh: no checkpoint at $ckpt" >&2; exit 1; }
+fail() { echo "evaluate_checkpoint.sh: $*" >&2; exit 1; }
+# everything the steps need, checked before the slow generation
+[ -f "$ckpt" ] || fail "no checkpoint at $ckpt"
+[ -d "$data" ] || fail "the data folder $data is not a folder"
+[ -f "$data/train.txt" ] || fail "no $data/train.txt (the corpus for UnigramKL): give a folder made by scripts/prepare_*.py"
+[ -f "$lm" ] || fail "no language model at $lm (build it with scripts/train_lm.py)"
+[[ "$num" =~ ^[1-9][0-9]*$ ]] || fail "NUM_SAMPLES must be a positive number, got '$num'"
 mkdir -p "$(dirname "$prefix")"
 gen=(fairseq-generate "$data" --user-dir "$user_dir" --path "$ckpt" --cpu --beam 1 --batch-size 500)
-"${gen[@]}" "$@" --task sentence_autoencoding --gen-subset test > "$prefix.recon.out" 2> "$prefix.recon.log"
+# runs fairseq-generate into $1.out, its log into $1.log; on failure shows the log's end
+generate() {
+    local out=$1; shift
+    if ! "${gen[@]}" "$@" > "$out.out" 2> "$out.log"; then
+        echo "evaluate_checkpoint.sh: fairseq-generate failed; the end of $out.log:" >&2
+        tail -n 15 "$out.log" >&2
+        exit 1
+    fi
+}
+generate "$prefix.recon" "$@" --task sentence_autoencoding --gen-subset test
 python "$scripts/extract_hypotheses.py" "$prefix.recon.out" > "$prefix.recon.txt"
 python "$scripts/extract_hypotheses.py" "$prefix.recon.out" --kind T > "$prefix.ref.txt"
-"${gen[@]}" --max-len-b 50 "$@" --task prior_sampling --num-samples "$num" --seed 1 > "$prefix.samples.out" 2> "$prefix.samples.log"
+generate "$prefix.samples" --max-len-b 50 "$@" --task prior_sampling --num-samples "$num" --seed 1
 python "$scripts/extract_hypotheses.py" "$prefix.samples.out" > "$prefix.samples.txt"
 python "$scripts/evaluate.py" --name "$(basename "$prefix")" --reference "$prefix.ref.txt" \
     --reconstructions "$prefix.recon.txt" --samples "$prefix.samples.txt" --corpus "$data/train.txt" \

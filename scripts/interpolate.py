@@ -35,10 +35,10 @@ def main(argv=None):
 
     try:
         model, task = load_autoencoder(args.path, args.data)
+        sentences = args.sentences if args.no_tokenize else [Tokenizer()(s) for s in args.sentences]
+        z = encode(model, task, sentences)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"interpolate.py: {e}")
-    sentences = args.sentences if args.no_tokenize else [Tokenizer()(s) for s in args.sentences]
-    z = encode(model, task, sentences)
     if args.analogy:
         points = (z[0] - z[1] + z[2]).unsqueeze(0)
     else:

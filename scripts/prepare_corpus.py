@@ -25,7 +25,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_num, default_s
     parser.add_argument("--spm-vocab-size", type=int, default=None,
                         help="train a sentencepiece model of this size on train and binarize its pieces")
     parser.add_argument("--strict", action="store_true", help="fail on empty or non-UTF-8 lines instead of skipping")
-    parser.add_argument("--force", action="store_true", help="replace an --out folder that holds other data")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the files an earlier preparation wrote into --out (listed in its manifest.json); "
+                             "no other file is ever touched")
 
 
 def num_sentences_arg(value: str):
@@ -41,7 +43,8 @@ def run(args, inputs, sentences, reports, extra_options=None) -> None:
         logging.info(report.summary())
     manifest = prepare(inputs, sentences, args.out, num_sentences=num_sentences_arg(str(args.num_sentences)),
                        split=args.split, seed=args.seed, vocab_size=args.vocab_size, max_len=args.max_len,
-                       spm_vocab_size=args.spm_vocab_size, force=args.force, extra_options=extra_options)
+                       spm_vocab_size=args.spm_vocab_size, force=args.force, reports=reports,
+                       extra_options=extra_options)
     summary = {k: manifest[k] for k in ("unique_sentences", "counts", "vocabulary_size", "test_oov_rate",
                                           "train_avg_len")}
     print(json.dumps(summary))

@@ -195,8 +195,8 @@ def test_an_output_folder_with_other_data_is_refused_unless_forced(tmp_path):
     run([*PREPARE_CORPUS, "--input", first, "--out", out])
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     run([*PREPARE_CORPUS, "--input", first, "--out", out])  # same inputs and options: nothing to do
-    assert "already holds other data" in failure([*PREPARE_CORPUS, "--input", second, "--out", out])
+    assert "already holds another corpus" in failure([*PREPARE_CORPUS, "--input", second, "--out", out])
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
     run([*PREPARE_CORPUS, "--input", second, "--out", out, "--force"])
     assert (out / "train.txt").read_bytes() != before["train.txt"]
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".staging")]
+    assert not [p for p in out.iterdir() if p.name.startswith(".staging")]

@@ -21,6 +21,7 @@ from fairseq.models import (
 )
 from torch import Tensor
 
+from fairseq_wae.checkpoints import DictionaryBinding
 from fairseq_wae.embeddings import load_embedding_weights
 from fairseq_wae.models.latent import LATENT_HEADS, build_latent_head
 from fairseq_wae.schedules import ScheduleStateSlot
@@ -104,16 +105,18 @@ class LSTMSentenceEncoder(FairseqEncoder):
         src_lengths: Tensor,
         latent: Optional[Tensor] = None,
         sample_posterior: bool = False,
+        noise_generator: Optional[torch.Generator] = None,
     ) -> Dict[str, Tensor]:
         """Encodes a batch into ``{"z": ...}`` (plus ``"mean"``/``"logvar"`` for a Gaussian head).
 
         ``latent`` bypasses the encoder: the decoder is then conditioned on the given codes (prior
-        sampling). A Gaussian head samples z in training or with ``sample_posterior``, else uses the mean.
+        sampling). A Gaussian head samples z in training or with ``sample_posterior``, else uses the
+        mean; its noise comes from ``noise_generator`` (the criterion's, keyed by update and micro-batch).
         """
         if latent is not None:
             return {"z": latent}
         return self.latent_head(self.sentence_representation(src_tokens, src_lengths),
-                                sample=self.training or sample_posterior)
+                                sample=self.training or sample_posterior, generator=noise_generator)
 
     def reorder_encoder_out(self, encoder_out: Dict[str, Tensor], new_order: Tensor) -> Dict[str, Tensor]:
         return {key: value.index_select(0, new_order) for key, value in encoder_out.items()}
@@ -201,9 +204,10 @@ class TiedOutput(nn.Module):
 class LSTMAutoencoderModel(FairseqEncoderDecoderModel):
     """Sentence autoencoder; ``forward`` also returns the encoder output for the criterion's penalty."""
 
-    def __init__(self, encoder, decoder):
+    def __init__(self, encoder, decoder, dictionary_path=None):
         super().__init__(encoder, decoder)
         self.schedule_state = ScheduleStateSlot()
+        self.dictionary_binding = DictionaryBinding(encoder.dictionary, dictionary_path)
 
     @classmethod
     def build_model(cls, cfg, task):
@@ -218,7 +222,9 @@ class LSTMAutoencoderModel(FairseqEncoderDecoderModel):
         with torch.no_grad():
             embed_tokens.weight[dictionary.pad()].zero_()
         embed_tokens.weight.requires_grad = not cfg.freeze_embed
-        return cls(LSTMSentenceEncoder(cfg, dictionary, embed_tokens), LSTMSentenceDecoder(cfg, dictionary, embed_tokens))
+        encoder = LSTMSentenceEncoder(cfg, dictionary, embed_tokens)
+        decoder = LSTMSentenceDecoder(cfg, dictionary, embed_tokens)
+        return cls(encoder, decoder, getattr(task, "dictionary_path", None))
 
     @property
     def latent_dim(self) -> int:

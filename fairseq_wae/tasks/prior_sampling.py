@@ -5,6 +5,7 @@ It reuses ``sentence_autoencoding`` (dictionary, model, checkpoint state); only 
 sample's index alone, so the samples do not depend on batching. fairseq's own search then decodes
 (greedy, ``--beam``, ``--sampling`` with ``--sampling-topk``/``--sampling-topp``/``--temperature``).
 """
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -68,8 +69,8 @@ class PriorSamplingTask(SentenceAutoencodingTask):
     def setup_task(cls, cfg: PriorSamplingConfig, **kwargs):
         if cfg.num_samples < 1:
             raise ValueError(f"--task prior_sampling needs --num-samples N (N >= 1), got {cfg.num_samples}")
-        if not cfg.latent_temperature > 0:
-            raise ValueError(f"--latent-temperature must be > 0, got {cfg.latent_temperature}")
+        if not 0 < cfg.latent_temperature < math.inf:
+            raise ValueError(f"--latent-temperature must be a finite number > 0, got {cfg.latent_temperature}")
         if cfg.sample_posterior:
             raise ValueError("--sample-posterior concerns reconstruction: use --task sentence_autoencoding")
         return super().setup_task(cfg, **kwargs)

@@ -1,10 +1,12 @@
 """Task ``sentence_autoencoding``: every sentence is both the source and the target."""
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
+import torch
 from fairseq import utils
 from fairseq.data import (
     AppendTokenDataset,
@@ -17,6 +19,9 @@ from fairseq.data import (
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, open_dict
+
+from fairseq_wae.checkpoints import CheckpointError, check_checkpoint_file, dictionary_fingerprint, guard_save_dir
+from fairseq_wae.corpus import read_manifest, sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +43,52 @@ class SentenceAutoencodingConfig(FairseqDataclass):
     )
     dataset_impl: Optional[str] = II("dataset.dataset_impl")
     seed: int = II("common.seed")
+    # read, not set, here: where fairseq-train saves and resumes (see fairseq_wae.checkpoints.guard_save_dir)
+    save_dir: str = II("checkpoint.save_dir")
+    restore_file: str = II("checkpoint.restore_file")
+    no_save: bool = II("checkpoint.no_save")
+    checkpoint_paths: Optional[str] = II("common_eval.path")
+
+
+class AutoencodingDataset(LanguagePairDataset):
+    """Each sentence as source and target, batched the same way whenever the batches are made.
+
+    fairseq 0.12.3 draws the order that batches are cut from with seed + the epoch at which the batch
+    iterator is first built, then keeps those batches for the rest of the run: an uninterrupted run
+    builds them in epoch 1, a resumed run in the epoch it resumes at, so its batches (and losses)
+    differ. Drawing the order from the seed alone makes a resumed run repeat the uninterrupted one.
+    """
+
+    def __init__(self, *args, order_seed: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.order_seed = order_seed
+
+    def ordered_indices(self):
+        with data_utils.numpy_seed(self.order_seed):
+            return super().ordered_indices()
+
+
+def _resolved(cfg, key: str):
+    """A config value read through an interpolation (``II``), or None where it cannot be resolved:
+    a task config made by hand, outside a full fairseq config."""
+    try:
+        value = getattr(cfg, key)
+    except Exception:  # omegaconf's interpolation errors
+        return None
+    return None if isinstance(value, str) and value.startswith("${") else value
+
+
+def check_against_manifest(folder: str, name: str) -> None:
+    """A data folder made by scripts/prepare_*.py lists each file's checksum in manifest.json: a
+    dict.txt or binary that differs is another preparation's, and would scramble the sentences.
+    Folders without a manifest (plain fairseq-preprocess output) are not checked."""
+    manifest = read_manifest(folder)
+    expected = (manifest or {}).get("files", {}).get(name)
+    path = os.path.join(folder, name)
+    if expected is not None and os.path.isfile(path) and sha256_of(path) != expected:
+        raise ValueError(f"{path} is not the file {os.path.join(folder, 'manifest.json')} lists (checksum differs): "
+                         "it comes from another preparation, and its token ids would not match the other files. "
+                         "Prepare the folder again with scripts/prepare_corpus.py")
 
 
 @register_task("sentence_autoencoding", dataclass=SentenceAutoencodingConfig)
@@ -48,10 +99,12 @@ class SentenceAutoencodingTask(FairseqTask):
     training step.
     """
 
-    def __init__(self, cfg: SentenceAutoencodingConfig, dictionary: Dictionary):
+    def __init__(self, cfg: SentenceAutoencodingConfig, dictionary: Dictionary, dictionary_path: Optional[str] = None):
         super().__init__(cfg)
         self.dictionary = dictionary
+        self.dictionary_path = dictionary_path
         self.epoch = 1
+        self.model_in_training = self.criterion_in_training = None
 
     @classmethod
     def setup_task(cls, cfg: SentenceAutoencodingConfig, **kwargs):
@@ -59,12 +112,20 @@ class SentenceAutoencodingTask(FairseqTask):
             raise ValueError("give the data folder (the output of fairseq-preprocess --only-source)")
         if cfg.max_sentence_len is not None and cfg.max_sentence_len < 1:
             raise ValueError(f"--max-sentence-len must be at least 1, got {cfg.max_sentence_len}")
+        for folder in utils.split_paths(cfg.data):
+            if not os.path.isdir(folder):
+                problem = "is a file" if os.path.exists(folder) else "does not exist"
+                raise FileNotFoundError(f"the data folder {folder} {problem}: give the output folder of "
+                                        "fairseq-preprocess or scripts/prepare_corpus.py")
         dict_path = os.path.join(utils.split_paths(cfg.data)[0], "dict.txt")
         if not os.path.isfile(dict_path):
             raise FileNotFoundError(f"no dictionary at {dict_path}: is {cfg.data} a fairseq-preprocess output folder?")
+        check_against_manifest(os.path.dirname(dict_path), "dict.txt")
+        for checkpoint in filter(None, utils.split_paths(_resolved(cfg, "checkpoint_paths") or "")):
+            check_checkpoint_file(checkpoint)  # fairseq-generate's --path: before torch.load's tracebacks
         dictionary = Dictionary.load(dict_path)
         logger.info(f"dictionary {dict_path}: {len(dictionary)} types")
-        return cls(cfg, dictionary)
+        return cls(cfg, dictionary, dict_path)
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         data_dir = utils.split_paths(self.cfg.data)[(epoch - 1) % len(utils.split_paths(self.cfg.data))]
@@ -72,6 +133,8 @@ class SentenceAutoencodingTask(FairseqTask):
         sentences = data_utils.load_indexed_dataset(prefix, self.dictionary, self.cfg.dataset_impl)
         if sentences is None:
             raise FileNotFoundError(f"split {split!r} not found: no {prefix}.bin/.idx in {data_dir}")
+        for suffix in (".bin", ".idx"):
+            check_against_manifest(data_dir, split + suffix)
         self._check_vocabulary(sentences, prefix)
         sizes = sentences.sizes
         if self.cfg.max_sentence_len is not None and self.cfg.overlong_sentences == "truncate":
@@ -80,10 +143,10 @@ class SentenceAutoencodingTask(FairseqTask):
                 TruncateDataset(StripTokenDataset(sentences, eos), self.cfg.max_sentence_len), eos
             )
             sizes = np.minimum(sizes, self.cfg.max_sentence_len + 1)
-        self.datasets[split] = LanguagePairDataset(
+        self.datasets[split] = AutoencodingDataset(
             sentences, sizes, self.dictionary,
             sentences, sizes, self.dictionary,
-            left_pad_source=False, left_pad_target=False, shuffle=(split == "train"),
+            left_pad_source=False, left_pad_target=False, shuffle=(split == "train"), order_seed=self.cfg.seed,
         )
         logger.info(f"{split}: {len(sentences)} sentences from {prefix}")
 
@@ -106,6 +169,11 @@ class SentenceAutoencodingTask(FairseqTask):
     def filter_indices_by_size(self, indices, dataset, max_positions=None, ignore_invalid_inputs=False):
         if self.cfg.max_sentence_len is not None and self.cfg.overlong_sentences == "skip":
             keep = dataset.src_sizes[indices] <= self.cfg.max_sentence_len + 1
+            if len(indices) and not keep.any():
+                split = next((name for name, d in self.datasets.items() if d is dataset), "this")
+                raise ValueError(f"--max-sentence-len {self.cfg.max_sentence_len} with --overlong-sentences skip "
+                                 f"leaves none of the {len(indices)} sentences of the {split} split: raise the "
+                                 "limit, or truncate instead")
             if not keep.all():
                 logger.info(f"skipping {int((~keep).sum())} sentences over --max-sentence-len {self.cfg.max_sentence_len}")
             indices = indices[keep]
@@ -121,15 +189,56 @@ class SentenceAutoencodingTask(FairseqTask):
             # the checkpoint holds the trained embeddings: the file need not be read, nor even exist
             with open_dict(cfg):
                 cfg.embed_path = None
-        return super().build_model(cfg, from_checkpoint)
+        model = super().build_model(cfg, from_checkpoint)
+        if not from_checkpoint and "fairseq_cli.train" in sys.modules and _resolved(self.cfg, "save_dir") is not None:
+            # fairseq-train (or fairseq-hydra-train) builds its model here, before it resumes from the save dir
+            self.model_in_training = model
+            if not self.cfg.no_save:
+                self._guard_save_dir(model)
+        return model
+
+    def _guard_save_dir(self, model) -> None:
+        """Lock the save dir and mend a truncated checkpoint_last.pt (the first worker alone, the others
+        wait for it), then refuse to resume from a checkpoint of another dictionary."""
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        first_worker = not distributed or torch.distributed.get_rank() == 0
+        fingerprint = model.dictionary_binding.fingerprint if hasattr(model, "dictionary_binding") \
+            else dictionary_fingerprint(self.dictionary, self.dictionary_path)
+        error = None
+        if first_worker:
+            try:
+                guard_save_dir(self.cfg.save_dir, self.cfg.restore_file, fingerprint)
+            except CheckpointError as e:
+                error = e
+        if distributed:
+            device = torch.device("cuda", torch.cuda.current_device()) \
+                if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+            failed = torch.tensor([error is not None], dtype=torch.long, device=device)
+            torch.distributed.all_reduce(failed)  # every worker stops when the first one refuses
+            if failed.item() and error is None:
+                raise CheckpointError("the first worker refused the save dir: see its message")
+        if error is not None:
+            raise error
+
+    def build_criterion(self, cfg):
+        criterion = super().build_criterion(cfg)
+        if self.model_in_training is not None and hasattr(criterion, "check_model"):
+            criterion.check_model(self.model_in_training)  # at start-up, not at the first update
+        return criterion
 
     def begin_epoch(self, epoch, model):
         self.epoch = epoch
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         if hasattr(criterion, "set_training_progress"):
-            criterion.set_training_progress(update_num, self.epoch)
+            criterion.set_training_progress(update_num, self.epoch, counted=not ignore_grad)
+        self.criterion_in_training = criterion
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def optimizer_step(self, optimizer, model, update_num):
+        super().optimizer_step(optimizer, model, update_num)
+        if hasattr(self.criterion_in_training, "end_update"):
+            self.criterion_in_training.end_update()
 
     def build_generator(self, models, args, **kwargs):
         if self.cfg.sample_posterior and not all(getattr(m, "is_gaussian", False) for m in models):

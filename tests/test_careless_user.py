@@ -1,0 +1,307 @@
+"""The mistakes of a careless user, each through the real command: nothing lost, nothing silently wrong."""
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, USER_DIR, run, toy_sentences, train_command
+
+PREPARE_CORPUS = [sys.executable, REPO / "scripts" / "prepare_corpus.py"]
+INTERPOLATE = [sys.executable, REPO / "scripts" / "interpolate.py"]
+EVALUATE = [sys.executable, REPO / "scripts" / "evaluate.py"]
+
+
+def failure(cmd, **kwargs):
+    result = run(cmd, check=False, **kwargs)
+    assert result.returncode != 0, result.stdout[-2000:]
+    return result.stdout + result.stderr
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def write_sentences(path, n, seed=1):
+    path.write_text("\n".join(toy_sentences(n, seed=seed)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A corpus made by prepare_corpus.py (with its manifest) and a tiny DAE trained on it for 2 epochs,
+    saving every 5 updates: (data folder, save dir)."""
+    folder = tmp_path_factory.mktemp("careless")
+    data = folder / "data"
+    run([*PREPARE_CORPUS, "--input", write_sentences(folder / "sentences.txt", 300), "--out", data])
+    save_dir = folder / "ckpt"
+    run(train_command(data, save_dir, "--save-interval-updates", "5", arch="lstm_ae_tiny",
+                      criterion="ae_cross_entropy", epochs=2))
+    return data, save_dir
+
+
+def reordered_copy(data, target, with_manifest):
+    """The binaries of ``data`` with a dictionary of the same words in reverse order."""
+    target.mkdir()
+    for path in data.iterdir():
+        if path.suffix in (".bin", ".idx", ".txt") or (with_manifest and path.name == "manifest.json"):
+            (target / path.name).write_bytes(path.read_bytes())
+    words = (data / "dict.txt").read_text().splitlines()
+    (target / "dict.txt").write_text("\n".join(reversed(words)) + "\n")
+    return target
+
+
+# 1. --force deletes nothing it did not write
+
+def test_force_never_deletes_the_input_or_files_it_did_not_write(tmp_path):
+    corp = tmp_path / "corp"
+    corp.mkdir()
+    write_sentences(corp / "my.txt", 60)
+    (corp / "notes.md").write_text("mine")
+    before = snapshot(corp)
+    for flags in ([], ["--force"]):
+        message = failure([*PREPARE_CORPUS, "--input", corp / "my.txt", "--out", corp, *flags])
+        assert f"--out {corp} contains the input {corp / 'my.txt'}" in message
+        assert snapshot(corp) == before
+
+    out = tmp_path / "out"
+    run([*PREPARE_CORPUS, "--input", corp / "my.txt", "--out", out, "--vocab-size", "40"])
+    (out / "notes.md").write_text("mine too")
+    listed = set(json.loads((out / "manifest.json").read_text())["files"])
+    assert {"train.txt", "dict.txt", "train.bin", "test.idx"} <= listed
+    other = write_sentences(tmp_path / "other.txt", 60, seed=2)
+    assert "already holds another corpus" in failure([*PREPARE_CORPUS, "--input", other, "--out", out])
+    run([*PREPARE_CORPUS, "--input", other, "--out", out, "--force"])
+    assert (out / "notes.md").read_text() == "mine too"
+    assert (out / "train.txt").read_text() != before["my.txt"].decode() and (corp / "my.txt").exists()
+    assert json.loads((out / "manifest.json").read_text())["inputs"][0]["path"] == "other.txt"
+
+    # a file with one of the output names that no manifest lists is never overwritten, even with --force
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "train.txt").write_text("my own training notes\n")
+    assert "holds files that no manifest.json of this tool lists" in failure(
+        [*PREPARE_CORPUS, "--input", other, "--out", foreign])
+    assert "holds train.txt, which no manifest.json of this tool lists" in failure(
+        [*PREPARE_CORPUS, "--input", other, "--out", foreign, "--force"])
+    assert snapshot(foreign) == {"train.txt": b"my own training notes\n"}
+
+
+# 2. a dictionary that does not belong to the data or the checkpoint
+
+def test_a_reordered_dictionary_beside_a_manifest_is_refused(prepared, tmp_path):
+    data, _ = prepared
+    mixed = reordered_copy(data, tmp_path / "mixed", with_manifest=True)
+    message = failure(train_command(mixed, tmp_path / "ckpt", arch="lstm_ae_tiny", criterion="ae_cross_entropy"))
+    assert f"{mixed / 'dict.txt'} is not the file {mixed / 'manifest.json'} lists" in message
+    assert not (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
+
+
+def test_a_checkpoint_refuses_a_same_size_foreign_dictionary_everywhere(prepared, tmp_path):
+    data, save_dir = prepared
+    plain = reordered_copy(data, tmp_path / "plain", with_manifest=False)  # like fairseq-preprocess output
+    both = [f"trained with the dictionary {data / 'dict.txt'}", f"this run's dictionary is {plain / 'dict.txt'}"]
+    generate = failure(["fairseq-generate", plain, "--user-dir", USER_DIR, "--task", "sentence_autoencoding",
+                        "--path", save_dir / "checkpoint_last.pt", "--gen-subset", "test", "--cpu"])
+    interpolate = failure([*INTERPOLATE, "--path", save_dir / "checkpoint_last.pt", "--data", plain,
+                           "a man is sleeping .", "a dog runs ."])
+    for message in (generate, interpolate):
+        assert all(part in message for part in both), message[-1500:]
+    # resuming into the save dir on other data
+    before = snapshot(save_dir)
+    resume = failure(train_command(plain, save_dir, arch="lstm_ae_tiny", criterion="ae_cross_entropy", epochs=3))
+    assert f"{save_dir / 'checkpoint_last.pt'}, which this run would resume from, was trained with" in resume
+    assert plain.name in resume and "another --save-dir" in resume
+    assert snapshot(save_dir) == before
+
+
+# 3. empty, binary and compressed input; empty splits; skipped lines in the manifest
+
+def test_empty_binary_and_gzip_input_and_empty_splits(tmp_path):
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n\n\n")
+    assert "blank.txt holds no sentence" in failure([*PREPARE_CORPUS, "--input", blank, "--out", tmp_path / "a"])
+    binary = tmp_path / "program"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 20 + b"\nsome text\n")
+    assert "program looks like a binary file" in failure([*PREPARE_CORPUS, "--input", binary, "--out", tmp_path / "b"])
+    text = write_sentences(tmp_path / "s.txt", 60)
+    assert "leaves the valid and test splits without a sentence" in failure(
+        [*PREPARE_CORPUS, "--input", text, "--out", tmp_path / "c", "--split", "50,0,0"])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+    disguised = tmp_path / "disguised.txt"  # gzip under a plain-text name is read as gzip
+    disguised.write_bytes(gzip.compress(text.read_bytes()))
+    run([*PREPARE_CORPUS, "--input", text, "--out", tmp_path / "plain"])
+    run([*PREPARE_CORPUS, "--input", disguised, "--out", tmp_path / "gz"])
+    assert (tmp_path / "gz" / "train.txt").read_text() == (tmp_path / "plain" / "train.txt").read_text()
+
+    messy = tmp_path / "messy.txt"
+    messy.write_bytes(b"\xef\xbb\xbfa man sleeps .\n\n\xff broken\n" + text.read_bytes())
+    run([*PREPARE_CORPUS, "--input", messy, "--out", tmp_path / "m"])
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["skipped_lines"] == [{"path": "messy.txt", "kept": 61, "skipped": {
+        "empty": {"count": 1, "first_lines": [2]}, "non-UTF-8": {"count": 1, "first_lines": [3]}}}]
+    written = sum(((tmp_path / "m" / f"{s}.txt").read_text().splitlines() for s in ("train", "valid", "test")), [])
+    assert "a man sleeps ." in written and not any("\ufeff" in line for line in written)
+
+    jsonl = '{"sentence1": "A man sleeps.", "sentence2": "A dog runs."}\n'
+    for name, content in (("bom.txt", "\ufeff" + jsonl), ("lead.txt", "\n" + jsonl)):
+        (tmp_path / name).write_text(content, encoding="utf-8")
+        assert f"{name} looks like JSON lines" in failure([*PREPARE_CORPUS, "--input", tmp_path / name,
+                                                           "--out", tmp_path / "j"])
+
+
+# 4. a kill during a save
+
+@pytest.mark.parametrize("cut", ["empty", "half"])
+def test_a_truncated_checkpoint_last_resumes_from_the_newest_readable_one(prepared, tmp_path, cut):
+    data, trained = prepared
+    save_dir = tmp_path / "ckpt"
+    save_dir.mkdir()
+    for path in trained.glob("checkpoint*.pt"):
+        (save_dir / path.name).write_bytes(path.read_bytes())
+        os.utime(save_dir / path.name, (path.stat().st_atime, path.stat().st_mtime))
+    last = save_dir / "checkpoint_last.pt"
+    whole = last.read_bytes()
+    last.write_bytes(b"" if cut == "empty" else whole[: len(whole) // 2])
+    result = run(train_command(data, save_dir, arch="lstm_ae_tiny", criterion="ae_cross_entropy", epochs=3))
+    log = result.stdout + result.stderr
+    assert f"{last} was unreadable (moved to {last}.broken): resuming from" in log
+    newest = max((p for p in trained.glob("checkpoint*.pt") if p.name != "checkpoint_last.pt"),
+                 key=lambda p: p.stat().st_mtime)
+    assert f"resuming from {save_dir / newest.name}" in log or "checkpoint_best.pt" in log
+    epochs = [json.loads(line[line.index("{"):]) for line in log.splitlines() if '"train_loss"' in line]
+    assert [record["epoch"] for record in epochs] == [3]  # went on, did not start over
+    assert (save_dir / "checkpoint_last.pt.broken").stat().st_size == (0 if cut == "empty" else len(whole) // 2)
+
+
+# 5. one training per save dir
+
+def test_a_save_dir_in_use_is_refused_and_a_stale_lock_taken_over(prepared, tmp_path):
+    data, _ = prepared
+    save_dir = tmp_path / "ckpt"
+    save_dir.mkdir()
+    lock = save_dir / "fairseq-wae.lock"
+    hostname = os.uname().nodename
+    lock.write_text(f"{os.getpid()} {hostname}\n")  # a live process holds it: this test's
+    command = train_command(data, save_dir, arch="lstm_ae_tiny", criterion="ae_cross_entropy", epochs=1)
+    message = failure(command)
+    assert f"--save-dir {save_dir} is in use by another training (process {os.getpid()}" in message
+    assert not (save_dir / "checkpoint_last.pt").exists() and lock.read_text().startswith(str(os.getpid()))
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    lock.write_text(f"{finished.pid} {hostname}\n")
+    log = run(command)
+    assert f"taking over {lock}, left by process {finished.pid}, which no longer runs" in log.stdout + log.stderr
+    assert (save_dir / "checkpoint_last.pt").exists() and not lock.exists()  # released at exit
+
+
+# 6. reruns repair or skip
+
+def test_a_rerun_repairs_a_damaged_corpus_and_skips_an_intact_one(tmp_path):
+    text = write_sentences(tmp_path / "s.txt", 80)
+    out = tmp_path / "out"
+    run([*PREPARE_CORPUS, "--input", text, "--out", out])
+    intact = snapshot(out)
+    (out / "train.bin").unlink()
+    (out / "valid.txt").write_text("edited\n")
+    log = run([*PREPARE_CORPUS, "--input", text, "--out", out]).stderr
+    assert "these files are missing or changed: train.bin, valid.txt; writing them again" in log
+    assert snapshot(out) == intact
+    assert "nothing to do" in run([*PREPARE_CORPUS, "--input", text, "--out", out]).stderr
+
+    os.makedirs(out / ".staging-999999999")  # left by a killed preparation
+    (out / "dict.txt").unlink()
+    run([*PREPARE_CORPUS, "--input", text, "--out", out])
+    assert not (out / ".staging-999999999").exists() and snapshot(out) == intact
+
+
+def test_the_quick_start_works_every_time_it_is_run(tmp_path):
+    quick = ["bash", REPO / "examples" / "toy" / "run.sh", tmp_path / "qs"]
+    env = {**os.environ, "EPOCHS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
+
+    def sampled():
+        result = subprocess.run([str(c) for c in quick], env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        return result.stdout.split("sampled from the prior")[1].splitlines()[1:]
+
+    first = sampled()
+    assert len(first) == 8
+    assert sampled() == first
+    for name in os.listdir(tmp_path / "qs" / "data"):
+        os.remove(tmp_path / "qs" / "data" / name)
+    assert sampled() == first
+
+
+# 7. evaluation counts every line
+
+def test_an_empty_line_is_a_sentence_of_length_zero_wherever_it_stands(tmp_path):
+    (tmp_path / "ref.txt").write_text("a b c\nd e f\ng h\n")
+    (tmp_path / "rec.txt").write_text("a b c\nd e f\n\n")
+    (tmp_path / "corpus.txt").write_text("a b\nc d\n")
+    rows = {}
+    for name, samples in (("end", "a b\n\n"), ("start", "\na b\n")):
+        (tmp_path / f"{name}.txt").write_text(samples)
+        run([*EVALUATE, "--reference", tmp_path / "ref.txt", "--reconstructions", tmp_path / "rec.txt",
+             "--samples", tmp_path / f"{name}.txt", "--corpus", tmp_path / "corpus.txt",
+             "--json", tmp_path / f"{name}.json"])
+        rows[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert rows["end"]["meta"]["reconstructions"] == 3 and rows["end"]["meta"]["sentences"] == 2
+    assert rows["end"]["metrics"]["avg_len"] == rows["start"]["metrics"]["avg_len"] == 1.0
+
+
+# 8. a sentence where a traceback was
+
+def test_wrong_files_and_flags_get_a_sentence(prepared, tmp_path):
+    data, save_dir = prepared
+    (tmp_path / "text.pt").write_text("not a checkpoint\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for checkpoint, expected in (("text.pt", "is not a readable PyTorch checkpoint"),
+                                 ("empty.pt", "is empty (0 bytes)")):
+        path = tmp_path / checkpoint
+        for command in (["fairseq-generate", data, "--user-dir", USER_DIR, "--task", "prior_sampling",
+                         "--num-samples", "2", "--path", path, "--cpu"],
+                        [*INTERPOLATE, "--path", path, "--data", data, "a man .", "a dog ."]):
+            message = failure(command)
+            assert f"{path} {expected}" in message and "EOFError" not in message and "IndexError" not in message
+
+    ckpt = save_dir / "checkpoint_last.pt"
+    assert "--latent-temperature must be a finite number > 0, got inf" in failure(
+        ["fairseq-generate", data, "--user-dir", USER_DIR, "--task", "prior_sampling", "--num-samples", "2",
+         "--latent-temperature", "inf", "--path", ckpt, "--cpu"])
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert f"the data folder {a_file} is a file" in failure(
+        train_command(a_file, tmp_path / "c", arch="lstm_ae_tiny", criterion="ae_cross_entropy"))
+    assert f"--out {a_file} is a file, not a folder" in failure(
+        [*PREPARE_CORPUS, "--input", data / "train.txt", "--out", a_file])
+    assert f"{data} is a folder, not a text file" in failure(
+        [*PREPARE_CORPUS, "--input", data, "--out", tmp_path / "o"])
+
+    for sentences, expected in ((["", "a man ."], "sentence 1 is empty"),
+                                (["a man .", "xyzzy plugh"], "sentence 2 ('xyzzy plugh') has no word in the model's")):
+        assert expected in failure([*INTERPOLATE, "--path", ckpt, "--data", data, *sentences])
+
+    crash_dir = tmp_path / "swae"
+    message = failure(train_command(data, crash_dir, "--kl-variance-penalty", "1", arch="lstm_wae_tiny"))
+    assert "--kl-variance-penalty (the stochastic WAE) needs a Gaussian latent head" in message
+    assert "num_updates" not in message and not (crash_dir / "crash.pt").exists()
+
+
+def test_evaluate_checkpoint_checks_its_inputs_first_and_shows_why_generation_failed(prepared, tmp_path):
+    data, save_dir = prepared
+    script = ["bash", REPO / "scripts" / "evaluate_checkpoint.sh", save_dir / "checkpoint_last.pt"]
+    lm = tmp_path / "lm.arpa"
+    lm.write_text("placeholder")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for path in data.iterdir():
+        if path.name != "train.txt":
+            (plain / path.name).write_bytes(path.read_bytes())
+    message = failure([*script, plain, lm, tmp_path / "out" / "row"])
+    assert f"no {plain}/train.txt" in message and not (tmp_path / "out").exists()
+    message = failure([*script, data, lm, tmp_path / "out" / "row", "5", "--no-such-flag"])
+    assert "fairseq-generate failed; the end of" in message and "unrecognized arguments: --no-such-flag" in message
