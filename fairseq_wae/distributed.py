@@ -1,4 +1,6 @@
 """Data-parallel helpers."""
+from typing import List, Sequence
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -24,3 +26,19 @@ def gather_with_local_grad(x: Tensor) -> Tensor:
     parts = [part[:size] for part, size in zip(parts, sizes)]
     parts[dist.get_rank()] = x
     return torch.cat(parts, dim=0)
+
+
+def global_sums(values: Sequence[float], device=None) -> List[float]:
+    """Each value summed over the data-parallel workers (the values themselves without a process group)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return list(values)
+    if device is None:
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    totals = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(totals)
+    return totals.tolist()
+
+
+def scale_gradient(x: Tensor, factor: float) -> Tensor:
+    """``x`` in the forward pass; ``factor`` times its gradient in the backward pass."""
+    return x.detach() + (x - x.detach()) * factor

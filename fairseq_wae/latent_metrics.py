@@ -11,6 +11,7 @@ from typing import Dict, List
 import torch
 from torch import Tensor
 
+from fairseq_wae.models.latent import reparameterize
 from fairseq_wae.penalties import gaussian_kl
 
 
@@ -24,7 +25,7 @@ def mutual_information(mean: Tensor, logvar: Tensor, generator=None) -> float:
     (He et al. 2019): E_x E_q[log q(z|x)] - E_q(z)[log q(z)]."""
     n, dim = mean.shape
     negative_entropy = (-0.5 * dim * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(-1)).mean()
-    z = mean + torch.randn(mean.shape, generator=generator, dtype=mean.dtype) * (0.5 * logvar).exp()
+    z = reparameterize(mean, logvar, generator)
     log_density = log_normal(z.unsqueeze(1), mean.unsqueeze(0), logvar.unsqueeze(0))  # [z of x_i, posterior j]
     log_qz = torch.logsumexp(log_density, dim=1) - math.log(n)
     return (negative_entropy - log_qz.mean()).item()
@@ -59,7 +60,7 @@ def evaluate_latent_space(model, task, batches: List, num_importance_samples: in
         kls.append(gaussian_kl(mean, logvar).sum(-1))
         log_weights = []
         for _ in range(num_importance_samples):
-            z = mean + torch.randn(mean.shape, generator=generator, dtype=mean.dtype) * (0.5 * logvar).exp()
+            z = reparameterize(mean, logvar, generator)
             log_px_z = sentence_log_likelihood(model, tokens, lengths, z.float(), dictionary.eos(), dictionary.pad())
             log_pz = log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
             log_weights.append(log_px_z.double() + log_pz - log_normal(z, mean, logvar))

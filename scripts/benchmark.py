@@ -306,7 +306,7 @@ def penalty_cost(data, batch_sizes, repeats=10):
 
             def penalty_only():
                 leaves = {key: value.detach().requires_grad_() for key, value in latent.items()}
-                crit.latent_penalty(model, leaves)[0].backward()
+                crit.latent_penalty(model, leaves, sample)[0].backward()
 
             def whole_step():
                 crit(model, sample)[0].backward()

@@ -43,6 +43,18 @@ def test_gradients_reach_the_encoder(toy_data, arch, criterion, flags):
         if parameter.requires_grad:
             assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
     assert log["sample_size"] == sample_size == log["ntokens"]
+    if criterion == "ae_cross_entropy":
+        return
+    # the penalty's own gradient: it reaches the encoder's LSTM and latent head, and nothing of the decoder
+    model.zero_grad()
+    sample = first_batch(task)
+    _, extra = model(**sample["net_input"])
+    crit.latent_penalty(model, extra["latent"], sample)[0].backward()
+    for name, parameter in model.encoder.named_parameters():
+        if name.startswith(("lstm", "latent_head")):
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert all(p.grad is None or not p.grad.any() for n, p in model.decoder.named_parameters()
+               if not n.startswith("embed_tokens"))
 
 
 def test_penalty_is_weighed_against_the_per_token_mean_cross_entropy(toy_data):
@@ -118,13 +130,33 @@ def test_a_one_sentence_batch_skips_mmd_instead_of_nan(toy_data):
 
 
 def test_prior_draws_differ_between_micro_batches_and_repeat_with_the_seed(toy_data):
-    _, _, crit = build(toy_data, "lstm_wae_tiny", "wae_mmd")
+    task, model, crit = build(toy_data, "lstm_wae_tiny", "wae_mmd", "--word-dropout", "0.3")
+    model.eval()  # no word dropout: the prior draw alone moves the MMD estimate
+    sample = first_batch(task)
     crit.set_training_progress(5, 1)
-    first, second = (torch.randn(3, generator=crit.random_generator("cpu")) for _ in range(2))
+    first, second = (crit(model, sample)[2]["mmd"] for _ in range(2))  # two micro-batches of one update
     crit.set_training_progress(6, 1)
     crit.set_training_progress(5, 1)
-    again = torch.randn(3, generator=crit.random_generator("cpu"))
-    assert not torch.equal(first, second) and torch.equal(first, again)
+    again = crit(model, sample)[2]["mmd"]
+    assert first != second and first == again
+    # word dropout and the prior draw from generators of their own, however many draws came before
+    crit.set_training_progress(7, 1)
+    prior = torch.randn(3, generator=crit.random_generator("cpu", "prior"))
+    crit.random_generator("cpu", "word_dropout")
+    assert torch.equal(prior, torch.randn(3, generator=crit.random_generator("cpu", "prior")))
+
+
+def test_free_bits_penalise_only_the_kl_above_the_floor_in_each_dimension(toy_data):
+    _, model, crit = build(toy_data, "lstm_vae_tiny", "vae_kl", "--kl-free-bits", "0.5", "--kl-weight", "0.7")
+    model.eval()
+    mean = torch.zeros(4, 16)
+    mean[:, 0], mean[:, 1] = 2.0, 0.1  # KL per dimension: 2.0 and 0.005; the other 14 dimensions: 0
+    latent = {"z": mean, "mean": mean, "logvar": torch.zeros(4, 16)}
+    penalty, logs = crit.latent_penalty(model, latent, None)
+    assert penalty.item() == pytest.approx(0.7 * (2.0 + 0.5 + 14 * 0.5))
+    assert logs["kl"] == pytest.approx(2.005) and logs["kl_weight"] == 0.7  # the KL itself, unclamped
+    _, _, plain = build(toy_data, "lstm_vae_tiny", "vae_kl", "--kl-weight", "0.7")
+    assert plain.latent_penalty(model, latent, None)[0].item() == pytest.approx(0.7 * 2.005)
 
 
 def test_non_finite_loss_names_the_update(toy_data):

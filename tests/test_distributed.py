@@ -1,4 +1,5 @@
 """Data-parallel training on 2 CPU processes (gloo), against 1 process with --update-freq 2."""
+import math
 import socket
 import subprocess
 
@@ -20,7 +21,7 @@ def free_port():
 def common_flags(arch, criterion):
     return ["--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--arch", arch, "--criterion", criterion,
             "--optimizer", "adam", "--lr", "0.005", "--batch-size", "16", "--max-update", "30", "--seed", "3",
-            "--log-format", "json", "--log-interval", "10", "--no-save", "--disable-validation"]
+            "--log-format", "json", "--log-interval", "1", "--no-save", "--disable-validation"]
 
 
 def launch(data, *flags):
@@ -36,30 +37,34 @@ def inner_records(text):
 @pytest.mark.parametrize("arch,criterion,flags,compare", [
     ("lstm_ae_tiny", "ae_cross_entropy", ["--word-dropout", "0.2"], True),
     ("lstm_wae_tiny", "wae_mmd", ["--mmd-lambda", "10"], True),
+    # --mmd-global estimates MMD on the gathered batch: no single-process run computes the same losses
+    # (its per-code gradients are compared below, in process)
     ("lstm_wae_tiny", "wae_mmd", ["--mmd-lambda", "10", "--mmd-global"], False),
-    # the Gaussian head's noise comes from fairseq's per-update seed, the same on every worker,
-    # so a VAE run is checked for completing and aggregating, not for equality
-    ("lstm_vae_tiny", "vae_kl", ["--kl-anneal", "linear", "--kl-anneal-steps", "20",
-                                 "--word-dropout", "0.1"], False),
+    # annealed fast enough that lambda*KL peaks and stop-at-peak freezes the weight near update 25
+    ("lstm_vae_tiny", "vae_kl", ["--kl-anneal", "sigmoid", "--kl-anneal-midpoint", "12", "--kl-anneal-steepness",
+                                 "0.25", "--kl-anneal-stop-at-peak", "--word-dropout", "0.1"], True),
 ])
 def test_two_processes_match_one_process_with_update_freq_2(toy_data, arch, criterion, flags, compare):
     two = launch(toy_data, *common_flags(arch, criterion), *flags)
     assert two.returncode == 0, two.stderr[-3000:]
     distributed = inner_records(two.stdout + two.stderr)
-    assert [r["num_updates"] for r in distributed] == ["10", "20", "30"]  # rank 0 alone logs
+    assert [int(r["num_updates"]) for r in distributed] == list(range(1, 31))  # rank 0 alone logs
     assert all(float(r["bsz"]) == 32 for r in distributed)  # aggregated over both workers
     for metric in {"ae_cross_entropy": ["nll_loss", "word_dropout"], "wae_mmd": ["mmd", "mmd_weight"],
                    "vae_kl": ["kl", "kl_weight", "active_units", "word_dropout"]}[criterion]:
         assert metric in distributed[-1], metric
     if criterion == "vae_kl":
-        assert float(distributed[0]["kl_weight"]) == pytest.approx(sum(range(10)) / 10 / 20, abs=0.01)  # updates 0..9
+        weights = [float(r["kl_weight"]) for r in distributed]
+        assert weights[0] == pytest.approx(1 / (1 + math.exp(0.25 * 12)), abs=1e-4)  # the schedule at update 0
+        assert weights[-3] == weights[-2] == weights[-1] < 1 / (1 + math.exp(-0.25 * (29 - 12)))  # frozen
         assert float(distributed[-1]["word_dropout"]) == pytest.approx(0.1)
     if compare:
         one = run(["fairseq-train", toy_data, *common_flags(arch, criterion), *flags, "--cpu", "--update-freq", "2"])
         single = inner_records(one.stdout + one.stderr)
-        assert [r["num_updates"] for r in single] == ["10", "20", "30"]
+        assert [int(r["num_updates"]) for r in single] == list(range(1, 31))
         for a, b in zip(distributed, single):
             assert float(a["loss"]) == pytest.approx(float(b["loss"]), abs=2e-3), (a, b)
+            assert a.get("kl_weight") == b.get("kl_weight"), (a, b)
 
 
 def test_a_two_process_run_resumes_with_its_saved_stop_at_peak_state(toy_data, tmp_path):
@@ -76,8 +81,8 @@ def test_a_two_process_run_resumes_with_its_saved_stop_at_peak_state(toy_data, t
     resumed = launch(toy_data, *flags, "--max-update", "50")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     records = inner_records(resumed.stdout + resumed.stderr)
-    assert [r["num_updates"] for r in records] == ["40", "50"]
-    assert [float(r["kl_weight"]) for r in records] == [0.3, 0.3]
+    assert [int(r["num_updates"]) for r in records] == list(range(31, 51))
+    assert {float(r["kl_weight"]) for r in records} == {0.3}
 
 
 def test_a_failing_rank_fails_the_launch(toy_data):
@@ -132,3 +137,69 @@ def test_launcher_refuses_a_busy_port_and_bad_nproc(toy_data):
     result = subprocess.run(["bash", str(LAUNCHER), str(toy_data)], env={**CLI_ENV, "NPROC": "two"},
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "NPROC must be a positive number" in result.stderr
+
+
+def _code_gradients(task_data, flags, batch, worker=None):
+    """d(loss)/dz for each code of ``batch`` (a collated sample) as fairseq reduces it: every worker's
+    gradient summed, over the global token count. ``worker`` = (rank, port, results): one of 2 gloo
+    workers holding half the batch, else one process (``--update-freq 2`` when flags ask for it)."""
+    import torch.distributed as dist
+
+    from test_criterions import build
+
+    task, model, criterion = build(task_data, "lstm_wae_tiny", "wae_mmd", *flags)
+    torch.manual_seed(0)
+    for parameter in model.parameters():  # the same weights in every process
+        torch.nn.init.normal_(parameter, std=0.3)
+    model.double()  # so that the comparison sees the estimator, not float32 rounding
+    model.train()
+    criterion.set_training_progress(5, 1)
+    halves = [slice(0, 7), slice(7, 16)]  # unequal, as at the end of an epoch
+    if worker is not None:
+        rank, port, results = worker
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+        parts = [halves[rank]]
+    else:
+        parts = halves if "--update-freq" in flags else [slice(0, 16)]
+    gradients, total_tokens = [], 0
+    for rows in parts:
+        sample = {"net_input": {k: v[rows] for k, v in batch["net_input"].items()},
+                  "target": batch["target"][rows], "ntokens": int(batch["target"][rows].ne(1).sum())}
+        net_input = sample["net_input"]
+        z = model.encoder(net_input["src_tokens"], net_input["src_lengths"])["z"].detach().requires_grad_(True)
+        sample["net_input"]["latent"] = z  # the encoder passes given codes through: their gradient is readable
+        loss, sample_size, _ = criterion(model, sample)
+        loss.backward()
+        gradients.append(z.grad)
+        total_tokens += sample_size
+    gradient = torch.cat(gradients)
+    if worker is not None:
+        tokens = torch.tensor([float(total_tokens)])
+        dist.all_reduce(tokens)
+        results[rank] = gradient / tokens.item()
+        dist.destroy_process_group()
+    return gradient / total_tokens
+
+
+def _code_gradient_worker(rank, port, data, flags, batch, results):
+    _code_gradients(data, flags, batch, (rank, port, results))
+
+
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+@pytest.mark.parametrize("mode", ["global", "per-worker"])
+def test_per_code_gradients_of_two_workers_equal_one_process(toy_data, kernel, mode):
+    """--mmd-global: one process on the concatenated batch; per-worker MMD: one process, --update-freq 2."""
+    from test_criterions import build, first_batch
+
+    flags = ["--mmd-lambda", "50", "--mmd-kernel", kernel, "--seed", "4"]
+    batch = first_batch(build(toy_data, "lstm_wae_tiny", "wae_mmd", *flags)[0], size=16)
+    distributed_flags = flags + (["--mmd-global"] if mode == "global" else [])
+    results = mp.Manager().dict()
+    mp.spawn(_code_gradient_worker, args=(free_port(), toy_data, distributed_flags, batch, results), nprocs=2,
+             join=True)
+    two_workers = torch.cat([results[0], results[1]])
+    one_process = _code_gradients(toy_data, flags + (["--update-freq", "2"] if mode == "per-worker" else []), batch)
+    assert torch.allclose(two_workers, one_process, atol=1e-6, rtol=0), (two_workers - one_process).abs().max()
+    # the penalty carries real weight here: without it the gradients differ by far more than the tolerance
+    no_penalty = _code_gradients(toy_data, ["--mmd-lambda", "0", "--seed", "4"], batch)
+    assert (no_penalty - one_process).abs().max() > 1e-3

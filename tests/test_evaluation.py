@@ -49,6 +49,23 @@ def test_entropy_length_and_distinct():
     assert metrics.distinct_n(["a b a b"], 1) == 0.5 and metrics.distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
 
 
+def test_lm_scores_convert_log10_and_count_the_end_of_sentence_by_hand(tmp_path):
+    import kenlm
+
+    arpa = tmp_path / "hand.arpa"  # a bigram model small enough to score by hand
+    arpa.write_text("\\data\\\nngram 1=5\nngram 2=1\n\n\\1-grams:\n-1.0\t<unk>\t0\n-99\t<s>\t0\n-0.5\ta\t0\n"
+                    "-0.30103\tb\t0\n-0.6\t</s>\n\n\\2-grams:\n-0.1\ta b\n\n\\end\\\n")
+    # log10 p: "a b" = p(a) + p(b|a) + p(</s>) = -0.5 - 0.1 - 0.6; "a x" = p(a) + p(<unk>) + p(</s>) = -0.5 - 1.0 - 0.6
+    log10_total = -1.2 - 2.1
+    scores = metrics.lm_scores(kenlm.Model(str(arpa)), ["a b", "a x"])
+    assert scores["scored_tokens"] == 6 and scores["oov_words"] == 1  # 2 words + </s>, per sentence
+    nats = -log10_total * math.log(10)
+    assert scores["nll_nats_per_word"] == pytest.approx(nats / 6, rel=1e-6)
+    assert scores["nll_bits_per_word"] == pytest.approx(nats / 6 / math.log(2), rel=1e-6)
+    assert scores["nll_nats_per_sentence"] == pytest.approx(nats / 2, rel=1e-6)
+    assert scores["perplexity"] == pytest.approx(10 ** (-log10_total / 6), rel=1e-6)
+
+
 @pytest.fixture(scope="module")
 def small_lm(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lm")
@@ -98,7 +115,9 @@ def test_evaluate_bad_inputs_fail_clearly_without_partial_json(small_lm, tmp_pat
     good, short, empty = tmp_path / "good.txt", tmp_path / "short.txt", tmp_path / "empty.txt"
     good.write_text("a man sleeps .\na dog runs .\n")
     short.write_text("a man sleeps .\n")
-    empty.write_text("\n")
+    empty.write_text("")
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n")  # one sentence, of length 0
     bad_lm = tmp_path / "bad.bin"
     bad_lm.write_bytes(b"this is not a language model\n")
     other = tmp_path / "other.txt"
@@ -106,6 +125,7 @@ def test_evaluate_bad_inputs_fail_clearly_without_partial_json(small_lm, tmp_pat
     cases = [
         (["--reference", good, "--reconstructions", short], "has 1 lines but"),
         (["--samples", empty, "--corpus", good], "--samples: " + str(empty) + " is empty"),
+        (["--samples", blank, "--corpus", good], "the generated sentences hold no words"),
         (["--samples", good, "--lm", tmp_path / "missing.bin"], "--lm: no such file"),
         (["--samples", good, "--lm", bad_lm], "is not a KenLM"),
         (["--samples", other, "--corpus", good], "no generated word occurs in the corpus"),
@@ -139,7 +159,26 @@ def test_latent_metrics_vanish_for_a_collapsed_posterior_and_not_otherwise(toy_d
     mean = torch.arange(60, dtype=torch.float64).unsqueeze(1).repeat(1, 4)
     informative = mutual_information(mean, torch.full_like(mean, -6.0), torch.Generator().manual_seed(0))
     assert informative == pytest.approx(math.log(60), abs=0.05)
-    assert collapsed["iw_ppl"] > 1 and collapsed["iw_nll_per_sentence"] > 0
+    # a decoder that ignores z as well: p(x|z) = p(x), and with q = p every importance weight is p(x)
+    # exactly, so the importance-weighted NLL is the decoder's teacher-forced NLL, computed here apart
+    from fairseq_wae.criterions.ae_cross_entropy import reconstruction_loss
+
+    embed_dim = model.encoder.embed_tokens.embedding_dim
+    with torch.no_grad():
+        model.decoder.latent_to_state.weight.zero_()
+        model.decoder.lstm.weight_ih_l0[:, embed_dim:] = 0.0
+    ignored = evaluate_latent_space(model, task, batches, num_importance_samples=5)
+    d = task.source_dictionary
+    exact, words = 0.0, 0
+    for tokens, lengths in batches:
+        prev = torch.cat([torch.full_like(tokens[:, :1], d.eos()), tokens[:, :-1]], 1).masked_fill(tokens.eq(d.pad()),
+                                                                                                  d.pad())
+        with torch.no_grad():
+            logits, _ = model(tokens, lengths, prev)
+        exact += reconstruction_loss(logits, tokens, d.pad()).item()
+        words += int(lengths.sum())
+    assert ignored["iw_nll_per_sentence"] == pytest.approx(exact / 60, rel=1e-5)
+    assert ignored["iw_ppl"] == pytest.approx(math.exp(exact / words), rel=1e-5)
 
 
 def test_evaluate_checkpoint_writes_a_row_and_honours_a_length_cap(overfit_dae, small_lm, tmp_path):

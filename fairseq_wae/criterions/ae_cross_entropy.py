@@ -26,6 +26,8 @@ SENTENCE_MEAN_METRICS = (
 )
 #: Summed over batches and workers.
 COUNT_METRICS = ("mmd_skipped",)
+#: What the criterions draw at random, each from its own seeded generator.
+RANDOM_DRAWS = ("word_dropout", "prior", "posterior")
 
 
 class _SoftmaxCrossEntropy(torch.autograd.Function):
@@ -36,7 +38,7 @@ class _SoftmaxCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: Tensor, target: Tensor, padding_idx: int) -> Tensor:
-        lprobs = torch.log_softmax(logits.float(), dim=-1)
+        lprobs = torch.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), dim=-1)
         keep = target.ne(padding_idx)
         ctx.save_for_backward(lprobs, target, keep)
         ctx.input_dtype, ctx.backward_done = logits.dtype, False
@@ -101,7 +103,8 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
         self.update_freq = int(cfg.update_freq[0]) if cfg.update_freq else 1
         self.num_updates = 0
         self.epoch = 1
-        self._forwards_this_update = 0
+        self.counted = True
+        self._forwards_this_update = self._micro_batch = 0
 
     @classmethod
     def build_criterion(cls, cfg, task):
@@ -112,27 +115,32 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
     def check_model(self, model) -> None:
         """Refuses a model this criterion cannot train (called on the first forward)."""
 
-    def latent_penalty(self, model, latent: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, float]]:
+    def latent_penalty(self, model, latent: Dict[str, Tensor], sample) -> Tuple[Tensor, Dict[str, float]]:
         """The weighted penalty (a per-sentence mean) and the values to log as sentence means."""
         return latent["z"].new_zeros(()), {}
 
     # -- training progress, set by the task --------------------------------------------------------
 
-    def set_training_progress(self, num_updates: int, epoch: int) -> None:
+    def set_training_progress(self, num_updates: int, epoch: int, counted: bool = True) -> None:
+        """Called by the task before each training forward; ``counted`` is False for the empty
+        (dummy) batch that fairseq gives a worker that ran out of data."""
         if num_updates != self.num_updates:
             self._forwards_this_update = 0
-        self.num_updates, self.epoch = num_updates, epoch
+        self.num_updates, self.epoch, self.counted = num_updates, epoch, counted
 
-    def random_generator(self, device) -> torch.Generator:
-        """A generator seeded by (seed, update, global micro-batch): draws differ across workers and
-        micro-batches, yet a run is reproducible from its seed.
+    def end_update(self) -> None:
+        """Called by the task after each optimizer step, on every worker."""
+
+    def random_generator(self, device, draw: str, per_worker: bool = True) -> torch.Generator:
+        """A generator seeded by (seed, update, global micro-batch, what is drawn): draws differ across
+        workers, micro-batches and purposes, yet a run is reproducible from its seed, resumed or not.
 
         The global micro-batch index is ``rank * update_freq + local index``, so N workers see the
-        same draws as one worker with ``--update-freq N`` on the same batches."""
-        rank = distributed_utils.get_data_parallel_rank() if torch.distributed.is_initialized() else 0
-        micro_batch = rank * self.update_freq + self._forwards_this_update
-        self._forwards_this_update += 1
-        return seeded_generator(self.seed, self.num_updates, micro_batch, device=device)
+        same draws as one worker with ``--update-freq N`` on the same batches; ``per_worker=False``
+        gives every worker the same draw (for an estimate computed on the gathered global batch)."""
+        rank = distributed_utils.get_data_parallel_rank() if per_worker and torch.distributed.is_initialized() else 0
+        micro_batch = rank * self.update_freq + self._micro_batch
+        return seeded_generator(self.seed, self.num_updates, micro_batch, RANDOM_DRAWS.index(draw), device=device)
 
     @property
     def word_dropout_rate(self) -> float:
@@ -144,8 +152,8 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
         The first input (the start symbol) and padding are never replaced.
         """
         dictionary = self.task.target_dictionary
-        draw = torch.rand(prev_output_tokens.shape, generator=self.random_generator(prev_output_tokens.device),
-                          device=prev_output_tokens.device)
+        draw = torch.rand(prev_output_tokens.shape, device=prev_output_tokens.device,
+                          generator=self.random_generator(prev_output_tokens.device, "word_dropout"))
         droppable = prev_output_tokens.ne(dictionary.pad())
         droppable[:, 0] = False
         return prev_output_tokens.masked_fill(droppable & (draw < rate), dictionary.unk())
@@ -154,14 +162,19 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
 
     def forward(self, model, sample, reduce=True):
         self.check_model(model)
+        self._micro_batch = self._forwards_this_update
+        self._forwards_this_update += 1
         net_input = sample["net_input"]
         rate = self.word_dropout_rate if model.training else 0.0
         if rate > 0:
             net_input = {**net_input, "prev_output_tokens": self.drop_words(net_input["prev_output_tokens"], rate)}
+        if model.training and getattr(model, "is_gaussian", False):
+            net_input = {**net_input, "noise_generator": self.random_generator(net_input["src_tokens"].device,
+                                                                               "posterior")}
         logits, extra = model(**net_input)
 
         nll_loss = reconstruction_loss(logits, sample["target"], self.padding_idx)
-        penalty, penalty_logs = self.latent_penalty(model, extra["latent"])
+        penalty, penalty_logs = self.latent_penalty(model, extra["latent"], sample)
         ntokens, nsentences = sample["ntokens"], sample["target"].size(0)
         loss = nll_loss + penalty * ntokens
         if not torch.isfinite(loss):

@@ -2,7 +2,6 @@
 from dataclasses import dataclass, field
 from typing import Dict, Tuple
 
-import torch
 from fairseq.criterions import register_criterion
 from fairseq.dataclass import ChoiceEnum
 from torch import Tensor
@@ -13,6 +12,7 @@ from fairseq_wae.criterions.ae_cross_entropy import (
     _check_non_negative,
     gaussian_posterior_stats,
 )
+from fairseq_wae.distributed import global_sums
 from fairseq_wae.penalties import gaussian_kl
 from fairseq_wae.schedules import KL_ANNEAL_CHOICES, PeakStopper, kl_weight
 
@@ -56,6 +56,7 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
         self.schedule = dict(schedule=str(cfg.kl_anneal), anneal_steps=cfg.kl_anneal_steps,
                              midpoint=cfg.kl_anneal_midpoint, steepness=cfg.kl_anneal_steepness)
         self.peak_stopper = PeakStopper() if cfg.kl_anneal_stop_at_peak else None
+        self._update_kl, self._update_sentences = 0.0, 0  # this update's KL, summed over its sentences
         self.free_bits = cfg.kl_free_bits
 
     def check_model(self, model) -> None:
@@ -69,27 +70,31 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
             return self.peak_stopper.frozen_weight
         return kl_weight(step=self.num_updates, max_weight=self.max_kl_weight, **self.schedule)
 
-    def latent_penalty(self, model, latent: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, float]]:
+    def latent_penalty(self, model, latent: Dict[str, Tensor], sample) -> Tuple[Tensor, Dict[str, float]]:
         kl_per_dim = gaussian_kl(latent["mean"], latent["logvar"])
         kl = kl_per_dim.sum(-1).mean()
         penalised = kl_per_dim.mean(0).clamp_min(self.free_bits).sum() if self.free_bits > 0 else kl
         if self.peak_stopper is not None:
             self._attach_peak_stopper(model)
         weight = self.current_kl_weight
-        if model.training and self.peak_stopper is not None:
-            self.peak_stopper.update(weight, weight * self._mean_over_workers(kl.detach()))
+        if model.training and self.counted and self.peak_stopper is not None:
+            self._update_kl += kl_per_dim.detach().sum().item()
+            self._update_sentences += kl_per_dim.size(0)
         logs = {"kl": kl.item(), "kl_weight": weight, "weighted_kl": weight * kl.item(),
                 **gaussian_posterior_stats(latent)}
         return weight * penalised, logs
 
-    @staticmethod
-    def _mean_over_workers(value: Tensor) -> float:
-        """The stop-at-peak decision must be the same on every data-parallel worker."""
-        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-            value = value.clone()
-            torch.distributed.all_reduce(value)
-            value /= torch.distributed.get_world_size()
-        return value.item()
+    def end_update(self) -> None:
+        """The stop-at-peak rule sees one value per optimizer step: lambda times the KL averaged over
+        every sentence of the update, on all workers and micro-batches (so N workers and
+        ``--update-freq N`` decide alike)."""
+        if self.peak_stopper is None:
+            return
+        weight = self.current_kl_weight
+        kl_sum, sentences = global_sums([self._update_kl, self._update_sentences])
+        self._update_kl, self._update_sentences = 0.0, 0
+        if sentences > 0:
+            self.peak_stopper.update(weight, weight * kl_sum / sentences)
 
     def _attach_peak_stopper(self, model) -> None:
         """Keeps the stop-at-peak state in the model's checkpoint, and takes it back from there when a

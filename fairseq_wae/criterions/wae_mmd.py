@@ -17,7 +17,7 @@ from fairseq_wae.criterions.ae_cross_entropy import (
     _check_non_negative,
     gaussian_posterior_stats,
 )
-from fairseq_wae.distributed import gather_with_local_grad
+from fairseq_wae.distributed import gather_with_local_grad, global_sums, scale_gradient
 from fairseq_wae.penalties import AUTHORS_IMQ_SCALES, imq_kernel, mmd_unbiased, rbf_kernel, variance_kl
 
 
@@ -71,17 +71,23 @@ class WaeMmdCriterion(AutoencoderCrossEntropyCriterion):
             return rbf_kernel
         return partial(imq_kernel, latent_dim=latent_dim, scales=self.imq_scales, c_base_per_dim=self.imq_c_base_per_dim)
 
-    def latent_penalty(self, model, latent: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, float]]:
+    def latent_penalty(self, model, latent: Dict[str, Tensor], sample) -> Tuple[Tensor, Dict[str, float]]:
         z = gather_with_local_grad(latent["z"]) if self.mmd_global else latent["z"]
         logs = {"mmd_weight": self.mmd_lambda}
         if z.size(0) < 2:
             # the unbiased estimator needs two codes: a one-sentence batch trains on cross-entropy alone
             mmd, logs["mmd_skipped"] = z.new_zeros(()), 1
         else:
-            prior = torch.randn(z.shape, generator=self.random_generator(z.device), device=z.device, dtype=z.dtype)
+            generator = self.random_generator(z.device, "prior", per_worker=not self.mmd_global)
+            prior = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
             mmd = mmd_unbiased(z, prior, self.kernel(z.size(1)))
             logs.update(mmd=mmd.item(), weighted_mmd=self.mmd_lambda * mmd.item())
         penalty = self.mmd_lambda * mmd
+        if self.mmd_global:
+            # the caller weighs the penalty by this worker's tokens, and fairseq divides the summed
+            # gradients by the global count: a global estimate's gradient must carry the global weight
+            global_tokens, = global_sums([sample["ntokens"]], z.device)
+            penalty = scale_gradient(penalty, global_tokens / sample["ntokens"])
         if model.is_gaussian:
             logs.update(gaussian_posterior_stats(latent))
             if self.variance_weight > 0:

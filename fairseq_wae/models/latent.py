@@ -1,9 +1,16 @@
 """Latent heads: the one place where the DAE/WAE and the VAE/stochastic WAE encoders differ."""
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
 from torch import Tensor
+
+
+def reparameterize(mean: Tensor, logvar: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+    """z = mu + eps * sigma, eps ~ N(0, I) (Kingma and Welling 2014): a differentiable sample of
+    N(mean, diag(exp(logvar))), drawn from ``generator`` (torch's global one when None)."""
+    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    return mean + eps * torch.exp(0.5 * logvar)
 
 
 class DeterministicLatent(nn.Module):
@@ -16,7 +23,7 @@ class DeterministicLatent(nn.Module):
         self.latent_dim = latent_dim
         self.to_z = nn.Linear(input_size, latent_dim)
 
-    def forward(self, h: Tensor, sample: bool) -> Dict[str, Tensor]:
+    def forward(self, h: Tensor, sample: bool, generator: Optional[torch.Generator] = None) -> Dict[str, Tensor]:
         return {"z": self.to_z(h)}
 
 
@@ -31,9 +38,9 @@ class GaussianLatent(nn.Module):
         self.to_mean = nn.Linear(input_size, latent_dim)
         self.to_logvar = nn.Linear(input_size, latent_dim)
 
-    def forward(self, h: Tensor, sample: bool) -> Dict[str, Tensor]:
+    def forward(self, h: Tensor, sample: bool, generator: Optional[torch.Generator] = None) -> Dict[str, Tensor]:
         mean, logvar = self.to_mean(h), self.to_logvar(h)
-        z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar) if sample else mean
+        z = reparameterize(mean, logvar, generator) if sample else mean
         return {"z": z, "mean": mean, "logvar": logvar}
 
 
