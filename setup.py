@@ -22,6 +22,8 @@ setup(
         "kenlm",
         "gensim>=4.3",
         "matplotlib",
+        # fairseq writes --tensorboard-logdir through torch.utils.tensorboard, which needs it
+        "tensorboard>=2.10",
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": []},
