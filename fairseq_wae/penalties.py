@@ -9,6 +9,8 @@ from torch import Tensor
 
 #: The authors' multi-scale inverse multiquadratic kernel sums over these multiples of ``C_base``.
 AUTHORS_IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+#: ... of ``C_base = 4 * latent_dim`` (Tolstikhin et al. use 2 d_z for a single C).
+AUTHORS_IMQ_C_BASE_PER_DIM = 4.0
 
 
 def gaussian_kl(mean: Tensor, logvar: Tensor) -> Tensor:

@@ -142,9 +142,10 @@ def authors_kernel(latent_dim):
     """The authors' IMQ kernel: summed over their scales, C = 4 d_z (wae_mmd's defaults)."""
     from functools import partial
 
-    from fairseq_wae.penalties import AUTHORS_IMQ_SCALES, imq_kernel
+    from fairseq_wae.penalties import AUTHORS_IMQ_C_BASE_PER_DIM, AUTHORS_IMQ_SCALES, imq_kernel
 
-    return partial(imq_kernel, latent_dim=latent_dim, scales=AUTHORS_IMQ_SCALES, c_base_per_dim=4.0)
+    return partial(imq_kernel, latent_dim=latent_dim, scales=AUTHORS_IMQ_SCALES,
+                   c_base_per_dim=AUTHORS_IMQ_C_BASE_PER_DIM)
 
 
 def mmd_to_prior(z):
@@ -250,7 +251,7 @@ def evaluation_speed(data, count=10000):
     """Seconds to score ``count`` samples (BLEU, trigram NLL, UnigramKL) and to build that trigram LM."""
     import kenlm
 
-    from fairseq_wae import metrics
+    from fairseq_wae import text_metrics
 
     train = os.path.join(data, "train.txt")
     with open(train, encoding="utf-8") as f:
@@ -266,9 +267,9 @@ def evaluation_speed(data, count=10000):
     words = json.loads(printed.stdout.strip().splitlines()[-1])["words"]
     model = kenlm.Model(lm)
     seconds = {}
-    for name, score in (("BLEU", lambda: metrics.bleu(references, hypotheses)),
-                        ("LM NLL", lambda: metrics.lm_scores(model, hypotheses)),
-                        ("UnigramKL", lambda: metrics.unigram_kl(hypotheses, corpus))):
+    for name, score in (("BLEU", lambda: text_metrics.bleu(references, hypotheses)),
+                        ("LM NLL", lambda: text_metrics.lm_scores(model, hypotheses)),
+                        ("UnigramKL", lambda: text_metrics.unigram_kl(hypotheses, corpus))):
         started = time.perf_counter()
         score()
         seconds[name] = time.perf_counter() - started

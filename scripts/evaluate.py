@@ -16,9 +16,9 @@ import os
 import sys
 import tempfile
 
-from fairseq_wae import metrics
+from fairseq_wae import text_metrics
 from fairseq_wae.corpus import sha256_of
-from fairseq_wae.metrics import EvaluationError
+from fairseq_wae.text_metrics import EvaluationError
 
 
 def read_lines(path: str, what: str):
@@ -62,30 +62,26 @@ def evaluate(args) -> dict:
         if len(references) != len(reconstructions):
             raise EvaluationError(f"{args.reconstructions} has {len(reconstructions)} lines but {args.reference} "
                                   f"has {len(references)}: BLEU needs one reconstruction per reference")
-        result["bleu"], meta["sacrebleu_signature"] = metrics.bleu(references, reconstructions)
+        result["bleu"], meta["sacrebleu_signature"] = text_metrics.bleu(references, reconstructions)
         meta["reconstructions"] = len(reconstructions)
     sentences = read_lines(args.samples, "--samples") if args.samples else corpus
     if sentences is None:
         raise EvaluationError("nothing to evaluate: give --samples and/or --corpus")
     if lm is not None:
-        result.update(metrics.lm_scores(lm, sentences))
+        result.update(text_metrics.lm_scores(lm, sentences))
     if args.samples and corpus is not None:
-        result.update(metrics.unigram_kl(sentences, corpus))
-        result["unigram_kl_smoothed"] = metrics.unigram_kl(sentences, corpus, smoothing=1.0)["unigram_kl"]
-    result["entropy"] = metrics.unigram_entropy(sentences)
-    result["avg_len"] = metrics.average_length(sentences)
-    result["distinct_1"], result["distinct_2"] = metrics.distinct_n(sentences, 1), metrics.distinct_n(sentences, 2)
+        result.update(text_metrics.unigram_kl(sentences, corpus))
+        result["unigram_kl_smoothed"] = text_metrics.unigram_kl(sentences, corpus, smoothing=1.0)["unigram_kl"]
+    result["entropy"] = text_metrics.unigram_entropy(sentences)
+    result["avg_len"] = text_metrics.average_length(sentences)
+    result["distinct_1"], result["distinct_2"] = text_metrics.distinct_n(sentences, 1), text_metrics.distinct_n(sentences, 2)
     meta["sentences"] = len(sentences)
     meta["row"] = "model" if args.samples else "corpus"
     return {"metrics": result, "meta": meta}
 
 
 def format_row(name: str, m: dict) -> str:
-    def cell(key, fmt):
-        return format(m[key], fmt) if key in m else "-"
-
-    return (f"| {name} | {cell('bleu', '.2f')} | {cell('nll_bits_per_word', '.2f')} | {cell('unigram_kl', '.3f')} "
-            f"| {cell('entropy', '.2f')} | {cell('avg_len', '.1f')} |")
+    return f"| {name} | " + " | ".join(text_metrics.table1_cells(m)) + " |"
 
 
 def main(argv=None):

@@ -26,7 +26,7 @@ def parse_weights(text: str):
 
 
 def score(decodes, corpus, max_len):
-    from fairseq_wae.metrics import average_length, unigram_entropy, unigram_kl
+    from fairseq_wae.text_metrics import average_length, unigram_entropy, unigram_kl
 
     return {
         "unigram_kl": unigram_kl(decodes, corpus)["unigram_kl"],
@@ -62,12 +62,12 @@ def main(argv=None):
 
     from fairseq_wae.corpus import CorpusError, read_plain_sentences
     from fairseq_wae.inference import decode, encode, load_autoencoder
-    from fairseq_wae.latent_metrics import (
+    from fairseq_wae.latent_space import (
         blend_toward_prior,
         code_spectrum,
         gaussian_fit_sample,
     )
-    from fairseq_wae.metrics import EvaluationError
+    from fairseq_wae.text_metrics import EvaluationError
 
     try:
         model, task = load_autoencoder(args.path, args.data)

@@ -20,7 +20,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from fairseq_wae.inference import load_autoencoder, to_batch
-    from fairseq_wae.latent_metrics import evaluate_latent_space
+    from fairseq_wae.latent_space import evaluate_latent_space
 
     try:
         model, task = load_autoencoder(args.path, args.data)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, USER_DIR, run, toy_sentences, train_command
+from helpers import REPO, USER_DIR, run, toy_sentences, train_command
 
 PREPARE_CORPUS = [sys.executable, REPO / "scripts" / "prepare_corpus.py"]
 INTERPOLATE = [sys.executable, REPO / "scripts" / "interpolate.py"]

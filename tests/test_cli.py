@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, USER_DIR, preprocess, run, train, train_command
+from helpers import REPO, USER_DIR, preprocess, run, train, train_command
 
 TRAINING = {
     "dae": ("lstm_ae_tiny", "ae_cross_entropy", [], []),

@@ -3,27 +3,8 @@ import math
 
 import pytest
 import torch
-from fairseq import options, tasks
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from conftest import USER_DIR
-
-
-def build(data, arch, criterion, *flags):
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, [
-        str(data), "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--arch", arch,
-        "--criterion", criterion, "--cpu", "--batch-size", "16", *flags,
-    ])
-    cfg = convert_namespace_to_omegaconf(args)
-    task = tasks.setup_task(cfg.task)
-    return task, task.build_model(cfg.model), task.build_criterion(cfg.criterion)
-
-
-def first_batch(task, size=16):
-    task.load_dataset("train")
-    dataset = task.dataset("train")
-    return dataset.collater([dataset[i] for i in range(size)])
+from helpers import build, first_batch
 
 
 @pytest.mark.parametrize("arch,criterion,flags", [
@@ -246,3 +227,23 @@ def test_reconstruction_loss_and_its_gradient_match_pytorch_cross_entropy():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="backward twice"):
         loss.backward()
+
+
+def test_a_penalty_key_the_criterion_does_not_declare_is_an_error_not_a_lost_metric(toy_data):
+    from fairseq_wae.criterions.wae_mmd import WaeMmdCriterion
+
+    for arch, name in (("lstm_ae_tiny", "ae_cross_entropy"), ("lstm_vae_tiny", "vae_kl"),
+                       ("lstm_vae_tiny", "wae_mmd"), ("lstm_wae_tiny", "wae_mmd")):
+        task, model, crit = build(toy_data, arch, name)
+        _, _, log = crit(model, first_batch(task))  # every key each criterion logs is declared
+        declared = set(crit.sentence_mean_metrics) | set(crit.count_metrics)
+        assert set(log) - {"loss", "nll_loss", "ntokens", "nsentences", "sample_size"} <= declared
+
+    class WithANewPenalty(WaeMmdCriterion):
+        def latent_penalty(self, model, latent, sample):
+            penalty, logs = super().latent_penalty(model, latent, sample)
+            return penalty, {**logs, "my_new_term": 1.0}
+
+    crit.__class__ = WithANewPenalty
+    with pytest.raises(KeyError, match="WithANewPenalty logs 'my_new_term', which it declares in neither"):
+        crit(model, first_batch(task))

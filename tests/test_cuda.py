@@ -5,7 +5,7 @@ them on a GPU machine."""
 import pytest
 import torch
 
-from fairseq_wae.penalties import AUTHORS_IMQ_SCALES, gaussian_kl, imq_kernel, mmd_unbiased, rbf_kernel, variance_kl
+from fairseq_wae.penalties import AUTHORS_IMQ_C_BASE_PER_DIM, AUTHORS_IMQ_SCALES, gaussian_kl, imq_kernel, mmd_unbiased, rbf_kernel, variance_kl
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible to torch")
 
@@ -15,7 +15,7 @@ def test_mmd_and_its_gradient_on_cuda_equal_the_cpu(kernel):
     generator = torch.Generator().manual_seed(0)
     z = torch.randn(64, 100, generator=generator, dtype=torch.float64) * 1.5 + 0.3
     prior = torch.randn(64, 100, generator=generator, dtype=torch.float64)
-    k = rbf_kernel if kernel == "rbf" else (lambda d: imq_kernel(d, 100, AUTHORS_IMQ_SCALES, 4.0))
+    k = rbf_kernel if kernel == "rbf" else (lambda d: imq_kernel(d, 100, AUTHORS_IMQ_SCALES, AUTHORS_IMQ_C_BASE_PER_DIM))
     results = []
     for device in ("cpu", "cuda"):
         leaf = z.to(device).requires_grad_(True)
@@ -41,7 +41,7 @@ def test_kl_terms_on_cuda_equal_the_cpu():
 ])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_a_training_step_on_cuda_is_finite_and_reaches_the_encoder(toy_data, arch, criterion, flags, dtype):
-    from test_criterions import build, first_batch
+    from helpers import build, first_batch
 
     task, model, crit = build(toy_data, arch, criterion, *flags)
     sample = first_batch(task)

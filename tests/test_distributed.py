@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import CLI_ENV, REPO, USER_DIR, parse_json_log, run
+from helpers import CLI_ENV, REPO, USER_DIR, parse_json_log, run
 
 LAUNCHER = REPO / "scripts" / "train_distributed_cpu.sh"
 
@@ -145,7 +145,7 @@ def _code_gradients(task_data, flags, batch, worker=None):
     workers holding half the batch, else one process (``--update-freq 2`` when flags ask for it)."""
     import torch.distributed as dist
 
-    from test_criterions import build
+    from helpers import build
 
     task, model, criterion = build(task_data, "lstm_wae_tiny", "wae_mmd", *flags)
     torch.manual_seed(0)
@@ -189,7 +189,7 @@ def _code_gradient_worker(rank, port, data, flags, batch, results):
 @pytest.mark.parametrize("mode", ["global", "per-worker"])
 def test_per_code_gradients_of_two_workers_equal_one_process(toy_data, kernel, mode):
     """--mmd-global: one process on the concatenated batch; per-worker MMD: one process, --update-freq 2."""
-    from test_criterions import build, first_batch
+    from helpers import build, first_batch
 
     flags = ["--mmd-lambda", "50", "--mmd-kernel", kernel, "--seed", "4"]
     batch = first_batch(build(toy_data, "lstm_wae_tiny", "wae_mmd", *flags)[0], size=16)

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 MARKDOWN = subprocess.run(["git", "ls-files", "*.md"], cwd=REPO, capture_output=True, text=True).stdout.split()
 FENCE = re.compile(r"^ {0,3}(```|~~~)")

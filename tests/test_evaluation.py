@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from conftest import REPO, run, toy_sentences
-from fairseq_wae import metrics
+from helpers import REPO, run, toy_sentences
+from fairseq_wae import text_metrics
 
 EVALUATE = [sys.executable, REPO / "scripts" / "evaluate.py"]
 
@@ -17,36 +17,36 @@ def test_bleu_identical_disjoint_and_agreement_with_sacrebleu():
     import sacrebleu
 
     refs = ["a man is playing a guitar .", "two dogs run in the snow ."]
-    assert metrics.bleu(refs, refs)[0] == pytest.approx(100.0)
-    assert metrics.bleu(refs, ["x y z w v u", "p q r s t o"])[0] == pytest.approx(0.0)
+    assert text_metrics.bleu(refs, refs)[0] == pytest.approx(100.0)
+    assert text_metrics.bleu(refs, ["x y z w v u", "p q r s t o"])[0] == pytest.approx(0.0)
     hyps = ["a man is playing a violin .", "two dogs run in the park ."]
-    score, signature = metrics.bleu(refs, hyps)
+    score, signature = text_metrics.bleu(refs, hyps)
     assert score == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs], tokenize="none").score)
     assert "tok:none" in signature
-    with pytest.raises(metrics.EvaluationError, match="2 references"):
-        metrics.bleu(refs, hyps[:1])
+    with pytest.raises(text_metrics.EvaluationError, match="2 references"):
+        text_metrics.bleu(refs, hyps[:1])
 
 
 def test_unigram_kl_hand_worked_and_against_itself():
     generated, corpus = ["a a b c"], ["a b b b"]
     expected = 2 / 3 * math.log((2 / 3) / (1 / 4)) + 1 / 3 * math.log((1 / 3) / (3 / 4))
-    result = metrics.unigram_kl(generated, corpus)
+    result = text_metrics.unigram_kl(generated, corpus)
     assert result["unigram_kl"] == pytest.approx(expected)
     assert result["unseen_tokens"] == 1 and result["unseen_types"] == 1
-    assert metrics.unigram_kl(corpus, corpus)["unigram_kl"] == pytest.approx(0.0)
+    assert text_metrics.unigram_kl(corpus, corpus)["unigram_kl"] == pytest.approx(0.0)
     # add-one over {a, b, c}: p = (3, 2, 2)/7, q = (2, 4, 1)/7
     smoothed = sum(p / 7 * math.log(p / q) for p, q in ((3, 2), (2, 4), (2, 1)))
-    assert metrics.unigram_kl(generated, corpus, smoothing=1.0)["unigram_kl"] == pytest.approx(smoothed)
-    with pytest.raises(metrics.EvaluationError, match="no generated word occurs in the corpus"):
-        metrics.unigram_kl(["x y"], corpus)
+    assert text_metrics.unigram_kl(generated, corpus, smoothing=1.0)["unigram_kl"] == pytest.approx(smoothed)
+    with pytest.raises(text_metrics.EvaluationError, match="no generated word occurs in the corpus"):
+        text_metrics.unigram_kl(["x y"], corpus)
 
 
 def test_entropy_length_and_distinct():
     words = [f"w{i}" for i in range(50)]
-    assert metrics.unigram_entropy([" ".join(words)]) == pytest.approx(math.log(50))
-    assert metrics.unigram_entropy(["a a a"]) == pytest.approx(0.0)
-    assert metrics.average_length(["a b c", "d"]) == 2.0
-    assert metrics.distinct_n(["a b a b"], 1) == 0.5 and metrics.distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
+    assert text_metrics.unigram_entropy([" ".join(words)]) == pytest.approx(math.log(50))
+    assert text_metrics.unigram_entropy(["a a a"]) == pytest.approx(0.0)
+    assert text_metrics.average_length(["a b c", "d"]) == 2.0
+    assert text_metrics.distinct_n(["a b a b"], 1) == 0.5 and text_metrics.distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
 
 
 def test_lm_scores_convert_log10_and_count_the_end_of_sentence_by_hand(tmp_path):
@@ -57,7 +57,7 @@ def test_lm_scores_convert_log10_and_count_the_end_of_sentence_by_hand(tmp_path)
                     "-0.30103\tb\t0\n-0.6\t</s>\n\n\\2-grams:\n-0.1\ta b\n\n\\end\\\n")
     # log10 p: "a b" = p(a) + p(b|a) + p(</s>) = -0.5 - 0.1 - 0.6; "a x" = p(a) + p(<unk>) + p(</s>) = -0.5 - 1.0 - 0.6
     log10_total = -1.2 - 2.1
-    scores = metrics.lm_scores(kenlm.Model(str(arpa)), ["a b", "a x"])
+    scores = text_metrics.lm_scores(kenlm.Model(str(arpa)), ["a b", "a x"])
     assert scores["scored_tokens"] == 6 and scores["oov_words"] == 1  # 2 words + </s>, per sentence
     nats = -log10_total * math.log(10)
     assert scores["nll_nats_per_word"] == pytest.approx(nats / 6, rel=1e-6)
@@ -84,12 +84,12 @@ def test_kenlm_model_loads_and_prefers_in_domain_text(small_lm):
     held_out = toy_sentences(200, seed=12)
     rng = random.Random(0)
     shuffled = [" ".join(rng.sample(s.split(), len(s.split()))) for s in held_out]
-    in_domain, scrambled = metrics.lm_scores(model, held_out), metrics.lm_scores(model, shuffled)
+    in_domain, scrambled = text_metrics.lm_scores(model, held_out), text_metrics.lm_scores(model, shuffled)
     assert 1.5 < in_domain["perplexity"] < 30
     assert scrambled["perplexity"] > 3 * in_domain["perplexity"]
     assert in_domain["nll_bits_per_word"] == pytest.approx(math.log2(in_domain["perplexity"]))
     assert in_domain["oov_words"] == 0
-    assert metrics.lm_scores(model, ["zebra quux ."])["oov_words"] == 2
+    assert text_metrics.lm_scores(model, ["zebra quux ."])["oov_words"] == 2
 
 
 def test_evaluate_prints_the_row_and_writes_json(small_lm, tmp_path):
@@ -140,8 +140,8 @@ def test_latent_metrics_vanish_for_a_collapsed_posterior_and_not_otherwise(toy_d
     import torch
 
     from fairseq_wae.inference import to_batch
-    from fairseq_wae.latent_metrics import evaluate_latent_space, mutual_information
-    from test_criterions import build
+    from fairseq_wae.latent_space import evaluate_latent_space, mutual_information
+    from helpers import build
 
     task, model, _ = build(toy_data, "lstm_vae_tiny", "vae_kl")
     model.eval()
@@ -204,7 +204,7 @@ def test_evaluate_checkpoint_writes_a_row_and_honours_a_length_cap(overfit_dae, 
 def test_code_spectrum_against_a_covariance_built_exactly():
     import torch
 
-    from fairseq_wae.latent_metrics import code_spectrum
+    from fairseq_wae.latent_space import code_spectrum
 
     raw = torch.randn(500, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     raw = raw - raw.mean(0)
@@ -222,7 +222,7 @@ def test_code_spectrum_against_a_covariance_built_exactly():
 def test_blends_walk_from_the_codes_to_the_prior_and_the_gaussian_fit_keeps_two_moments():
     import torch
 
-    from fairseq_wae.latent_metrics import blend_toward_prior, gaussian_fit_sample
+    from fairseq_wae.latent_space import blend_toward_prior, gaussian_fit_sample
 
     codes = torch.randn(20000, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     assert torch.equal(blend_toward_prior(codes, 0.0), codes)

@@ -2,7 +2,7 @@
 import sys
 
 
-from conftest import CLI_ENV, REPO, USER_DIR, run
+from helpers import CLI_ENV, REPO, USER_DIR, run
 
 EXTRACT = [sys.executable, REPO / "scripts" / "extract_hypotheses.py"]
 

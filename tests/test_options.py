@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run, train_command
+from helpers import run, train_command
 from fairseq_wae.inference import decode, to_batch
-from test_criterions import build, first_batch
+from helpers import build, first_batch
 
 FLAVOUR_OF_ARCH = {"lstm_ae_paper": ("ae_cross_entropy", []), "lstm_vae_paper": ("vae_kl", []),
                    "lstm_wae_paper": ("wae_mmd", []), "lstm_swae_paper": ("wae_mmd", ["--kl-variance-penalty", "1"])}

@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from conftest import REPO, run, toy_sentences
+from helpers import REPO, run, toy_sentences
 
 PREPARE_SNLI = [sys.executable, REPO / "scripts" / "prepare_snli.py"]
 PREPARE_CORPUS = [sys.executable, REPO / "scripts" / "prepare_corpus.py"]

@@ -2,7 +2,7 @@
 import json
 import sys
 
-from conftest import REPO, run
+from helpers import REPO, run
 
 REPORT = [sys.executable, REPO / "examples" / "snli" / "report.py"]
 

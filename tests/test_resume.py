@@ -1,7 +1,7 @@
 """A resumed fairseq-train run repeats the uninterrupted one, loss for loss (fairseq's own standard on CPU)."""
 import pytest
 
-from conftest import parse_json_log, preprocess, run, toy_sentences, train_command
+from helpers import parse_json_log, preprocess, run, toy_sentences, train_command
 
 FLAVOURS = {
     # word dropout grows each epoch, so the interruptions fall mid-schedule

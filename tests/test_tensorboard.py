@@ -1,7 +1,7 @@
 """--tensorboard-logdir writes event files that hold the plugin's metrics, read back with TensorBoard's reader."""
 import pytest
 
-from conftest import train
+from helpers import train
 
 
 @pytest.mark.parametrize("arch,criterion,flags,expected", [

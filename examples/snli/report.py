@@ -13,6 +13,9 @@ import os
 import random
 import re
 
+from fairseq_wae.logs import json_log_records
+from fairseq_wae.text_metrics import TABLE1_COLUMNS, table1_cells
+
 PAPER = {  # Table 1 of the paper: BLEU, NLL, UnigramKL, Entropy, AvgLen
     "corpus": (None, 9.92, None, 5.65, 9.7),
     "dae": (73.66, 13.71, 0.180, 5.94, 13.3),
@@ -23,12 +26,6 @@ PAPER = {  # Table 1 of the paper: BLEU, NLL, UnigramKL, Entropy, AvgLen
 }
 LABELS = {"corpus": "Corpus", "dae": "DAE", "vae": "VAE (annealed)", "wae3": "WAE lambda=3",
           "wae10": "WAE lambda=10", "swae": "stochastic WAE (lambda=3, gamma=1)"}
-KEYS = ("bleu", "nll_bits_per_word", "unigram_kl", "entropy", "avg_len")
-FORMATS = (".2f", ".2f", ".3f", ".2f", ".1f")
-
-
-def cell(value, fmt):
-    return "-" if value is None else format(value, fmt)
 
 
 def provenance(args):
@@ -82,8 +79,8 @@ def table1(args):
             continue
         with open(path) as f:
             measured = json.load(f)["metrics"]
-        ours = [cell(measured.get(k), fmt) for k, fmt in zip(KEYS, FORMATS)]
-        paper = [cell(v, fmt) for v, fmt in zip(PAPER[name], FORMATS)]
+        ours = table1_cells(measured)
+        paper = table1_cells({key: value for (_, key, _), value in zip(TABLE1_COLUMNS, PAPER[name])})
         lines.append(f"| {LABELS[name]} | " + " | ".join(ours) + " | " + " | ".join(paper) + " |")
     notes = [paragraph for line in provenance(args) for paragraph in (line, "")]
     lines = ["# Table 1: ours and the paper's", ""] + notes + lines
@@ -111,13 +108,8 @@ def table2(args):
 
 def read_log(path, kind="train_inner"):
     """The ``kind`` records (train_inner, train, valid) of a fairseq json log, in order."""
-    records = []
     with open(path) as f:
-        for line in f:
-            start = line.find("{")
-            if f"| {kind} |" in line and start >= 0:
-                records.append(json.loads(line[start:]))
-    return records
+        return json_log_records(f, kind)
 
 
 def figure3(args):

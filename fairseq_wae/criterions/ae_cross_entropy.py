@@ -16,16 +16,10 @@ from fairseq.distributed import utils as distributed_utils
 from omegaconf import II
 from torch import Tensor
 
+from fairseq_wae.options import check_non_negative, check_rate
 from fairseq_wae.schedules import word_dropout_rate
 from fairseq_wae.seeding import seeded_generator
 
-#: Logged as ``value * nsentences`` and reported as the sentence-weighted mean over batches and workers.
-SENTENCE_MEAN_METRICS = (
-    "word_dropout", "kl", "kl_weight", "weighted_kl", "mmd", "mmd_weight", "weighted_mmd",
-    "variance_kl", "posterior_var", "active_units",
-)
-#: Summed over batches and workers.
-COUNT_METRICS = ("mmd_skipped",)
 #: What the criterions draw at random, each from its own seeded generator.
 RANDOM_DRAWS = ("word_dropout", "prior", "posterior")
 
@@ -77,25 +71,23 @@ class AutoencoderCrossEntropyConfig(FairseqDataclass):
     update_freq: List[int] = II("optimization.update_freq")
 
 
-def _check_rate(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"--{name} must be in [0, 1], got {value}")
-
-
-def _check_non_negative(name: str, value: float) -> None:
-    if not value >= 0.0:  # also refuses NaN
-        raise ValueError(f"--{name} must be >= 0, got {value}")
-
-
 @register_criterion("ae_cross_entropy", dataclass=AutoencoderCrossEntropyConfig)
 class AutoencoderCrossEntropyCriterion(FairseqCriterion):
-    """Token cross-entropy of the reconstruction, with optional word dropout on decoder inputs."""
+    """Token cross-entropy of the reconstruction, with optional word dropout on decoder inputs.
+
+    Each criterion declares what its ``latent_penalty`` logs: ``sentence_mean_metrics`` are logged as
+    ``value * nsentences`` and reported as sentence-weighted means over batches and workers;
+    ``count_metrics`` are summed. Logging an undeclared key is an error, not a metric lost.
+    """
+
+    sentence_mean_metrics = ("word_dropout",)
+    count_metrics = ()
 
     def __init__(self, task, cfg: AutoencoderCrossEntropyConfig):
         super().__init__(task)
-        _check_rate("word-dropout", cfg.word_dropout)
-        _check_rate("word-dropout-max", cfg.word_dropout_max)
-        _check_non_negative("word-dropout-increment", cfg.word_dropout_increment)
+        check_rate("word-dropout", cfg.word_dropout)
+        check_rate("word-dropout-max", cfg.word_dropout_max)
+        check_non_negative("word-dropout-increment", cfg.word_dropout_increment)
         self.word_dropout = cfg.word_dropout
         self.word_dropout_increment = cfg.word_dropout_increment
         self.word_dropout_max = cfg.word_dropout_max
@@ -193,7 +185,13 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
             "word_dropout": rate * nsentences,
         }
         for key, value in penalty_logs.items():
-            logging_output[key] = value if key in COUNT_METRICS else value * nsentences
+            if key in self.count_metrics:
+                logging_output[key] = value
+            elif key in self.sentence_mean_metrics:
+                logging_output[key] = value * nsentences
+            else:
+                raise KeyError(f"{type(self).__name__} logs {key!r}, which it declares in neither "
+                               "sentence_mean_metrics nor count_metrics: it would never be reported")
         return loss, ntokens, logging_output
 
     @classmethod
@@ -206,22 +204,13 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
         metrics.log_scalar("nll_loss", total("nll_loss") / ntokens / math.log(2), ntokens, round=3)
         metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
         present = {key for log in logging_outputs for key in log}
-        for key in SENTENCE_MEAN_METRICS:
+        for key in cls.sentence_mean_metrics:
             if key in present:
                 metrics.log_scalar(key, total(key) / max(nsentences, 1), nsentences, round=4)
-        for key in COUNT_METRICS:
+        for key in cls.count_metrics:
             if key in present:
                 metrics.log_scalar_sum(key, total(key))
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
         return True
-
-
-def gaussian_posterior_stats(latent: Dict[str, Tensor]) -> Dict[str, float]:
-    """Diagnostics of q(z|x): mean posterior variance, and active units (Burda et al. 2016), the
-    dimensions whose posterior mean varies over the batch by more than 0.01."""
-    stats = {"posterior_var": latent["logvar"].detach().exp().mean().item()}
-    if latent["mean"].size(0) > 1:
-        stats["active_units"] = float((latent["mean"].detach().var(dim=0) > 0.01).sum().item())
-    return stats

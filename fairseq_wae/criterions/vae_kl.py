@@ -6,13 +6,10 @@ from fairseq.criterions import register_criterion
 from fairseq.dataclass import ChoiceEnum
 from torch import Tensor
 
-from fairseq_wae.criterions.ae_cross_entropy import (
-    AutoencoderCrossEntropyConfig,
-    AutoencoderCrossEntropyCriterion,
-    _check_non_negative,
-    gaussian_posterior_stats,
-)
+from fairseq_wae.criterions.ae_cross_entropy import AutoencoderCrossEntropyConfig, AutoencoderCrossEntropyCriterion
 from fairseq_wae.distributed import global_sums
+from fairseq_wae.latent_space import gaussian_posterior_stats
+from fairseq_wae.options import check_non_negative
 from fairseq_wae.penalties import gaussian_kl
 from fairseq_wae.schedules import KL_ANNEAL_CHOICES, PeakStopper, kl_weight
 
@@ -44,10 +41,13 @@ class VaeKlConfig(AutoencoderCrossEntropyConfig):
 
 @register_criterion("vae_kl", dataclass=VaeKlConfig)
 class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
+    sentence_mean_metrics = AutoencoderCrossEntropyCriterion.sentence_mean_metrics + (
+        "kl", "kl_weight", "weighted_kl", "posterior_var", "active_units")
+
     def __init__(self, task, cfg: VaeKlConfig):
         super().__init__(task, cfg)
-        _check_non_negative("kl-weight", cfg.kl_weight)
-        _check_non_negative("kl-free-bits", cfg.kl_free_bits)
+        check_non_negative("kl-weight", cfg.kl_weight)
+        check_non_negative("kl-free-bits", cfg.kl_free_bits)
         if cfg.kl_anneal_steps < 1:
             raise ValueError(f"--kl-anneal-steps must be at least 1, got {cfg.kl_anneal_steps}")
         if cfg.kl_anneal_stop_at_peak and cfg.kl_anneal == "constant":

@@ -11,14 +11,11 @@ from fairseq.criterions import register_criterion
 from fairseq.dataclass import ChoiceEnum
 from torch import Tensor
 
-from fairseq_wae.criterions.ae_cross_entropy import (
-    AutoencoderCrossEntropyConfig,
-    AutoencoderCrossEntropyCriterion,
-    _check_non_negative,
-    gaussian_posterior_stats,
-)
+from fairseq_wae.criterions.ae_cross_entropy import AutoencoderCrossEntropyConfig, AutoencoderCrossEntropyCriterion
 from fairseq_wae.distributed import gather_with_local_grad, global_sums, scale_gradient
-from fairseq_wae.penalties import AUTHORS_IMQ_SCALES, imq_kernel, mmd_unbiased, rbf_kernel, variance_kl
+from fairseq_wae.latent_space import gaussian_posterior_stats
+from fairseq_wae.options import check_non_negative
+from fairseq_wae.penalties import AUTHORS_IMQ_C_BASE_PER_DIM, AUTHORS_IMQ_SCALES, imq_kernel, mmd_unbiased, rbf_kernel, variance_kl
 
 
 @dataclass
@@ -32,7 +29,8 @@ class WaeMmdConfig(AutoencoderCrossEntropyConfig):
         metadata={"help": "comma-separated multiples of C_base summed by the IMQ kernel ('1' for a single C)"},
     )
     imq_c_base_per_dim: float = field(
-        default=4.0, metadata={"help": "C_base = this * latent dim (authors' code: 4; Tolstikhin et al.: 2)"}
+        default=AUTHORS_IMQ_C_BASE_PER_DIM,
+        metadata={"help": "C_base = this * latent dim (authors' code: 4; Tolstikhin et al.: 2)"}
     )
     kl_variance_penalty: float = field(
         default=0.0, metadata={"help": "gamma: weight of KL(N(mu,sigma)||N(mu,I)), the stochastic WAE (Gaussian heads)"}
@@ -44,10 +42,14 @@ class WaeMmdConfig(AutoencoderCrossEntropyConfig):
 
 @register_criterion("wae_mmd", dataclass=WaeMmdConfig)
 class WaeMmdCriterion(AutoencoderCrossEntropyCriterion):
+    sentence_mean_metrics = AutoencoderCrossEntropyCriterion.sentence_mean_metrics + (
+        "mmd", "mmd_weight", "weighted_mmd", "variance_kl", "posterior_var", "active_units")
+    count_metrics = ("mmd_skipped",)
+
     def __init__(self, task, cfg: WaeMmdConfig):
         super().__init__(task, cfg)
-        _check_non_negative("mmd-lambda", cfg.mmd_lambda)
-        _check_non_negative("kl-variance-penalty", cfg.kl_variance_penalty)
+        check_non_negative("mmd-lambda", cfg.mmd_lambda)
+        check_non_negative("kl-variance-penalty", cfg.kl_variance_penalty)
         try:
             scales = tuple(float(s) for s in str(cfg.imq_scales).split(","))
         except ValueError:

@@ -31,9 +31,22 @@ def mutual_information(mean: Tensor, logvar: Tensor, generator=None) -> float:
     return (negative_entropy - log_qz.mean()).item()
 
 
-def active_units(mean: Tensor, threshold: float = 0.01) -> int:
+#: Burda et al. (2016): a dimension is active when its posterior mean varies over the data by more.
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+def active_units(mean: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
     """Latent dimensions whose posterior mean varies over the data by more than ``threshold``."""
     return int((mean.var(dim=0) > threshold).sum().item())
+
+
+def gaussian_posterior_stats(latent: Dict[str, Tensor]) -> Dict[str, float]:
+    """What the criterions log of a batch's q(z|x): the mean posterior variance, and (batches of two
+    or more) the active units."""
+    stats = {"posterior_var": latent["logvar"].detach().exp().mean().item()}
+    if latent["mean"].size(0) > 1:
+        stats["active_units"] = float(active_units(latent["mean"].detach()))
+    return stats
 
 
 @torch.no_grad()

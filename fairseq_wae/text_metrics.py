@@ -4,7 +4,7 @@ BLEU is sacrebleu's, LM scores are KenLM's; only the unigram statistics are comp
 """
 import math
 from collections import Counter
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence
 
 LOG2_10 = math.log2(10)
 
@@ -105,3 +105,13 @@ def distinct_n(sentences: Sequence[str], n: int) -> float:
     """Distinct-n (Li et al. 2016): unique n-grams / all n-grams over the sentences."""
     grams = [tuple(words[i:i + n]) for words in (s.split() for s in sentences) for i in range(len(words) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+#: Table 1's columns: the metric each reads and its format.
+TABLE1_COLUMNS = (("BLEU", "bleu", ".2f"), ("NLL", "nll_bits_per_word", ".2f"), ("UnigramKL", "unigram_kl", ".3f"),
+                  ("Entropy", "entropy", ".2f"), ("AvgLen", "avg_len", ".1f"))
+
+
+def table1_cells(metrics: Dict[str, float]) -> List[str]:
+    """One Table 1 row's cells, "-" where a metric is missing."""
+    return [format(metrics[key], fmt) if metrics.get(key) is not None else "-" for _, key, fmt in TABLE1_COLUMNS]
