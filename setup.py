@@ -26,6 +26,12 @@ setup(
         "tensorboard>=2.10",
     ],
     extras_require={"test": ["pytest>=7"]},
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": [
+        "fairseq-wae-prepare = fairseq_wae.cli.prepare_corpus:main",
+        "fairseq-wae-prepare-snli = fairseq_wae.cli.prepare_snli:main",
+        "fairseq-wae-evaluate = fairseq_wae.cli.evaluate:main",
+        "fairseq-wae-interpolate = fairseq_wae.cli.interpolate:main",
+        "fairseq-wae-export = fairseq_wae.cli.export:main",
+    ]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
 )

@@ -1,28 +1,24 @@
-"""A trained autoencoder in Python: load a checkpoint, encode sentences to z, decode z to sentences,
-and walk the latent space (used by scripts/interpolate.py and scripts/latent_metrics.py)."""
+"""Model-level helpers under the Python interface (fairseq_wae.hub_interface): a checkpoint's model and
+task, token batches, codes, decoding, and the interpolation paths (used by scripts/latent_metrics.py,
+scripts/latent_coverage.py and examples/snli/report.py)."""
+import os
 from typing import List, Sequence
 
 import torch
-from fairseq import checkpoint_utils
 from fairseq.sequence_generator import SequenceGenerator
 from torch import Tensor
 
 import fairseq_wae  # noqa: F401  (registers the task and model the checkpoint names)
-from fairseq_wae.checkpoints import CheckpointError, check_checkpoint_file
 
 
 def load_autoencoder(path: str, data: str):
     """(model, task) from a checkpoint, with the dictionary of ``data``; the model is in eval mode."""
-    check_checkpoint_file(path)
-    overrides = {"data": data}
-    try:
-        models, _, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides)
-    except CheckpointError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    model = models[0].eval()
-    if not hasattr(model, "latent_dim"):
-        raise ValueError(f"{path} is not an lstm_autoencoder checkpoint")
-    return model, task
+    from fairseq_wae.hub_interface import load_hub_interface
+
+    hub = load_hub_interface(os.path.dirname(os.path.abspath(path)), os.path.basename(path), data)
+    if not hasattr(hub.model, "latent_dim"):
+        raise ValueError(f"{path} is not a fairseq-wae autoencoder checkpoint")
+    return hub.model, hub.task
 
 
 def to_batch(task, sentences: Sequence[str]):

@@ -357,6 +357,41 @@ def generation_speed(data, checkpoint, count):
     return rows
 
 
+def hub_speed(data, checkpoint, count):
+    """Sentences/s of the Python interface against fairseq-generate's own figure (its "sentences/s", which
+    leaves out loading), same model and greedy search, side by side; and encode against reconstruction."""
+    from fairseq_wae import LSTMAutoencoderModel
+
+    def generate_rate(flags):
+        result = subprocess.run(["fairseq-generate", data, "--user-dir", USER_DIR, "--path", checkpoint, "--cpu",
+                                 "--batch-size", "250", "--beam", "1", *flags], env=ENV, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr[-2000:])
+        return float(re.search(r"([0-9.]+) sentences/s", result.stderr).group(1))
+
+    def timed(call):
+        started = time.perf_counter()
+        output = call()
+        return output, time.perf_counter() - started
+
+    torch.set_num_threads(1)  # as fairseq-generate under ENV
+    hub = LSTMAutoencoderModel.from_pretrained(os.path.dirname(os.path.abspath(checkpoint)),
+                                               checkpoint_file=os.path.basename(checkpoint), data_name_or_path=data)
+    with open(os.path.join(data, "test.txt"), encoding="utf-8") as f:
+        test = [line.strip() for line in f]
+    rows = {}
+    samples, seconds = timed(lambda: hub.sample(count, seed=1, tokenize=False, batch_size=250))
+    rows["prior sampling"] = (len(samples) / seconds,
+                              generate_rate(["--task", "prior_sampling", "--num-samples", str(count), "--seed", "1"]))
+    outputs, seconds = timed(lambda: hub.reconstruct(test, tokenize=False, batch_size=250))
+    rows["reconstruction of test"] = (len(outputs) / seconds,
+                                      generate_rate(["--task", "sentence_autoencoding", "--gen-subset", "test"]))
+    sentences = (test * (count // len(test) + 1))[:count]
+    _, encode_seconds = timed(lambda: hub.encode(sentences, tokenize=False, batch_size=250))
+    _, reconstruct_seconds = timed(lambda: hub.reconstruct(sentences, tokenize=False, batch_size=250))
+    return rows, count / encode_seconds, count / reconstruct_seconds
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
@@ -366,7 +401,21 @@ def main():
     parser.add_argument("--eval-samples", type=int, default=10000, help="0 skips the evaluation timing")
     parser.add_argument("--profile", action="store_true", help="also profile our step with torch.profiler")
     parser.add_argument("--out", help="also write the numbers as JSON")
+    parser.add_argument("--hub", type=int, metavar="N",
+                        help="only compare the Python interface with fairseq-generate on N samples (needs --checkpoint)")
     args = parser.parse_args()
+    if args.hub:
+        if not args.checkpoint:
+            parser.error("--hub needs --checkpoint")
+        rows, encode_rate, reconstruct_rate = hub_speed(args.data, args.checkpoint, args.hub)
+        print("| greedy decoding | Python interface sentences/s | fairseq-generate sentences/s | ratio (target >= 0.9) |"
+              "\n|---|---|---|---|")
+        for name, (ours, theirs) in rows.items():
+            print(f"| {name} | {ours:.0f} | {theirs:.0f} | {ours / theirs:.2f} |")
+        print(f"\nencode {args.hub} sentences: {encode_rate:.0f} sentences/s; greedy reconstruction of them: "
+              f"{reconstruct_rate:.0f} sentences/s; encode / reconstruct {encode_rate / reconstruct_rate:.1f}x "
+              "(target >= 10)")
+        return
     from fairseq.data import Dictionary
 
     vocab = len(Dictionary.load(os.path.join(args.data, "dict.txt")))

@@ -1,71 +1,9 @@
 #!/usr/bin/env python
 """Any one-sentence-a-line corpus (Yelp, PTB, ...) to tokenised splits and fairseq binaries.
 
-    python scripts/prepare_corpus.py --input sentences.txt --out data/mycorpus [--split 0.9,0.05,0.05]
-
-Writes train/valid/test.txt, dict.txt, {split}.bin/.idx and manifest.json into --out.
-"""
-import argparse
-import json
-import logging
-import sys
-
-from fairseq_wae.corpus import CorpusError, prepare, read_plain_sentences
-
-
-def add_common_arguments(parser: argparse.ArgumentParser, default_num, default_split) -> None:
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--num-sentences", default=default_num,
-                        help="size of the random subset, or 'all' (default: %(default)s)")
-    parser.add_argument("--split", default=default_split,
-                        help="train,valid,test as counts or fractions (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the subset and split")
-    parser.add_argument("--vocab-size", type=int, default=20000, help="dictionary size (default: %(default)s)")
-    parser.add_argument("--max-len", type=int, default=None, help="truncate sentences to this many tokens")
-    parser.add_argument("--spm-vocab-size", type=int, default=None,
-                        help="train a sentencepiece model of this size on train and binarize its pieces")
-    parser.add_argument("--strict", action="store_true", help="fail on empty or non-UTF-8 lines instead of skipping")
-    parser.add_argument("--force", action="store_true",
-                        help="replace the files an earlier preparation wrote into --out (listed in its manifest.json); "
-                             "no other file is ever touched")
-
-
-def num_sentences_arg(value: str):
-    if value == "all":
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise CorpusError(f"--num-sentences must be a positive number or 'all', got {value!r}")
-    return int(value)
-
-
-def run(args, inputs, sentences, reports, extra_options=None) -> None:
-    for report in reports:
-        logging.info(report.summary())
-    manifest = prepare(inputs, sentences, args.out, num_sentences=num_sentences_arg(str(args.num_sentences)),
-                       split=args.split, seed=args.seed, vocab_size=args.vocab_size, max_len=args.max_len,
-                       spm_vocab_size=args.spm_vocab_size, force=args.force, reports=reports,
-                       extra_options=extra_options)
-    summary = {k: manifest[k] for k in ("unique_sentences", "counts", "vocabulary_size", "test_oov_rate",
-                                          "train_avg_len")}
-    print(json.dumps(summary))
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input", required=True, action="append", help="one-sentence-a-line file (.gz allowed)")
-    add_common_arguments(parser, "all", "0.9,0.05,0.05")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        sentences, reports = [], []
-        for path in args.input:
-            found, report = read_plain_sentences(path, args.strict)
-            sentences += found
-            reports.append(report)
-        run(args, args.input, sentences, reports)
-    except CorpusError as e:
-        sys.exit(f"prepare_corpus.py: {e}")
-
+The tool is fairseq_wae/cli/prepare_corpus.py, installed as `fairseq-wae-prepare`; this wrapper keeps the
+README's `python scripts/prepare_corpus.py` commands working from a checkout."""
+from fairseq_wae.cli.prepare_corpus import main
 
 if __name__ == "__main__":
     main()

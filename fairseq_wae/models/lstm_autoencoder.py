@@ -226,6 +226,18 @@ class LSTMAutoencoderModel(FairseqEncoderDecoderModel):
         decoder = LSTMSentenceDecoder(cfg, dictionary, embed_tokens)
         return cls(encoder, decoder, getattr(task, "dictionary_path", None))
 
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "model.pt", data_name_or_path: str = ".",
+                        **kwargs):
+        """A trained autoencoder as an :class:`~fairseq_wae.hub_interface.AutoencoderHubInterface`.
+
+        ``model_name_or_path``: a folder made by ``fairseq-wae-export`` (weights, dict.txt, tokeniser),
+        or a checkpoint folder with ``checkpoint_file=`` and ``data_name_or_path=`` the data folder.
+        """
+        from fairseq_wae.hub_interface import load_hub_interface
+
+        return load_hub_interface(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
+
     @property
     def latent_dim(self) -> int:
         return self.encoder.latent_head.latent_dim

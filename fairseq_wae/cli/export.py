@@ -1,0 +1,133 @@
+"""A checkpoint and its data folder to a self-contained model folder that from_pretrained loads.
+
+    fairseq-wae-export --checkpoint work/ckpt/checkpoint_best.pt --data data/snli --out models/snli-wae10 \
+        [--evaluation work/eval/wae10.json]
+
+Writes model.pt (weights and config, no optimiser state), dict.txt, the tokeniser (manifest.json and,
+for sentencepiece data, spm.model), a model card README.md and export.json (what was written). An --out
+that holds anything but an earlier export is refused; a rerun replaces only what export.json lists.
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+
+EXPORT_RECORD = "export.json"
+
+
+class ExportError(ValueError):
+    pass
+
+
+def _model_card(state, manifest, evaluation, checkpoint) -> str:
+    cfg = state["cfg"]
+    model, criterion, optimization = cfg["model"], cfg["criterion"], cfg["optimization"]
+    lines = [f"# {model.get('_name')} trained with {criterion.get('_name')}", "",
+             f"Exported from `{os.path.basename(checkpoint)}` by `fairseq-wae-export`.", "",
+             "## Training", "",
+             f"- architecture `{model.get('_name')}`: embeddings {model.get('embed_dim')}, encoder "
+             f"{model.get('encoder_hidden_size')} x {model.get('encoder_layers')}, decoder "
+             f"{model.get('decoder_hidden_size')} x {model.get('decoder_layers')}, z {model.get('latent_dim')} "
+             f"({model.get('latent_head')})",
+             "- criterion `" + str(criterion.get("_name")) + "`: " + ", ".join(
+                 f"{k}={v}" for k, v in criterion.items() if k not in ("_name", "seed", "update_freq")),
+             f"- updates {state.get('optimizer_history', [{}])[-1].get('num_updates')}, epoch "
+             f"{state.get('extra_state', {}).get('train_iterator', {}).get('epoch')}, lr {optimization.get('lr')}, "
+             f"batch size {cfg['dataset'].get('batch_size')}, seed {cfg['common'].get('seed')}", ""]
+    if manifest:
+        lines += ["## Data", "", f"- inputs: {', '.join(i['path'] for i in manifest.get('inputs', []))}",
+                  f"- sentences: {manifest.get('counts')}, vocabulary {manifest.get('vocabulary_size')}",
+                  f"- tokeniser: {manifest.get('options', {}).get('tokenizer')}"
+                  + (f", sentencepiece {manifest['options']['spm_vocab_size']}"
+                     if manifest.get("options", {}).get("spm_vocab_size") else ""), ""]
+    if evaluation:
+        from fairseq_wae.text_metrics import TABLE1_COLUMNS, table1_cells
+
+        lines += ["## Table 1 row", "", "| " + " | ".join(name for name, _, _ in TABLE1_COLUMNS) + " |",
+                  "|" + "---|" * len(TABLE1_COLUMNS), "| " + " | ".join(table1_cells(evaluation["metrics"])) + " |",
+                  ""]
+    lines += ["## Use", "", "```python", "from fairseq_wae import LSTMAutoencoderModel",
+              "model = LSTMAutoencoderModel.from_pretrained(\"THIS_FOLDER\")",
+              "print(model.sample(5, seed=1))", "```", ""]
+    return "\n".join(lines)
+
+
+def export(checkpoint: str, data: str, out: str, evaluation: str = None) -> dict:
+    import torch
+
+    from fairseq_wae.checkpoints import check_checkpoint_file
+    from fairseq_wae.corpus import read_manifest
+
+    check_checkpoint_file(checkpoint)
+    if not os.path.isfile(os.path.join(data, "dict.txt")):
+        raise ExportError(f"--data {data} has no dict.txt")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ExportError(f"--out {out} is a file, not a folder")
+    previous = {}
+    if os.path.isdir(out) and os.listdir(out):
+        record = os.path.join(out, EXPORT_RECORD)
+        if not os.path.isfile(record):
+            raise ExportError(f"--out {out} holds files that no export wrote: choose another folder")
+        with open(record) as f:
+            previous = json.load(f)
+        foreign = set(os.listdir(out)) - set(previous.get("files", [])) - {EXPORT_RECORD}
+        if foreign:
+            raise ExportError(f"--out {out} holds {', '.join(sorted(foreign))}, not written by an export")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if state.get("cfg", {}).get("model", {}).get("_name") is None:
+        raise ExportError(f"{checkpoint} has no model config: not a fairseq-wae checkpoint")
+    state.pop("last_optimizer_state", None)
+    with_metrics = state.get("extra_state", {})
+    with_metrics.pop("metrics", None)
+    evaluation_report = None
+    if evaluation:
+        with open(evaluation) as f:
+            evaluation_report = json.load(f)
+    manifest = read_manifest(data)
+
+    os.makedirs(out, exist_ok=True)
+    torch.save(state, os.path.join(out, "model.pt.tmp"))
+    os.replace(os.path.join(out, "model.pt.tmp"), os.path.join(out, "model.pt"))
+    written = ["model.pt", "dict.txt"]
+    shutil.copyfile(os.path.join(data, "dict.txt"), os.path.join(out, "dict.txt"))
+    for name in ("manifest.json", "spm.model"):
+        if os.path.isfile(os.path.join(data, name)):
+            shutil.copyfile(os.path.join(data, name), os.path.join(out, name))
+            written.append(name)
+    with open(os.path.join(out, "README.md"), "w") as f:
+        f.write(_model_card(state, manifest, evaluation_report, checkpoint))
+    written.append("README.md")
+    for name in set(previous.get("files", [])) - set(written):
+        os.remove(os.path.join(out, name))
+    digests = {}
+    for name in written:
+        with open(os.path.join(out, name), "rb") as f:
+            digests[name] = hashlib.sha256(f.read()).hexdigest()
+    record = {"files": written, "sha256": digests, "checkpoint": os.path.abspath(checkpoint),
+              "checkpoint_bytes": os.path.getsize(checkpoint), "model_bytes": os.path.getsize(os.path.join(out, "model.pt"))}
+    with open(os.path.join(out, EXPORT_RECORD), "w") as f:
+        json.dump(record, f, indent=2)
+    return record
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="a fairseq-train checkpoint (checkpoint_best.pt, ...)")
+    parser.add_argument("--data", required=True, help="the data folder it was trained on (dict.txt, manifest.json)")
+    parser.add_argument("--out", required=True, help="the model folder to write")
+    parser.add_argument("--evaluation", help="an evaluate.py --json file: its Table 1 row goes into the model card")
+    args = parser.parse_args(argv)
+    from fairseq_wae.checkpoints import CheckpointError
+
+    try:
+        record = export(args.checkpoint, args.data, args.out, args.evaluation)
+    except (ExportError, CheckpointError, OSError) as e:
+        sys.exit(f"fairseq-wae-export: {e}")
+    print(f"{args.out}: {', '.join(record['files'])}; model.pt {record['model_bytes']:,} bytes "
+          f"(the checkpoint: {record['checkpoint_bytes']:,})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+#!/usr/bin/env python
+"""Walks the latent space of a trained autoencoder: interpolation between two sentences, or analogy.
+
+    python scripts/interpolate.py --path ckpt.pt --data bin "a man is playing a guitar ." "two dogs run in the snow ." --steps 8
+    python scripts/interpolate.py --path ckpt.pt --data bin --analogy "A" "B" "C"      # decodes z_A - z_B + z_C
+
+Sentences are tokenised and lower-cased as by the preprocessing scripts; the output is tokenised text.
+Decoding is greedy unless --beam. The same in Python: LSTMAutoencoderModel.from_pretrained(...).interpolate.
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sentences", nargs="+")
+    parser.add_argument("--path", required=True, help="checkpoint")
+    parser.add_argument("--data", required=True, help="the binarized data folder (for dict.txt)")
+    parser.add_argument("--steps", type=int, default=8, help="points between and including the two ends")
+    parser.add_argument("--method", choices=["linear", "spherical"], default="linear")
+    parser.add_argument("--analogy", action="store_true", help="decode z_1 - z_2 + z_3 of three sentences")
+    parser.add_argument("--beam", type=int, default=1)
+    parser.add_argument("--no-tokenize", action="store_true", help="the sentences are already tokenised")
+    args = parser.parse_args(argv)
+    expected = 3 if args.analogy else 2
+    if len(args.sentences) != expected:
+        sys.exit(f"interpolate.py: {'--analogy takes 3' if args.analogy else 'interpolation takes 2'} sentences, "
+                 f"got {len(args.sentences)}")
+    if args.steps < 2:
+        sys.exit(f"interpolate.py: --steps must be at least 2, got {args.steps}")
+
+    from fairseq_wae.hub_interface import load_hub_interface
+    from fairseq_wae.inference import lerp, slerp
+
+    try:
+        autoencoder = load_hub_interface(os.path.dirname(os.path.abspath(args.path)), os.path.basename(args.path),
+                                         args.data)
+        z = autoencoder.encode(args.sentences, tokenize=not args.no_tokenize)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"interpolate.py: {e}")
+    if args.analogy:
+        points = (z[0] - z[1] + z[2]).unsqueeze(0)
+    else:
+        walk = slerp if args.method == "spherical" else lerp
+        points = torch.stack([walk(z[0], z[1], i / (args.steps - 1)) for i in range(args.steps)])
+    for i, sentence in enumerate(autoencoder.decode(points, beam=args.beam, tokenize=False)):
+        print(f"{i}\t{sentence}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""The Python interface (from_pretrained, encode, decode, sample, interpolate, ...) and the export, on the
+DAE overfit to 50 sentences (conftest.overfit_dae), against fairseq-generate's own output."""
+import sys
+
+import pytest
+import torch
+from sacremoses import MosesDetokenizer
+
+from helpers import CLI_ENV, REPO, USER_DIR, run
+
+
+@pytest.fixture(scope="module")
+def hub(overfit_dae):
+    from fairseq_wae import LSTMAutoencoderModel
+
+    data, ckpt, _ = overfit_dae
+    return LSTMAutoencoderModel.from_pretrained(str(ckpt), checkpoint_file="checkpoint_best.pt",
+                                                data_name_or_path=str(data))
+
+
+def training_sentences(data):
+    return (data.parent / "train.txt").read_text().splitlines()
+
+
+def generated(output):
+    found = {}
+    for line in output.splitlines():
+        if line.startswith("H-"):
+            head, _, text = line.split("\t")
+            found[int(head[2:])] = text
+    return [found[i] for i in range(len(found))]
+
+
+def test_raw_text_in_reconstructs_every_training_sentence_detokenised(hub, overfit_dae):
+    detokenize = MosesDetokenizer(lang="en").detokenize
+    raw = [detokenize(s.split()).capitalize() for s in training_sentences(overfit_dae[0])]
+    assert raw[0] != training_sentences(overfit_dae[0])[0]  # really raw: capitalised, punctuation attached
+    assert hub.reconstruct(raw, batch_size=16) == [detokenize(s.split()) for s in training_sentences(overfit_dae[0])]
+
+
+def test_decoding_the_codes_equals_fairseq_generate(hub, overfit_dae):
+    data, ckpt, _ = overfit_dae
+    sentences = (data.parent / "test.txt").read_text().splitlines()
+    out = run(["fairseq-generate", data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--path",
+               ckpt / "checkpoint_best.pt", "--gen-subset", "test", "--beam", "1", "--cpu"]).stdout
+    assert hub.decode(hub.encode(sentences, tokenize=False), tokenize=False) == generated(out)
+
+
+def test_samples_do_not_depend_on_the_batch_and_equal_prior_sampling(hub, overfit_dae):
+    data, ckpt, _ = overfit_dae
+    samples = {size: hub.sample(12, seed=5, tokenize=False, batch_size=size) for size in (1, 5, 12)}
+    assert samples[1] == samples[5] == samples[12]
+    out = run(["fairseq-generate", data, "--user-dir", USER_DIR, "--task", "prior_sampling", "--num-samples", "12",
+               "--seed", "5", "--path", ckpt / "checkpoint_best.pt", "--beam", "1", "--cpu"]).stdout
+    assert samples[1] == generated(out)
+    assert hub.sample(12, seed=6, tokenize=False) != samples[1]
+
+
+def test_interpolation_ends_analogy_direction_and_neighbours(hub, overfit_dae):
+    sentences = training_sentences(overfit_dae[0])
+    a, b = sentences[:2]
+    for method in ("linear", "spherical"):
+        walk = hub.interpolate(a, b, steps=5, method=method, tokenize=False)
+        assert len(walk) == 5 and walk[0] == a and walk[-1] == b
+    assert hub.analogy(a, b, b, tokenize=False) == a  # z_a - z_b + z_b
+    direction = hub.direction([a], [b], tokenize=False)
+    assert hub.decode(hub.encode([b], tokenize=False) + direction, tokenize=False) == [a]
+    neighbours = hub.nearest(a, sentences, k=3, tokenize=False)
+    assert neighbours[0] == (a, pytest.approx(0.0, abs=1e-4)) and len(neighbours) == 3
+    assert neighbours[1][1] <= neighbours[2][1]
+
+
+def test_export_then_from_pretrained_gives_the_same_codes_and_sentences(hub, overfit_dae, tmp_path):
+    from fairseq_wae import LSTMAutoencoderModel
+
+    data, ckpt, _ = overfit_dae
+    out = tmp_path / "exported"
+    printed = run([sys.executable, REPO / "scripts" / "export_model.py", "--checkpoint", ckpt / "checkpoint_best.pt",
+                   "--data", data, "--out", out]).stdout
+    assert "model.pt" in printed and {p.name for p in out.iterdir()} >= {"model.pt", "dict.txt", "README.md"}
+    assert (out / "model.pt").stat().st_size < (ckpt / "checkpoint_best.pt").stat().st_size  # no optimiser state
+    exported = LSTMAutoencoderModel.from_pretrained(str(out))
+    sentences = training_sentences(data)
+    assert torch.equal(exported.encode(sentences, tokenize=False), hub.encode(sentences, tokenize=False))
+    assert exported.sample(6, seed=2) == hub.sample(6, seed=2)
+    # a rerun replaces its own files; a folder with other files is refused
+    run([sys.executable, REPO / "scripts" / "export_model.py", "--checkpoint", ckpt / "checkpoint_best.pt",
+         "--data", data, "--out", out])
+    (out / "notes.txt").write_text("mine")
+    refused = run([sys.executable, REPO / "scripts" / "export_model.py", "--checkpoint", ckpt / "checkpoint_best.pt",
+                   "--data", data, "--out", out], check=False)
+    assert refused.returncode != 0 and "notes.txt, not written by an export" in refused.stderr
+
+
+def test_bad_arguments_are_refused_naming_them(hub, overfit_dae, tmp_path):
+    from fairseq_wae import LSTMAutoencoderModel
+
+    a = training_sentences(overfit_dae[0])[0]
+    cases = [
+        (lambda: hub.encode([]), ValueError, "the list is empty"),
+        (lambda: hub.encode(["a man .", "  "]), ValueError, "sentence 2 is empty"),
+        (lambda: hub.encode("a man ."), TypeError, "give a list of sentences"),
+        (lambda: hub.decode(torch.zeros(2, hub.latent_dim + 1)), ValueError, f"z must be (n, {hub.latent_dim}) codes"),
+        (lambda: hub.decode(torch.zeros(2, hub.latent_dim, dtype=torch.long)), TypeError, "floating-point"),
+        (lambda: hub.interpolate(a, a, steps=1), ValueError, "steps must be at least 2"),
+        (lambda: hub.sample(2, beem=3), TypeError, "unknown search option 'beem'"),
+        (lambda: LSTMAutoencoderModel.from_pretrained(str(tmp_path)), Exception, f"no checkpoint at {tmp_path}/model.pt"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=None) as caught:
+            call()
+        assert message in str(caught.value), (message, str(caught.value))
+
+
+def test_the_console_scripts_run_from_outside_the_repository(overfit_dae, tmp_path):
+    import shutil
+
+    data, ckpt, _ = overfit_dae
+    for tool in ("fairseq-wae-prepare", "fairseq-wae-evaluate", "fairseq-wae-interpolate", "fairseq-wae-export"):
+        assert shutil.which(tool, path=CLI_ENV.get("PATH")), f"{tool} is not installed: pip install -e ."
+    a, b = training_sentences(data)[:2]
+    out = run(["fairseq-wae-interpolate", "--path", ckpt / "checkpoint_best.pt", "--data", data, a, b, "--steps", "3",
+               "--no-tokenize"], cwd=tmp_path).stdout.splitlines()
+    assert out[0] == f"0\t{a}" and out[-1] == f"2\t{b}"
+    run(["fairseq-wae-export", "--checkpoint", ckpt / "checkpoint_best.pt", "--data", data, "--out", "model"],
+        cwd=tmp_path)
+    assert (tmp_path / "model" / "model.pt").exists()
+    (tmp_path / "s.txt").write_text("\n".join(training_sentences(data)) + "\n")
+    row = run(["fairseq-wae-evaluate", "--samples", tmp_path / "s.txt", "--corpus", tmp_path / "s.txt"],
+              cwd=tmp_path).stdout
+    assert "| s.txt | - | - | 0.000 |" in row
+    run(["fairseq-wae-prepare", "--input", tmp_path / "s.txt", "--out", "prepared", "--split", "0.8,0.1,0.1"], cwd=tmp_path)
+    assert (tmp_path / "prepared" / "manifest.json").exists()
