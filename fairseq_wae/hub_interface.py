@@ -25,6 +25,13 @@ from fairseq_wae.inference import lerp, slerp
 logger = logging.getLogger(__name__)
 
 
+def progress(batches: range, what: str):
+    """A progress bar (on a terminal) for inputs of more than 8 batches."""
+    from tqdm import tqdm
+
+    return tqdm(batches, desc=what, leave=False, disable=True if len(batches) <= 8 else None)
+
+
 class TextCodec:
     """Raw text <-> the tokens of a data folder: lower-cased Moses tokenisation (what scripts/prepare_*.py
     do), then the folder's sentencepiece model when it has one (``spm.model``, ``--spm-vocab-size``)."""
@@ -98,7 +105,7 @@ class AutoencoderHubInterface(nn.Module):
     def _batches(self, ids: List[Tensor], batch_size: int):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        for start in range(0, len(ids), batch_size):
+        for start in progress(range(0, len(ids), batch_size), "encode"):
             chunk = ids[start:start + batch_size]
             lengths = torch.tensor([len(t) for t in chunk])
             tokens = torch.full((len(chunk), int(lengths.max())), self.dictionary.pad(), dtype=torch.long)
@@ -148,8 +155,10 @@ class AutoencoderHubInterface(nn.Module):
         z = self._check_codes(z)
         generator = self._generator(beam, search)
         eos = self.dictionary.eos()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         sentences = []
-        for start in range(0, z.size(0), batch_size):
+        for start in progress(range(0, z.size(0), batch_size), "decode"):
             chunk = z[start:start + batch_size]
             sample = {"net_input": {"src_tokens": torch.full((chunk.size(0), 1), eos, dtype=torch.long, device=self.device),
                                     "src_lengths": torch.ones(chunk.size(0), dtype=torch.long, device=self.device),

@@ -359,12 +359,14 @@ def generation_speed(data, checkpoint, count):
 
 def hub_speed(data, checkpoint, count):
     """Sentences/s of the Python interface against fairseq-generate's own figure (its "sentences/s", which
-    leaves out loading), same model and greedy search, side by side; and encode against reconstruction."""
+    leaves out loading), same model and greedy search, at most 20 words (the recipe's cap), side by side;
+    and encode against reconstruction."""
     from fairseq_wae import LSTMAutoencoderModel
 
     def generate_rate(flags):
         result = subprocess.run(["fairseq-generate", data, "--user-dir", USER_DIR, "--path", checkpoint, "--cpu",
-                                 "--batch-size", "250", "--beam", "1", *flags], env=ENV, capture_output=True, text=True)
+                                 "--batch-size", "250", "--beam", "1", "--max-len-b", "20", *flags], env=ENV,
+                                capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(result.stderr[-2000:])
         return float(re.search(r"([0-9.]+) sentences/s", result.stderr).group(1))
@@ -380,15 +382,15 @@ def hub_speed(data, checkpoint, count):
     with open(os.path.join(data, "test.txt"), encoding="utf-8") as f:
         test = [line.strip() for line in f]
     rows = {}
-    samples, seconds = timed(lambda: hub.sample(count, seed=1, tokenize=False, batch_size=250))
+    samples, seconds = timed(lambda: hub.sample(count, seed=1, tokenize=False, batch_size=250, max_len_b=20))
     rows["prior sampling"] = (len(samples) / seconds,
                               generate_rate(["--task", "prior_sampling", "--num-samples", str(count), "--seed", "1"]))
-    outputs, seconds = timed(lambda: hub.reconstruct(test, tokenize=False, batch_size=250))
+    outputs, seconds = timed(lambda: hub.reconstruct(test, tokenize=False, batch_size=250, max_len_b=20))
     rows["reconstruction of test"] = (len(outputs) / seconds,
                                       generate_rate(["--task", "sentence_autoencoding", "--gen-subset", "test"]))
     sentences = (test * (count // len(test) + 1))[:count]
     _, encode_seconds = timed(lambda: hub.encode(sentences, tokenize=False, batch_size=250))
-    _, reconstruct_seconds = timed(lambda: hub.reconstruct(sentences, tokenize=False, batch_size=250))
+    _, reconstruct_seconds = timed(lambda: hub.reconstruct(sentences, tokenize=False, batch_size=250, max_len_b=20))
     return rows, count / encode_seconds, count / reconstruct_seconds
 
 
