@@ -25,6 +25,13 @@ from fairseq_wae.inference import lerp, slerp
 logger = logging.getLogger(__name__)
 
 
+def _check_count(name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+
+
 def progress(batches: range, what: str):
     """A progress bar (on a terminal) for inputs of more than 8 batches."""
     from tqdm import tqdm
@@ -79,20 +86,24 @@ class AutoencoderHubInterface(nn.Module):
 
     # -- text <-> token ids ---------------------------------------------------------------------------
 
-    def _token_ids(self, sentences: Union[str, Sequence[str]], tokenize: bool) -> List[Tensor]:
+    def _token_ids(self, sentences: Union[str, Sequence[str]], tokenize: bool, what: str = "sentences"
+                   ) -> List[Tensor]:
         if isinstance(sentences, str):
-            raise TypeError("give a list of sentences (a string alone is one: wrap it in a list)")
+            raise TypeError(f"{what}: give a list of sentences (a string alone is one: wrap it in a list)")
+        sentences = list(sentences)
         if len(sentences) == 0:
-            raise ValueError("sentences: the list is empty")
+            raise ValueError(f"{what}: the list is empty")
         ids, unknown = [], 0
         for number, sentence in enumerate(sentences, start=1):
-            if not isinstance(sentence, str) or not sentence.strip():
-                raise ValueError(f"sentences: sentence {number} is empty")
+            if not isinstance(sentence, str):
+                raise TypeError(f"{what}: sentence {number} is a {type(sentence).__name__}, not a string")
+            if not sentence.strip():
+                raise ValueError(f"{what}: sentence {number} is empty")
             text = self.codec.encode(sentence) if tokenize and self.codec is not None else sentence
             tokens = self.dictionary.encode_line(text, add_if_not_exist=False, append_eos=True).long()
             unknown += int(tokens[:-1].eq(self.dictionary.unk()).sum())
             if tokens[:-1].eq(self.dictionary.unk()).all():
-                raise ValueError(f"sentences: sentence {number} ({sentence!r}) has no word in the model's dictionary")
+                raise ValueError(f"{what}: sentence {number} ({sentence!r}) has no word in the model's dictionary")
             ids.append(tokens)
         if unknown:
             logger.warning(f"{unknown} out-of-vocabulary token(s) encoded as <unk>")
@@ -117,12 +128,12 @@ class AutoencoderHubInterface(nn.Module):
 
     @torch.no_grad()
     def encode(self, sentences: Sequence[str], tokenize: bool = True, sample_posterior: bool = False,
-               batch_size: int = 256) -> Tensor:
+               batch_size: int = 256, what: str = "sentences") -> Tensor:
         """Codes z, one row per sentence: a Gaussian encoder's posterior mean unless ``sample_posterior``."""
         if sample_posterior and not self.model.is_gaussian:
             raise ValueError("sample_posterior needs a Gaussian latent head (a VAE or stochastic WAE)")
         codes = [self.model.encoder(tokens, lengths, sample_posterior=sample_posterior)["z"]
-                 for tokens, lengths in self._batches(self._token_ids(sentences, tokenize), batch_size)]
+                 for tokens, lengths in self._batches(self._token_ids(sentences, tokenize, what), batch_size)]
         return torch.cat(codes)
 
     def _check_codes(self, z) -> Tensor:
@@ -139,6 +150,7 @@ class AutoencoderHubInterface(nn.Module):
         return z.to(self.device, next(self.model.parameters()).dtype)
 
     def _generator(self, beam: int, options: Dict):
+        _check_count("beam", beam)
         generation = copy.deepcopy(self.cfg.generation)
         with open_dict(generation):
             generation.beam = beam
@@ -176,8 +188,9 @@ class AutoencoderHubInterface(nn.Module):
         """The codes ``fairseq-generate --task prior_sampling --seed SEED`` decodes (the same for any batch)."""
         from fairseq_wae.tasks.prior_sampling import prior_codes
 
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
+        _check_count("n", n)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an integer, got {seed!r}")
         if not 0 < temperature < math.inf:
             raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
         return prior_codes(torch.arange(n), self.latent_dim, seed, temperature)
@@ -187,38 +200,37 @@ class AutoencoderHubInterface(nn.Module):
         """``n`` sentences decoded from z ~ N(0, temperature^2 I); ``temperature=`` in ``search`` is the
         softmax temperature of fairseq's sampling, as in fairseq-generate."""
         z = self.prior_codes(n, seed, temperature)
-        if search.get("sampling"):
-            torch.manual_seed(seed)  # fairseq-generate seeds its sampling the same way
-        return self.decode(z, beam, tokenize, batch_size, **search)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)  # the search's own sampling, reproducible, the caller's generator untouched
+            return self.decode(z, beam, tokenize, batch_size, **search)
 
     def interpolate(self, start: str, end: str, steps: int = 8, method: str = "linear", tokenize: bool = True,
                     **search) -> List[str]:
         """Sentences decoded at ``steps`` points from ``start``'s code to ``end``'s, both included."""
-        if steps < 2:
-            raise ValueError(f"steps must be at least 2, got {steps}")
+        _check_count("steps", steps, minimum=2)
         walks = {"linear": lerp, "spherical": slerp}
         if method not in walks:
             raise ValueError(f"method must be 'linear' or 'spherical', got {method!r}")
-        a, b = self.encode([start, end], tokenize)
+        a, b = self.encode([start, end], tokenize, what="start and end")
         points = torch.stack([walks[method](a, b, i / (steps - 1)) for i in range(steps)])
         return self.decode(points, tokenize=tokenize, **search)
 
     def analogy(self, a: str, b: str, c: str, tokenize: bool = True, **search) -> str:
         """The sentence at z_a - z_b + z_c ("a is to b as ? is to c")."""
-        z = self.encode([a, b, c], tokenize)
+        z = self.encode([a, b, c], tokenize, what="a, b and c")
         return self.decode(z[0] - z[1] + z[2], tokenize=tokenize, **search)[0]
 
     def direction(self, positive: Sequence[str], negative: Sequence[str], tokenize: bool = True) -> Tensor:
         """Mean code of ``positive`` minus mean code of ``negative``: add it to move along the attribute."""
-        return self.encode(positive, tokenize).mean(0) - self.encode(negative, tokenize).mean(0)
+        return (self.encode(positive, tokenize, what="positive").mean(0)
+                - self.encode(negative, tokenize, what="negative").mean(0))
 
     def nearest(self, sentence: str, candidates: Sequence[str], k: int = 5, tokenize: bool = True
                 ) -> List[Tuple[str, float]]:
         """The ``k`` candidates whose codes are closest (Euclidean) to ``sentence``'s, with the distances."""
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        query = self.encode([sentence], tokenize)
-        distances = torch.cdist(query, self.encode(candidates, tokenize)).squeeze(0)
+        _check_count("k", k)
+        query = self.encode([sentence], tokenize, what="sentence")
+        distances = torch.cdist(query, self.encode(candidates, tokenize, what="candidates")).squeeze(0)
         order = distances.argsort()[:k].tolist()
         return [(candidates[i], distances[i].item()) for i in order]
 
@@ -229,6 +241,8 @@ def load_hub_interface(model_name_or_path: str, checkpoint_file: str, data_name_
 
     from fairseq_wae.checkpoints import CheckpointError, check_checkpoint_file
 
+    if os.pathsep in checkpoint_file:
+        raise ValueError(f"checkpoint_file {checkpoint_file!r}: the interface holds one model, give one checkpoint")
     if not os.path.isdir(model_name_or_path):
         raise FileNotFoundError(f"{model_name_or_path} is not a folder (an exported model, or a checkpoint folder)")
     for name in checkpoint_file.split(os.pathsep):

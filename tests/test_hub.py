@@ -86,6 +86,15 @@ def test_export_then_from_pretrained_gives_the_same_codes_and_sentences(hub, ove
     # a rerun replaces its own files; a folder with other files is refused
     run([sys.executable, REPO / "scripts" / "export_model.py", "--checkpoint", ckpt / "checkpoint_best.pt",
          "--data", data, "--out", out])
+    # a data folder of another corpus: refused at export, not at loading
+    other = tmp_path / "other"
+    other.mkdir()
+    words = (data / "dict.txt").read_text().splitlines()
+    (other / "dict.txt").write_text("\n".join(reversed(words)) + "\n")
+    foreign = run([sys.executable, REPO / "scripts" / "export_model.py", "--checkpoint", ckpt / "checkpoint_best.pt",
+                   "--data", other, "--out", tmp_path / "foreign"], check=False)
+    assert foreign.returncode != 0 and f"this run's dictionary is {other / 'dict.txt'}" in foreign.stderr
+    assert not (tmp_path / "foreign").exists()
     (out / "notes.txt").write_text("mine")
     refused = run([sys.executable, REPO / "scripts" / "export_model.py", "--checkpoint", ckpt / "checkpoint_best.pt",
                    "--data", data, "--out", out], check=False)
@@ -105,7 +114,18 @@ def test_bad_arguments_are_refused_naming_them(hub, overfit_dae, tmp_path):
         (lambda: hub.interpolate(a, a, steps=1), ValueError, "steps must be at least 2"),
         (lambda: hub.sample(2, beem=3), TypeError, "unknown search option 'beem'"),
         (lambda: LSTMAutoencoderModel.from_pretrained(str(tmp_path)), Exception, f"no checkpoint at {tmp_path}/model.pt"),
+        (lambda: hub.sample(2.5), TypeError, "n must be an integer, got 2.5"),
+        (lambda: hub.sample(2, seed=None), TypeError, "seed must be an integer, got None"),
+        (lambda: hub.decode(torch.zeros(1, hub.latent_dim), beam=0), ValueError, "beam must be at least 1, got 0"),
+        (lambda: hub.encode([1]), TypeError, "sentences: sentence 1 is a int, not a string"),
+        (lambda: hub.nearest(a, []), ValueError, "candidates: the list is empty"),
+        (lambda: hub.direction([], [a]), ValueError, "positive: the list is empty"),
+        (lambda: hub.interpolate(a, a, steps=2.5), TypeError, "steps must be an integer"),
     ]
+    # sampling is reproducible from the seed and leaves the caller's random state alone
+    state = torch.random.get_rng_state()
+    assert hub.sample(4, seed=3, sampling=True) == hub.sample(4, seed=3, sampling=True)
+    assert torch.equal(torch.random.get_rng_state(), state)
     for call, error, message in cases:
         with pytest.raises(error, match=None) as caught:
             call()

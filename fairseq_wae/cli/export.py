@@ -78,6 +78,13 @@ def export(checkpoint: str, data: str, out: str, evaluation: str = None) -> dict
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     if state.get("cfg", {}).get("model", {}).get("_name") is None:
         raise ExportError(f"{checkpoint} has no model config: not a fairseq-wae checkpoint")
+    from fairseq.data import Dictionary
+
+    from fairseq_wae.checkpoints import check_same_dictionary, checkpoint_dictionary, dictionary_fingerprint
+
+    dictionary = os.path.join(data, "dict.txt")
+    check_same_dictionary(checkpoint_dictionary(state), dictionary_fingerprint(Dictionary.load(dictionary), dictionary),
+                          checkpoint)  # an export with another corpus's dict.txt would be unloadable
     state.pop("last_optimizer_state", None)
     with_metrics = state.get("extra_state", {})
     with_metrics.pop("metrics", None)
