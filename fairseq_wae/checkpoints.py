@@ -11,6 +11,7 @@ import glob
 import hashlib
 import logging
 import os
+import shutil
 import socket
 import zipfile
 from typing import Dict, List, Optional
@@ -123,9 +124,7 @@ def recover_last_checkpoint(save_dir: str) -> None:
             "checkpoint: move it aside to start afresh, or give --restore-file")
     broken = last + ".broken"
     os.replace(last, broken)
-    with open(candidates[0], "rb") as source, open(last + ".tmp", "wb") as target:
-        while block := source.read(1 << 24):
-            target.write(block)
+    shutil.copyfile(candidates[0], last + ".tmp")
     os.replace(last + ".tmp", last)
     logger.warning(f"{last} was unreadable (moved to {broken}): resuming from {candidates[0]}, the newest readable "
                    "checkpoint")

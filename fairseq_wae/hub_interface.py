@@ -20,7 +20,7 @@ import torch
 from omegaconf import open_dict
 from torch import Tensor, nn
 
-from fairseq_wae.inference import lerp, slerp
+from fairseq_wae.inference import encode_sentence, lerp, pad_batch, slerp
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +100,8 @@ class AutoencoderHubInterface(nn.Module):
             if not sentence.strip():
                 raise ValueError(f"{what}: sentence {number} is empty")
             text = self.codec.encode(sentence) if tokenize and self.codec is not None else sentence
-            tokens = self.dictionary.encode_line(text, add_if_not_exist=False, append_eos=True).long()
+            tokens = encode_sentence(self.dictionary, text, number, what, shown=sentence)
             unknown += int(tokens[:-1].eq(self.dictionary.unk()).sum())
-            if tokens[:-1].eq(self.dictionary.unk()).all():
-                raise ValueError(f"{what}: sentence {number} ({sentence!r}) has no word in the model's dictionary")
             ids.append(tokens)
         if unknown:
             logger.warning(f"{unknown} out-of-vocabulary token(s) encoded as <unk>")
@@ -117,11 +115,7 @@ class AutoencoderHubInterface(nn.Module):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         for start in progress(range(0, len(ids), batch_size), "encode"):
-            chunk = ids[start:start + batch_size]
-            lengths = torch.tensor([len(t) for t in chunk])
-            tokens = torch.full((len(chunk), int(lengths.max())), self.dictionary.pad(), dtype=torch.long)
-            for row, t in enumerate(chunk):
-                tokens[row, : len(t)] = t
+            tokens, lengths = pad_batch(ids[start:start + batch_size], self.dictionary.pad())
             yield tokens.to(self.device), lengths.to(self.device)
 
     # -- codes ----------------------------------------------------------------------------------------

@@ -27,14 +27,27 @@ def to_batch(task, sentences: Sequence[str]):
     An empty sentence, or one with no word in the dictionary, is refused: its code would say nothing
     about it."""
     dictionary = task.source_dictionary
-    encoded = [dictionary.encode_line(s, add_if_not_exist=False, append_eos=True).long() for s in sentences]
-    for number, (sentence, tokens) in enumerate(zip(sentences, encoded), start=1):
-        if len(tokens) == 1:
-            raise ValueError(f"sentence {number} is empty")
-        if tokens[:-1].eq(dictionary.unk()).all():
-            raise ValueError(f"sentence {number} ({sentence!r}) has no word in the model's dictionary")
+    encoded = [encode_sentence(dictionary, s, number) for number, s in enumerate(sentences, start=1)]
+    return pad_batch(encoded, dictionary.pad())
+
+
+def encode_sentence(dictionary, sentence: str, number: int, what: str = "", shown: str = None) -> Tensor:
+    """Token ids of one tokenised sentence, EOS appended; refused when empty or all unknown words
+    (the message names argument ``what`` and the sentence as ``shown``, by default as given)."""
+    prefix = f"{what}: " if what else ""
+    shown = sentence if shown is None else shown
+    tokens = dictionary.encode_line(sentence, add_if_not_exist=False, append_eos=True).long()
+    if len(tokens) == 1:
+        raise ValueError(f"{prefix}sentence {number} is empty")
+    if tokens[:-1].eq(dictionary.unk()).all():
+        raise ValueError(f"{prefix}sentence {number} ({shown!r}) has no word in the model's dictionary")
+    return tokens
+
+
+def pad_batch(encoded: Sequence[Tensor], pad: int):
+    """(tokens padded on the right, lengths) of a list of token-id tensors."""
     lengths = torch.tensor([len(t) for t in encoded])
-    tokens = torch.full((len(encoded), int(lengths.max())), dictionary.pad(), dtype=torch.long)
+    tokens = torch.full((len(encoded), int(lengths.max())), pad, dtype=torch.long)
     for row, t in enumerate(encoded):
         tokens[row, : len(t)] = t
     return tokens, lengths

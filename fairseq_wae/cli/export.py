@@ -8,7 +8,6 @@ for sentencepiece data, spm.model), a model card README.md and export.json (what
 that holds anything but an earlier export is refused; a rerun replaces only what export.json lists.
 """
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -58,7 +57,7 @@ def export(checkpoint: str, data: str, out: str, evaluation: str = None) -> dict
     import torch
 
     from fairseq_wae.checkpoints import check_checkpoint_file
-    from fairseq_wae.corpus import read_manifest
+    from fairseq_wae.corpus import read_manifest, sha256_of
 
     check_checkpoint_file(checkpoint)
     if not os.path.isfile(os.path.join(data, "dict.txt")):
@@ -86,8 +85,7 @@ def export(checkpoint: str, data: str, out: str, evaluation: str = None) -> dict
     check_same_dictionary(checkpoint_dictionary(state), dictionary_fingerprint(Dictionary.load(dictionary), dictionary),
                           checkpoint)  # an export with another corpus's dict.txt would be unloadable
     state.pop("last_optimizer_state", None)
-    with_metrics = state.get("extra_state", {})
-    with_metrics.pop("metrics", None)
+    state.get("extra_state", {}).pop("metrics", None)  # the training meters: not needed to use the model
     evaluation_report = None
     if evaluation:
         with open(evaluation) as f:
@@ -108,10 +106,7 @@ def export(checkpoint: str, data: str, out: str, evaluation: str = None) -> dict
     written.append("README.md")
     for name in set(previous.get("files", [])) - set(written):
         os.remove(os.path.join(out, name))
-    digests = {}
-    for name in written:
-        with open(os.path.join(out, name), "rb") as f:
-            digests[name] = hashlib.sha256(f.read()).hexdigest()
+    digests = {name: sha256_of(os.path.join(out, name)) for name in written}
     record = {"files": written, "sha256": digests, "checkpoint": os.path.abspath(checkpoint),
               "checkpoint_bytes": os.path.getsize(checkpoint), "model_bytes": os.path.getsize(os.path.join(out, "model.pt"))}
     with open(os.path.join(out, EXPORT_RECORD), "w") as f:
