@@ -1,4 +1,5 @@
-"""fairseq-wae: LSTM sentence autoencoders (DAE, VAE, WAE, stochastic WAE) as fairseq components.
+"""fairseq-wae: LSTM and Transformer sentence autoencoders (DAE, VAE, WAE, stochastic WAE) as fairseq
+components.
 
 Use with ``fairseq-train --user-dir fairseq_wae`` (or the installed package's folder).
 """
@@ -6,3 +7,4 @@ __version__ = "0.1.0"
 
 from fairseq_wae import criterions, models, tasks  # noqa: F401  (registers the components)
 from fairseq_wae.models.lstm_autoencoder import LSTMAutoencoderModel  # noqa: F401  (from_pretrained)
+from fairseq_wae.models.transformer_autoencoder import TransformerAutoencoderModel  # noqa: F401

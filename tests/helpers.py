@@ -78,3 +78,49 @@ def first_batch(task, size=16):
     task.load_dataset("train")
     dataset = task.dataset("train")
     return dataset.collater([dataset[i] for i in range(size)])
+
+
+def one_update(task, model, crit, unmoved=()):
+    """One Adam step on the first training batch; asserts a finite loss and that every trainable
+    parameter moved, but those whose names contain a string of ``unmoved``. Returns the batch."""
+    import torch
+
+    sample = first_batch(task)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    loss, _, _ = crit(model, sample)
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    still = {name for name, p in model.named_parameters() if p.requires_grad and torch.equal(before[name], p)}
+    assert still == {name for name in still if any(part in name for part in unmoved)}, still
+    return sample
+
+
+def assert_beam_scores_equal_a_fresh_forward_pass(model, task, sentences, beam=5):
+    """Beam search reorders the encoder output and the decoder's cached states at every step: if it
+    mixed them up, the scores it reports would differ from teacher-forcing its own hypotheses from
+    scratch. Checks every hypothesis of every sentence; returns how many."""
+    import torch
+    from fairseq.sequence_generator import SequenceGenerator
+
+    from fairseq_wae.inference import to_batch
+
+    eos = task.target_dictionary.eos()
+    tokens, lengths = to_batch(task, sentences)
+    generator = SequenceGenerator([model], task.target_dictionary, beam_size=beam)
+    checked = 0
+    with torch.no_grad():
+        results = generator.generate([model], {"net_input": {"src_tokens": tokens, "src_lengths": lengths}})
+        z = model.encoder(tokens, lengths)["z"]
+        for row, nbest in enumerate(results):
+            for hypothesis in nbest:
+                target = hypothesis["tokens"].unsqueeze(0)
+                prev = torch.cat([torch.tensor([[eos]]), target[:, :-1]], dim=1)
+                logits, _ = model.decoder(prev, {"z": z[row : row + 1]})
+                forced = torch.log_softmax(logits, -1).gather(-1, target.unsqueeze(-1)).view(-1)
+                assert torch.allclose(forced, hypothesis["positional_scores"], atol=1e-4)
+                checked += 1
+    return checked

@@ -37,6 +37,8 @@ def inner_records(text):
 @pytest.mark.parametrize("arch,criterion,flags,compare", [
     ("lstm_ae_tiny", "ae_cross_entropy", ["--word-dropout", "0.2"], True),
     ("lstm_wae_tiny", "wae_mmd", ["--mmd-lambda", "10"], True),
+    # the criterions' promise holds for any network: the Transformer through the same path
+    ("transformer_wae_tiny", "wae_mmd", ["--mmd-lambda", "10"], True),
     # --mmd-global estimates MMD on the gathered batch: no single-process run computes the same losses
     # (its per-code gradients are compared below, in process)
     ("lstm_wae_tiny", "wae_mmd", ["--mmd-lambda", "10", "--mmd-global"], False),

@@ -2,7 +2,7 @@
 import sys
 
 
-from helpers import CLI_ENV, REPO, USER_DIR, run
+from helpers import CLI_ENV, REPO, USER_DIR, assert_beam_scores_equal_a_fresh_forward_pass, run
 
 EXTRACT = [sys.executable, REPO / "scripts" / "extract_hypotheses.py"]
 
@@ -32,34 +32,14 @@ def test_overfit_dae_reconstructs_every_sentence_exactly_with_greedy_search(over
 
 
 def test_beam_search_scores_equal_a_fresh_forward_pass(overfit_dae):
-    """Beam search reorders the encoder output and the LSTM states at every step: if it mixed them up,
-    the scores it reports would differ from teacher-forcing its own hypotheses from scratch.
-
-    (Exact reconstruction is not asked of beam search: fairseq ends a sentence once `beam` hypotheses
+    """(Exact reconstruction is not asked of beam search: fairseq ends a sentence once `beam` hypotheses
     have finished, and on a model this peaked, junk that ends early can fill those slots.)"""
-    import torch
-    from fairseq.sequence_generator import SequenceGenerator
-
-    from fairseq_wae.inference import load_autoencoder, to_batch
+    from fairseq_wae.inference import load_autoencoder
 
     data, ckpt, _ = overfit_dae
     model, task = load_autoencoder(str(ckpt / "checkpoint_best.pt"), str(data))
-    eos = task.target_dictionary.eos()
-    tokens, lengths = to_batch(task, (data.parent / "test.txt").read_text().splitlines()[:8])
-    generator = SequenceGenerator([model], task.target_dictionary, beam_size=5)
-    with torch.no_grad():
-        results = generator.generate([model], {"net_input": {"src_tokens": tokens, "src_lengths": lengths}})
-        z = model.encoder(tokens, lengths)["z"]
-        checked = 0
-        for row, nbest in enumerate(results):
-            for hypothesis in nbest:
-                target = hypothesis["tokens"].unsqueeze(0)
-                prev = torch.cat([torch.tensor([[eos]]), target[:, :-1]], dim=1)
-                logits, _ = model.decoder(prev, {"z": z[row : row + 1]})
-                forced = torch.log_softmax(logits, -1).gather(-1, target.unsqueeze(-1)).view(-1)
-                assert torch.allclose(forced, hypothesis["positional_scores"], atol=1e-4)
-                checked += 1
-    assert checked == 8 * 5
+    sentences = (data.parent / "test.txt").read_text().splitlines()[:8]
+    assert assert_beam_scores_equal_a_fresh_forward_pass(model, task, sentences) == 8 * 5
 
 
 def test_prior_sampling_gives_exactly_n_sentences_reproducible_per_seed(overfit_dae, tmp_path):

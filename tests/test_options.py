@@ -6,28 +6,13 @@ import torch
 
 from helpers import run, train_command
 from fairseq_wae.inference import decode, to_batch
-from helpers import build, first_batch
+from helpers import build, one_update
 
 FLAVOUR_OF_ARCH = {"lstm_ae_paper": ("ae_cross_entropy", []), "lstm_vae_paper": ("vae_kl", []),
                    "lstm_wae_paper": ("wae_mmd", []), "lstm_swae_paper": ("wae_mmd", ["--kl-variance-penalty", "1"])}
 MODEL_OPTIONS = [["--encoder-bidirectional"], ["--encoder-layers", "2", "--decoder-layers", "2"],
                  ["--latent-to-decoder", "init"], ["--latent-to-decoder", "concat"], ["--latent-to-decoder", "both"],
                  ["--share-decoder-input-output-embed"]]
-
-
-def one_update(task, model, crit):
-    sample = first_batch(task)
-    before = [p.detach().clone() for p in model.parameters()]
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model.train()
-    loss, _, _ = crit(model, sample)
-    loss.backward()
-    optimizer.step()
-    assert torch.isfinite(loss)
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-    changed = sum(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
-    assert changed == sum(p.requires_grad for p in model.parameters())  # every trainable parameter moved
-    return sample
 
 
 @pytest.mark.parametrize("arch", list(FLAVOUR_OF_ARCH))

@@ -9,6 +9,8 @@ DATA=${DATA:-$repo/data/snli}
 WORK=${WORK:-$repo/work/snli}
 RESULTS=${RESULTS:-$here/results}
 EPOCHS=${EPOCHS:-60}
+TRANSFORMER_EPOCHS=${TRANSFORMER_EPOCHS:-6}
+TRANSFORMER_LR=${TRANSFORMER_LR:-0.001}
 SWEEP_EPOCHS=${SWEEP_EPOCHS:-3}
 BATCH=${BATCH:-64}
 LR=${LR:-0.003}
@@ -20,6 +22,7 @@ LM_CORPUS=${LM_CORPUS:-$repo/../shared/data/lm/news_en_reuters21578_bbc.txt.gz}
 shared_snli=$repo/../shared/data/snli
 MODELS="dae vae wae3 wae10 swae"
 SWEEP="vae-const0.01 vae-const0.1 vae-const0.5 vae-const1"
+TRANSFORMERS="tdae tvae twae"
 
 prepare() {
     local inputs=()
@@ -39,9 +42,21 @@ prepare() {
 # Section 3.1 and the authors' code: 300d word2vec trained on the corpus and frozen, bidirectional
 # 100-unit encoder, 100-unit decoder, 100d z, sentences truncated to 20 words, Adam.
 # Batch 64 and lr 3e-3, not the paper's 128 and 1e-3: 30k sentences, not 90k, give fewer updates (README.md).
-common=(--task sentence_autoencoding --encoder-bidirectional --embed-path "$DATA/word2vec300.txt" --freeze-embed
-        --max-sentence-len 20 --optimizer adam --adam-betas "(0.9,0.999)" --lr "$LR" --clip-norm 5
+common=(--task sentence_autoencoding --max-sentence-len 20 --optimizer adam --adam-betas "(0.9,0.999)" --clip-norm 5
         --batch-size "$BATCH" --cpu --seed 1 --log-format json --log-interval 20 --no-epoch-checkpoints)
+lstm=(--encoder-bidirectional --embed-path "$DATA/word2vec300.txt" --freeze-embed --lr "$LR")
+# Beyond the paper (results/ablations/transformer.md): transformer_*_small (2+2 layers, 256d, 4 heads,
+# 100d z) with its own 256d embeddings, trained from scratch with the usual warm-up.
+transformer=(--lr "$TRANSFORMER_LR" --lr-scheduler inverse_sqrt --warmup-updates 400)
+
+# the sigmoid KL annealing of the VAEs: centred at $1/$2 epochs, the slope of the authors'
+# tanh schedule, stopped at the peak of lambda*KL; word dropout 0, +0.05 per epoch, at most 0.5
+vae_schedule() {
+    echo "--criterion vae_kl --kl-weight 1 --kl-anneal sigmoid
+          --kl-anneal-midpoint $(($1 * $(wc -l < "$DATA/train.txt") / BATCH / $2))
+          --kl-anneal-steepness 0.002 --kl-anneal-stop-at-peak
+          --word-dropout 0 --word-dropout-increment 0.05 --word-dropout-max 0.5"
+}
 
 model_args() {
     case "$1" in
@@ -49,29 +64,32 @@ model_args() {
         wae3)  echo "--arch lstm_wae_paper --criterion wae_mmd --mmd-lambda 3" ;;
         wae10) echo "--arch lstm_wae_paper --criterion wae_mmd --mmd-lambda 10" ;;
         swae)  echo "--arch lstm_swae_paper --criterion wae_mmd --mmd-lambda 3 --kl-variance-penalty 1" ;;
-        # sigmoid annealing to 1 centred at 40/3 epochs (not a fraction of EPOCHS, so that EPOCHS only
-        # says how long training goes on) with the slope of the authors' tanh schedule, stopped at the
-        # peak of lambda*KL; word dropout 0, +0.05 per epoch, at most 0.5
-        vae)   echo "--arch lstm_vae_paper --criterion vae_kl --kl-weight 1 --kl-anneal sigmoid
-                     --kl-anneal-midpoint $((40 * $(wc -l < "$DATA/train.txt") / BATCH / 3))
-                     --kl-anneal-steepness 0.002 --kl-anneal-stop-at-peak
-                     --word-dropout 0 --word-dropout-increment 0.05 --word-dropout-max 0.5" ;;
+        # centred at 40/3 epochs, not a fraction of EPOCHS, so that EPOCHS only says how long training goes on
+        vae)   echo "--arch lstm_vae_paper $(vae_schedule 40 3)" ;;
         vae-const*) echo "--arch lstm_vae_paper --criterion vae_kl --kl-weight ${1#vae-const}" ;;
-        *) echo "unknown model $1; choose from: $MODELS $SWEEP all" >&2; return 1 ;;
+        tdae)  echo "--arch transformer_ae_small --criterion ae_cross_entropy" ;;
+        twae)  echo "--arch transformer_wae_small --criterion wae_mmd --mmd-lambda 3" ;;
+        # centred at 10/3 epochs (as for the LSTM, whatever TRANSFORMER_EPOCHS): past its peak in 6 epochs
+        tvae)  echo "--arch transformer_vae_small $(vae_schedule 10 3)" ;;
+        *) echo "unknown model $1; choose from: $MODELS $SWEEP $TRANSFORMERS all" >&2; return 1 ;;
     esac
 }
 
 train_one() {
     local name=$1 epochs=$EPOCHS args
     args=$(model_args "$name")
-    case "$name" in vae-const*) epochs=$SWEEP_EPOCHS ;; esac
+    local family=("${lstm[@]}")
+    case "$name" in
+        vae-const*) epochs=$SWEEP_EPOCHS ;;
+        t?ae) epochs=$TRANSFORMER_EPOCHS family=("${transformer[@]}") ;;
+    esac
     local log=$WORK/logs/$name.log
     mkdir -p "$WORK/logs" "$WORK/checkpoints/$name"
     # fairseq-train resumes from checkpoint_last.pt: keep the log of the epochs before it
     [ -s "$WORK/checkpoints/$name/checkpoint_last.pt" ] || : > "$log"
     echo "$(date -u +%FT%TZ) train $name ($epochs epochs) -> $log"
     # shellcheck disable=SC2086
-    OMP_NUM_THREADS=1 fairseq-train "$DATA" --user-dir "$repo/fairseq_wae" "${common[@]}" $args \
+    OMP_NUM_THREADS=1 fairseq-train "$DATA" --user-dir "$repo/fairseq_wae" "${common[@]}" "${family[@]}" $args \
         --max-epoch "$epochs" --save-dir "$WORK/checkpoints/$name" >> "$log" 2>&1
     echo "$(date -u +%FT%TZ) done $name"
 }
@@ -111,6 +129,8 @@ case "${1:-}" in
     train)
         if [ "${2:-all}" = all ]; then
             printf '%s\n' $MODELS $SWEEP | xargs -P "$JOBS" -I{} bash "$0" train {}
+        elif [ "$2" = transformers ]; then
+            printf '%s\n' $TRANSFORMERS | xargs -P "$JOBS" -I{} bash "$0" train {}
         else
             train_one "$2"
         fi ;;

@@ -20,15 +20,29 @@ class ExportError(ValueError):
     pass
 
 
+def _network(model) -> str:
+    if "encoder_hidden_size" in model:  # lstm_autoencoder
+        return (f"embeddings {model.get('embed_dim')}, LSTM encoder {model.get('encoder_hidden_size')} x "
+                f"{model.get('encoder_layers')}, decoder {model.get('decoder_hidden_size')} x {model.get('decoder_layers')}")
+    return (f"Transformer, model size {model.get('embed_dim')}, {model.get('encoder_layers')} + "
+            f"{model.get('decoder_layers')} layers, {model.get('attention_heads')} heads, feed-forward "
+            f"{model.get('ffn_embed_dim')}, pooling {model.get('latent_pooling')}, z into the decoder by "
+            f"{model.get('latent_injection')}")
+
+
+def _model_class(name: str) -> str:
+    from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
+
+    return (ARCH_MODEL_REGISTRY.get(name) or MODEL_REGISTRY.get(name)).__name__
+
+
 def _model_card(state, manifest, evaluation, checkpoint) -> str:
     cfg = state["cfg"]
     model, criterion, optimization = cfg["model"], cfg["criterion"], cfg["optimization"]
     lines = [f"# {model.get('_name')} trained with {criterion.get('_name')}", "",
              f"Exported from `{os.path.basename(checkpoint)}` by `fairseq-wae-export`.", "",
              "## Training", "",
-             f"- architecture `{model.get('_name')}`: embeddings {model.get('embed_dim')}, encoder "
-             f"{model.get('encoder_hidden_size')} x {model.get('encoder_layers')}, decoder "
-             f"{model.get('decoder_hidden_size')} x {model.get('decoder_layers')}, z {model.get('latent_dim')} "
+             f"- architecture `{model.get('_name')}`: {_network(model)}, z {model.get('latent_dim')} "
              f"({model.get('latent_head')})",
              "- criterion `" + str(criterion.get("_name")) + "`: " + ", ".join(
                  f"{k}={v}" for k, v in criterion.items() if k not in ("_name", "seed", "update_freq")),
@@ -47,8 +61,9 @@ def _model_card(state, manifest, evaluation, checkpoint) -> str:
         lines += ["## Table 1 row", "", "| " + " | ".join(name for name, _, _ in TABLE1_COLUMNS) + " |",
                   "|" + "---|" * len(TABLE1_COLUMNS), "| " + " | ".join(table1_cells(evaluation["metrics"])) + " |",
                   ""]
-    lines += ["## Use", "", "```python", "from fairseq_wae import LSTMAutoencoderModel",
-              "model = LSTMAutoencoderModel.from_pretrained(\"THIS_FOLDER\")",
+    model_class = _model_class(model.get("_name"))
+    lines += ["## Use", "", "```python", f"from fairseq_wae import {model_class}",
+              f"model = {model_class}.from_pretrained(\"THIS_FOLDER\")",
               "print(model.sample(5, seed=1))", "```", ""]
     return "\n".join(lines)
 

@@ -61,8 +61,8 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
 
     def check_model(self, model) -> None:
         if not model.is_gaussian:
-            raise ValueError("--criterion vae_kl needs a Gaussian latent head: use --arch lstm_vae_* "
-                             "or --latent-head gaussian")
+            raise ValueError("--criterion vae_kl needs a Gaussian latent head: use --arch lstm_vae_* or "
+                             "transformer_vae_*, or --latent-head gaussian")
 
     @property
     def current_kl_weight(self) -> float:

@@ -66,7 +66,7 @@ class WaeMmdCriterion(AutoencoderCrossEntropyCriterion):
     def check_model(self, model) -> None:
         if self.variance_weight > 0 and not model.is_gaussian:
             raise ValueError("--kl-variance-penalty (the stochastic WAE) needs a Gaussian latent head: "
-                             "use --arch lstm_swae_paper or --latent-head gaussian")
+                             "use --arch lstm_swae_paper or transformer_swae_small, or --latent-head gaussian")
 
     def kernel(self, latent_dim: int):
         if self.kernel_name == "rbf":

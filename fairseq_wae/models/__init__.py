@@ -1,1 +1,1 @@
-from fairseq_wae.models import lstm_autoencoder  # noqa: F401
+from fairseq_wae.models import lstm_autoencoder, transformer_autoencoder  # noqa: F401

@@ -1,0 +1,185 @@
+"""What every sentence autoencoder shares, whatever network reads and writes the sentence.
+
+A model is an encoder that reduces a sentence to one vector (``sentence_representation``), the latent
+head that turns it into z (:mod:`fairseq_wae.models.latent`), and a decoder that sees the sentence only
+through z. The criterions read ``extra["latent"]`` and the model's ``latent_dim``, ``is_gaussian`` and
+``schedule_state``: nothing of the network behind them. The LSTM and the Transformer models subclass
+:class:`SentenceEncoder` and :class:`SentenceAutoencoderModel` and change only the network.
+"""
+import logging
+from dataclasses import dataclass, field, fields
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel, register_model_architecture
+from torch import Tensor
+
+from fairseq_wae.checkpoints import DictionaryBinding
+from fairseq_wae.embeddings import load_embedding_weights
+from fairseq_wae.models.latent import LATENT_HEADS
+from fairseq_wae.schedules import ScheduleStateSlot
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SentenceAutoencoderConfig(FairseqDataclass):
+    """Options of every autoencoder: the word embeddings (shared by encoder and decoder) and z."""
+
+    embed_dim: int = field(default=300, metadata={"help": "word embedding size (shared by encoder and decoder)"})
+    embed_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "pretrained embeddings: word2vec/GloVe text or word2vec binary (.bin) file"},
+    )
+    freeze_embed: bool = field(default=False, metadata={"help": "do not train the word embeddings"})
+    latent_dim: int = field(default=100, metadata={"help": "size of the sentence code z"})
+    latent_head: ChoiceEnum(list(LATENT_HEADS)) = field(
+        default="deterministic",
+        metadata={"help": "deterministic z = f(x) (DAE, WAE) or Gaussian q(z|x) (VAE, stochastic WAE)"},
+    )
+    dropout: float = field(default=0.2, metadata={"help": "dropout on embeddings and decoder outputs"})
+    share_decoder_input_output_embed: bool = field(
+        default=False, metadata={"help": "tie the output projection to the word embeddings"}
+    )
+    max_target_positions: int = field(default=1024, metadata={"help": "longest sentence the decoder generates"})
+
+
+def check_positive(cfg, *names: str) -> None:
+    """Refuses a size below 1 at start-up, naming the flag."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+
+
+def check_dropout(cfg, *names: str) -> None:
+    for name in names:
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(cfg, name)}")
+
+
+def build_embedding(cfg, dictionary) -> nn.Embedding:
+    """The word embeddings: N(0, 1/embed_dim), or ``--embed-path`` vectors where it has the word;
+    padding zero; frozen with ``--freeze-embed``."""
+    embed_tokens = nn.Embedding(len(dictionary), cfg.embed_dim, padding_idx=dictionary.pad())
+    nn.init.normal_(embed_tokens.weight, mean=0.0, std=cfg.embed_dim**-0.5)
+    if cfg.embed_path:
+        weights, coverage = load_embedding_weights(cfg.embed_path, dictionary, embed_tokens.weight.detach())
+        embed_tokens.weight.data.copy_(weights)
+        logger.info(f"loaded {cfg.embed_path}: {coverage:.1%} of the {len(dictionary)}-word dictionary found")
+    with torch.no_grad():
+        embed_tokens.weight[dictionary.pad()].zero_()
+    embed_tokens.weight.requires_grad = not cfg.freeze_embed
+    return embed_tokens
+
+
+class TiedOutput(nn.Module):
+    """Scores words by the dot product with their (shared) input embeddings."""
+
+    def __init__(self, embed_tokens: nn.Embedding):
+        super().__init__()
+        self.embed_tokens = embed_tokens
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.embed_tokens.weight)
+
+
+class SentenceEncoder(FairseqEncoder):
+    """A sentence -> one vector (``sentence_representation``, the subclass's network) -> the latent head.
+
+    Its output holds the latent head's tensors alone (``z``, and ``mean``/``logvar`` for a Gaussian
+    head): nothing else of the sentence can reach the decoder. A subclass builds its network and sets
+    ``self.latent_head`` (:func:`~fairseq_wae.models.latent.build_latent_head`); the order it builds
+    them in is the order of the random initialisation, so it is left to each model to keep.
+    """
+
+    latent_head: nn.Module
+
+    def __init__(self, dictionary, max_positions: int):
+        super().__init__(dictionary)
+        self.max_source_positions = max_positions
+
+    def sentence_representation(self, src_tokens: Tensor, src_lengths: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        src_tokens: Tensor,
+        src_lengths: Tensor,
+        latent: Optional[Tensor] = None,
+        sample_posterior: bool = False,
+        noise_generator: Optional[torch.Generator] = None,
+    ) -> Dict[str, Tensor]:
+        """Encodes a batch into ``{"z": ...}`` (plus ``"mean"``/``"logvar"`` for a Gaussian head).
+
+        ``latent`` bypasses the encoder: the decoder is then conditioned on the given codes (prior
+        sampling). A Gaussian head samples z in training or with ``sample_posterior``, else uses the
+        mean; its noise comes from ``noise_generator`` (the criterion's, keyed by update and micro-batch).
+        """
+        if latent is not None:
+            return {"z": latent}
+        return self.latent_head(self.sentence_representation(src_tokens, src_lengths),
+                                sample=self.training or sample_posterior, generator=noise_generator)
+
+    def reorder_encoder_out(self, encoder_out: Dict[str, Tensor], new_order: Tensor) -> Dict[str, Tensor]:
+        return {key: value.index_select(0, new_order) for key, value in encoder_out.items()}
+
+    def max_positions(self) -> int:
+        return self.max_source_positions
+
+
+class SentenceAutoencoderModel(FairseqEncoderDecoderModel):
+    """Sentence autoencoder; ``forward`` also returns the encoder output for the criterion's penalty."""
+
+    def __init__(self, encoder: SentenceEncoder, decoder, dictionary_path=None):
+        super().__init__(encoder, decoder)
+        self.schedule_state = ScheduleStateSlot()
+        self.dictionary_binding = DictionaryBinding(encoder.dictionary, dictionary_path)
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "model.pt", data_name_or_path: str = ".",
+                        **kwargs):
+        """A trained autoencoder as an :class:`~fairseq_wae.hub_interface.AutoencoderHubInterface`.
+
+        ``model_name_or_path``: a folder made by ``fairseq-wae-export`` (weights, dict.txt, tokeniser),
+        or a checkpoint folder with ``checkpoint_file=`` and ``data_name_or_path=`` the data folder.
+        Any fairseq-wae model loads, whichever class this is called on.
+        """
+        from fairseq_wae.hub_interface import load_hub_interface
+
+        return load_hub_interface(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.encoder.latent_head.latent_dim
+
+    @property
+    def is_gaussian(self) -> bool:
+        return self.encoder.latent_head.is_gaussian
+
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, **kwargs):
+        encoder_out = self.encoder(src_tokens, src_lengths, **kwargs)
+        logits, extra = self.decoder(prev_output_tokens, encoder_out)
+        extra["latent"] = encoder_out
+        return logits, extra
+
+
+def architecture_registrar(model_name: str, config_class):
+    """A function registering named architectures of ``model_name``: ``settings`` are a name's defaults,
+    command-line flags still win, and every other option gets the config's default."""
+
+    def register(name: str, **settings):
+        def arch(args):
+            for key, value in settings.items():
+                if getattr(args, key, None) is None:
+                    setattr(args, key, value)
+            for f in fields(config_class):
+                if not hasattr(args, f.name):
+                    setattr(args, f.name, f.default)
+
+        arch.__name__ = name
+        register_model_architecture(model_name, name)(arch)
+
+    return register
