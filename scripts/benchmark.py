@@ -15,6 +15,9 @@ recipe). Prints a markdown table; every figure is measured here, now, on this ma
 - evaluation: seconds to score 10k samples (BLEU, trigram-LM NLL, UnigramKL) and the KenLM build time
   per million words;
 - peak resident memory of a paper-size training run;
+- ``--transformer``: training words/s and peak RSS of transformer_{wae,ae}_small against fairseq's own
+  `transformer` of the same sizes (before and after ours), and greedy prior sampling sentences/s of a
+  Transformer checkpoint against an LSTM one;
 - how the step scales with the vocabulary (5k/20k/50k; ours, the built-in lstm and the output layer,
   in-process on synthetic batches) and where a step goes (torch.profiler, ``--profile``).
 
@@ -48,6 +51,16 @@ BUILTIN = ["--arch", "lstm", "--criterion", "cross_entropy", "--encoder-embed-di
            "--encoder-hidden-size", "100", "--decoder-hidden-size", "100", "--decoder-out-embed-dim", "100",
            "--encoder-layers", "1", "--decoder-layers", "1", "--decoder-attention", "False", "--dropout", "0.2"
            ]
+
+# fairseq's own Transformer translation model at the sizes of transformer_*_small, on the same data
+SMALL_TRANSFORMER = ["--encoder-embed-dim", "256", "--decoder-embed-dim", "256", "--encoder-ffn-embed-dim", "1024",
+                     "--decoder-ffn-embed-dim", "1024", "--encoder-layers", "2", "--decoder-layers", "2",
+                     "--encoder-attention-heads", "4", "--decoder-attention-heads", "4", "--dropout", "0.1"]
+BUILTIN_TRANSFORMER = ["--arch", "transformer", "--criterion", "cross_entropy", *SMALL_TRANSFORMER]
+OURS_TRANSFORMER = {
+    "transformer_wae_small + wae_mmd": ["--arch", "transformer_wae_small", "--criterion", "wae_mmd"],
+    "transformer_ae_small + ae_cross_entropy": ["--arch", "transformer_ae_small", "--criterion", "ae_cross_entropy"],
+}
 
 
 def train_words_per_second(data, arch_flags, updates, task="sentence_autoencoding"):
@@ -357,6 +370,50 @@ def generation_speed(data, checkpoint, count):
     return rows
 
 
+def fairseq_generate_rate(data, checkpoint, flags):
+    """fairseq-generate's own sentences/s (loading left out) and the mean words per hypothesis, greedy,
+    at most 20 words (the recipe's cap)."""
+    result = subprocess.run(["fairseq-generate", data, "--user-dir", USER_DIR, "--path", checkpoint, "--cpu",
+                             "--batch-size", "250", "--beam", "1", "--max-len-b", "20", *flags], env=ENV,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-2000:])
+    lengths = [len(line.split("\t")[2].split()) for line in result.stdout.splitlines() if line.startswith("H-")]
+    return float(re.search(r"([0-9.]+) sentences/s", result.stderr).group(1)), statistics.mean(lengths)
+
+
+def transformer_speed(data, updates, lstm_checkpoint=None, transformer_checkpoint=None, count=2000):
+    """Training words/s of ours against fairseq's `transformer` (measured before and after ours), and
+    prior sampling of the two checkpoints, each on the same data."""
+    translation = translation_view(data)
+    builtin = [train_words_per_second(translation, BUILTIN_TRANSFORMER, updates, task="translation")]
+    ours = {name: train_words_per_second(data, flags, updates) for name, flags in OURS_TRANSFORMER.items()}
+    builtin.append(train_words_per_second(translation, BUILTIN_TRANSFORMER, updates, task="translation"))
+    sampling = {}
+    if lstm_checkpoint and transformer_checkpoint:
+        for name, checkpoint in (("LSTM", lstm_checkpoint), ("Transformer", transformer_checkpoint)):
+            sampling[name] = fairseq_generate_rate(data, checkpoint, ["--task", "prior_sampling", "--num-samples",
+                                                                      str(count), "--seed", "1"])
+    return builtin, ours, sampling
+
+
+def print_transformer_speed(builtin, ours, sampling, count):
+    builtin_wps = statistics.mean(run["wps"] for run in builtin)
+    print("| model | train words/s | vs fairseq transformer (target >= 1.0) | peak RSS MB |\n|---|---|---|---|")
+    for label, run in zip(("before", "after"), builtin):
+        print(f"| fairseq transformer, same sizes ({label} ours) | {run['wps']:.0f} | {run['wps'] / builtin_wps:.2f} | "
+              f"{run['peak_rss_mb']:.0f} |")
+    for name, run in ours.items():
+        print(f"| {name} | {run['wps']:.0f} | {run['wps'] / builtin_wps:.2f} | {run['peak_rss_mb']:.0f} |")
+    print(f"\nfairseq transformer: the mean of its two runs, {builtin_wps:.0f} words/s, is the 1.00 of the ratios")
+    if sampling:
+        (lstm_rate, lstm_length), (rate, length) = sampling["LSTM"], sampling["Transformer"]
+        print(f"\n| greedy prior sampling, {count} sentences | sentences/s | words per sentence |\n|---|---|---|")
+        print(f"| LSTM | {lstm_rate:.0f} | {lstm_length:.1f} |\n| Transformer | {rate:.0f} | {length:.1f} |")
+        print(f"\nTransformer / LSTM: {rate / lstm_rate:.2f}x sentences/s, "
+              f"{rate * length / (lstm_rate * lstm_length):.2f}x words/s")
+
+
 def hub_speed(data, checkpoint, count):
     """Sentences/s of the Python interface against fairseq-generate's own figure (its "sentences/s", which
     leaves out loading), same model and greedy search, at most 20 words (the recipe's cap), side by side;
@@ -364,12 +421,7 @@ def hub_speed(data, checkpoint, count):
     from fairseq_wae import LSTMAutoencoderModel
 
     def generate_rate(flags):
-        result = subprocess.run(["fairseq-generate", data, "--user-dir", USER_DIR, "--path", checkpoint, "--cpu",
-                                 "--batch-size", "250", "--beam", "1", "--max-len-b", "20", *flags], env=ENV,
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(result.stderr[-2000:])
-        return float(re.search(r"([0-9.]+) sentences/s", result.stderr).group(1))
+        return fairseq_generate_rate(data, checkpoint, flags)[0]
 
     def timed(call):
         started = time.perf_counter()
@@ -403,9 +455,19 @@ def main():
     parser.add_argument("--eval-samples", type=int, default=10000, help="0 skips the evaluation timing")
     parser.add_argument("--profile", action="store_true", help="also profile our step with torch.profiler")
     parser.add_argument("--out", help="also write the numbers as JSON")
+    parser.add_argument("--transformer", action="store_true",
+                        help="only the Transformer against fairseq's transformer (and, with --checkpoint and "
+                             "--transformer-checkpoint, prior sampling against the LSTM)")
+    parser.add_argument("--transformer-checkpoint", help="a transformer_*_small checkpoint for --transformer")
     parser.add_argument("--hub", type=int, metavar="N",
                         help="only compare the Python interface with fairseq-generate on N samples (needs --checkpoint)")
     args = parser.parse_args()
+    if args.transformer:
+        count = 2000
+        builtin, ours, sampling = transformer_speed(args.data, args.updates, args.checkpoint,
+                                                    args.transformer_checkpoint, count)
+        print_transformer_speed(builtin, ours, sampling, count)
+        return
     if args.hub:
         if not args.checkpoint:
             parser.error("--hub needs --checkpoint")

@@ -5,6 +5,7 @@
     python examples/snli/report.py table2 --work WORK --data DATA --out results/table2.md
     python examples/snli/report.py figure3 --work WORK --out results/figure3.png
     python examples/snli/report.py figure1 --work WORK --data DATA --out results/figure1.png
+    python examples/snli/report.py transformer --work WORK --data DATA --out results/ablations/transformer.md
 """
 import argparse
 import json
@@ -106,6 +107,98 @@ def table2(args):
     print("\n".join(out))
 
 
+# the Transformer rows (WORK) next to the committed LSTM rows of the same flavour (RESULTS)
+TRANSFORMER_ROWS = (("dae", "tdae", "DAE"), ("vae", "tvae", "VAE (annealed)"), ("wae3", "twae", "WAE lambda=3"))
+READING = "## Reading"
+
+
+def training_summary(log_path):
+    """'E epochs, U updates, T min' from the train records of a fairseq log (or a collected .jsonl). T sums
+    each epoch's train_wall (fairseq's wall clock restarts when a run resumes; validation left out)."""
+    with open(log_path) as f:
+        lines = f.readlines()
+    records = json_log_records(lines, "train") or [json.loads(line.split(" ", 1)[1]) for line in lines
+                                                     if line.startswith("train ")]
+    by_epoch = {record["epoch"]: record for record in records}  # a resumed run may repeat an epoch
+    last = by_epoch[max(by_epoch)]
+    minutes = sum(float(record["train_train_wall"]) for record in by_epoch.values()) / 60
+    return f"{last['epoch']} epochs, {int(float(last['train_num_updates'])):,} updates, {minutes:.0f} min"
+
+
+def code_activity(checkpoint, data, sentences):
+    """Active units of the codes (posterior means for a Gaussian head) of ``sentences``: dimensions whose
+    code varies over the sentences by more than the usual 0.01."""
+    import torch
+
+    from fairseq_wae.inference import encode, load_autoencoder
+    from fairseq_wae.latent_space import active_units
+
+    model, task = load_autoencoder(checkpoint, data)
+    with torch.no_grad():
+        z = torch.cat([encode(model, task, sentences[i:i + 250]) for i in range(0, len(sentences), 250)])
+    return active_units(z), model.latent_dim
+
+
+def transformer(args):
+    """Table 1 rows, latent statistics and samples of the Transformer models next to the LSTM's; keeps
+    the hand-written reading (the section from READING on) of an existing file."""
+    results = os.path.dirname(os.path.abspath(__file__)) + "/results"
+    with open(os.path.join(args.data, "test.txt"), encoding="utf-8") as f:
+        test = [" ".join(line.split()[:20]) for line in f if line.strip()]
+    header = ["| model | BLEU | NLL | UnigramKL | Entropy | AvgLen | KL | MI | active units | training |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    rows, samples = [], []
+    for lstm, ours, label in TRANSFORMER_ROWS:
+        for family, name, folder in (("LSTM", lstm, results), ("Transformer", ours, args.work)):
+            evaluation = os.path.join(folder, "eval", f"{name}.json")
+            if not os.path.exists(evaluation):
+                continue
+            with open(evaluation) as f:
+                cells = table1_cells(json.load(f)["metrics"])
+            latent_path = os.path.join(folder, "eval", f"{name}.latent.json")
+            kl = mi = units = "-"
+            if os.path.exists(latent_path):
+                with open(latent_path) as f:
+                    latent = json.load(f)
+                kl, mi = f"{latent['kl']:.2f}", f"{latent['mutual_information']:.2f}"
+                units = f"{latent['active_units']} / 100"
+            checkpoint = os.path.join(args.work, "checkpoints", name, "checkpoint_last.pt")
+            if units == "-" and family == "Transformer" and os.path.exists(checkpoint):
+                active, dim = code_activity(checkpoint, args.data, test)
+                units = f"{active} / {dim}"
+            log = (os.path.join(args.work, "logs", f"{name}.log") if family == "Transformer"
+                   else os.path.join(results, "logs", f"{name}.jsonl"))
+            trained = training_summary(log) if os.path.exists(log) else "-"
+            rows.append(f"| {family} {label} | " + " | ".join(cells) + f" | {kl} | {mi} | {units} | {trained} |")
+            sample_path = os.path.join(folder, "eval" if family == "Transformer" else "samples",
+                                       f"{name}.samples.txt")
+            if family == "Transformer" and os.path.exists(sample_path):
+                with open(sample_path, encoding="utf-8") as f:
+                    samples += [f"**Transformer {label}**", ""] + [f"- {line.strip()}" for _, line in zip(range(5), f)] + [""]
+    reading = []
+    if os.path.exists(args.out):
+        with open(args.out, encoding="utf-8") as f:
+            text = f.read()
+        if READING in text:
+            reading = [text[text.index(READING):].rstrip()]
+    lines = ["# Beyond the paper: the same criterions on a Transformer", "",
+             *[paragraph for line in provenance(args)[:1] for paragraph in (line, "")],
+             "Transformer rows: `bash examples/snli/run.sh train transformers` (transformer_{ae,vae,wae}_small: "
+             "2+2 layers, 256d, 4 heads, feed-forward 1024, 100d z, mean pooling, z as one memory slot and "
+             "added to every input embedding; own 256d embeddings, Adam lr 1e-3 with inverse-sqrt warm-up "
+             "over 400 updates, batch 64, sentences cut to 20 words), then `bash examples/snli/run.sh "
+             "transformer`. LSTM rows: the committed Table 1 (`results/eval`, 60 epochs). Metrics as in "
+             "Table 1; KL (nats) and MI for the Gaussian models on the test split (`latent_metrics.py`); "
+             "active units: latent dimensions whose code (the posterior mean for the VAE) varies over the "
+             "test sentences by more than 0.01. Training: minutes of fairseq's train_wall summed over the epochs, "
+             "on the 2-core CPU with other runs sharing it (the Transformers: three trainings at once).", "",
+             *header, *rows, "", "## Prior samples (the first 5 of the 10,000 greedy decodings)", "", *samples,
+             *reading]
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines).rstrip() + "\n")
+    print("\n".join(lines))
+
+
 def read_log(path, kind="train_inner"):
     """The ``kind`` records (train_inner, train, valid) of a fairseq json log, in order."""
     with open(path) as f:
@@ -170,7 +263,7 @@ def figure1(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["table1", "table2", "figure3", "figure1"])
+    parser.add_argument("what", choices=["table1", "table2", "figure3", "figure1", "transformer"])
     parser.add_argument("--work", required=True)
     parser.add_argument("--data")
     parser.add_argument("--out", required=True)
@@ -179,7 +272,8 @@ def main():
     args = parser.parse_args()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # importing fairseq sets the root logger to DEBUG
-    {"table1": table1, "table2": table2, "figure3": figure3, "figure1": figure1}[args.what](args)
+    {"table1": table1, "table2": table2, "figure3": figure3, "figure1": figure1,
+     "transformer": transformer}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the paper's Table 1, Table 2 and Figure 3 (and Figure 1) on SNLI. See README.md here.
-#   bash examples/snli/run.sh prepare | train NAME|all | table1 | table2 | figure3 | figure1
+#   bash examples/snli/run.sh prepare | train NAME|all|transformers | table1 | table2 | figure3 | figure1 | transformer
 # Settings come from the environment (SNLI, DATA, WORK, RESULTS, EPOCHS, BATCH, LR, JOBS, MAX_LEN): README.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -113,6 +113,13 @@ case "${1:-}" in
             else echo "no checkpoint for $name: run '$0 train $name' first" >&2; fi
         done
         python "$here/report.py" table1 --work "$WORK" --data "$DATA" --out "$RESULTS/table1.md" ;;
+    transformer)  # beyond the paper: the Transformer rows next to the LSTM's, results/ablations/transformer.md
+        [ -s "$LM" ] || bash "$0" lm
+        for name in $TRANSFORMERS; do
+            if [ -s "$WORK/checkpoints/$name/checkpoint_last.pt" ]; then evaluate_one "$name"
+            else echo "no checkpoint for $name: run '$0 train $name' first" >&2; fi
+        done
+        python "$here/report.py" transformer --work "$WORK" --data "$DATA" --out "$RESULTS/ablations/transformer.md" ;;
     table2) python "$here/report.py" table2 --work "$WORK" --data "$DATA" --out "$RESULTS/table2.md" ;;
     figure3) python "$here/report.py" figure3 --work "$WORK" --out "$RESULTS/figure3.png" ;;
     figure1) python "$here/report.py" figure1 --work "$WORK" --data "$DATA" --out "$RESULTS/figure1.png" ;;
@@ -134,5 +141,6 @@ case "${1:-}" in
         else
             train_one "$2"
         fi ;;
-    *) echo "usage: $0 prepare | train NAME|all | table1 | table2 | figure3 | figure1 | collect" >&2; exit 2 ;;
+    *) echo "usage: $0 prepare | train NAME|all|transformers | table1 | table2 | figure3 | figure1 | transformer | collect" >&2
+       exit 2 ;;
 esac
