@@ -36,3 +36,31 @@ def test_table1_rows_side_by_side_with_the_paper_and_its_provenance(tmp_path):
     assert "wae3 25 epochs / 10,450 updates" in text
     assert "1,234 greedy decodings of prior samples, at most 17 words" in text
     assert "| DAE |" not in text  # no evaluation, no row
+
+
+def test_transformer_rows_next_to_the_committed_lstm_rows_keep_the_written_reading(tmp_path):
+    work, data = tmp_path / "work", tmp_path / "data"
+    for folder in (work / "eval", work / "logs", data):
+        folder.mkdir(parents=True)
+    (data / "test.txt").write_text("a man sleeps .\n")
+    measured = {"bleu": 1.3, "nll_bits_per_word": 7.71, "unigram_kl": 2.065, "entropy": 1.77, "avg_len": 7.0}
+    (work / "eval" / "tvae.json").write_text(json.dumps({"name": "tvae", "metrics": measured}))
+    (work / "eval" / "tvae.latent.json").write_text(json.dumps({"kl": 0.0045, "mutual_information": -0.4,
+                                                                "active_units": 0}))
+    (work / "eval" / "tvae.samples.txt").write_text("".join(f"sample {i}\n" for i in range(8)))
+    # epoch 2 logged twice (a run killed after logging it, then resumed): counted once
+    epochs = [(1, 300, 418), (2, 290, 836), (2, 290, 836), (3, 310, 1254)]
+    (work / "logs" / "tvae.log").write_text("".join(
+        "2026-11-26 16:00:00 | INFO | train | " + json.dumps({"epoch": e, "train_train_wall": str(w),
+                                                              "train_num_updates": str(u), "train_wall": "20"}) + "\n"
+        for e, w, u in epochs))
+    out = tmp_path / "transformer.md"
+    out.write_text("# old\n\n## Reading\n\nWhat the numbers say.\n")
+    run([*REPORT, "transformer", "--work", work, "--data", data, "--out", out])
+    text = out.read_text()
+    assert ("| Transformer VAE (annealed) | 1.30 | 7.71 | 2.065 | 1.77 | 7.0 | 0.00 | -0.40 | 0 / 100 | "
+            "3 epochs, 1,254 updates, 15 min |") in text
+    assert "| LSTM VAE (annealed) | 8.34 |" in text  # from the committed results/eval/vae.json
+    assert "- sample 4\n" in text and "sample 5" not in text
+    assert "# old" not in text and text.rstrip().endswith("## Reading\n\nWhat the numbers say.")
+    assert "| Transformer DAE |" not in text  # no evaluation, no row
