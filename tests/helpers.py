@@ -124,3 +124,13 @@ def assert_beam_scores_equal_a_fresh_forward_pass(model, task, sentences, beam=5
                 assert torch.allclose(forced, hypothesis["positional_scores"], atol=1e-4)
                 checked += 1
     return checked
+
+
+def generated_sentences(output: str):
+    """fairseq-generate's hypotheses (H- lines) in the order of their ids."""
+    found = {}
+    for line in output.splitlines():
+        if line.startswith("H-"):
+            head, _, text = line.split("\t")
+            found[int(head[2:])] = text
+    return [found[i] for i in range(len(found))]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from sacremoses import MosesDetokenizer
 
-from helpers import CLI_ENV, REPO, USER_DIR, run
+from helpers import CLI_ENV, REPO, USER_DIR, generated_sentences, run
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +22,6 @@ def training_sentences(data):
     return (data.parent / "train.txt").read_text().splitlines()
 
 
-def generated(output):
-    found = {}
-    for line in output.splitlines():
-        if line.startswith("H-"):
-            head, _, text = line.split("\t")
-            found[int(head[2:])] = text
-    return [found[i] for i in range(len(found))]
-
-
 def test_raw_text_in_reconstructs_every_training_sentence_detokenised(hub, overfit_dae):
     detokenize = MosesDetokenizer(lang="en").detokenize
     raw = [detokenize(s.split()).capitalize() for s in training_sentences(overfit_dae[0])]
@@ -43,7 +34,7 @@ def test_decoding_the_codes_equals_fairseq_generate(hub, overfit_dae):
     sentences = (data.parent / "test.txt").read_text().splitlines()
     out = run(["fairseq-generate", data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--path",
                ckpt / "checkpoint_best.pt", "--gen-subset", "test", "--beam", "1", "--cpu"]).stdout
-    assert hub.decode(hub.encode(sentences, tokenize=False), tokenize=False) == generated(out)
+    assert hub.decode(hub.encode(sentences, tokenize=False), tokenize=False) == generated_sentences(out)
 
 
 def test_samples_do_not_depend_on_the_batch_and_equal_prior_sampling(hub, overfit_dae):
@@ -52,7 +43,7 @@ def test_samples_do_not_depend_on_the_batch_and_equal_prior_sampling(hub, overfi
     assert samples[1] == samples[5] == samples[12]
     out = run(["fairseq-generate", data, "--user-dir", USER_DIR, "--task", "prior_sampling", "--num-samples", "12",
                "--seed", "5", "--path", ckpt / "checkpoint_best.pt", "--beam", "1", "--cpu"]).stdout
-    assert samples[1] == generated(out)
+    assert samples[1] == generated_sentences(out)
     assert hub.sample(12, seed=6, tokenize=False) != samples[1]
 
 

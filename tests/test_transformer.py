@@ -13,6 +13,7 @@ from helpers import (
     assert_beam_scores_equal_a_fresh_forward_pass,
     build,
     first_batch,
+    generated_sentences,
     one_update,
     preprocess,
     run,
@@ -45,14 +46,8 @@ def overfit_transformer(tmp_path_factory):
 
 
 def generate(data, checkpoint, *flags):
-    out = run(["fairseq-generate", data, "--user-dir", USER_DIR, "--path", checkpoint, "--cpu", "--beam", "1",
-               *flags]).stdout
-    found = {}
-    for line in out.splitlines():
-        if line.startswith("H-"):
-            head, _, text = line.split("\t")
-            found[int(head[2:])] = text
-    return [found[i] for i in range(len(found))]
+    return generated_sentences(run(["fairseq-generate", data, "--user-dir", USER_DIR, "--path", checkpoint, "--cpu",
+                                    "--beam", "1", *flags]).stdout)
 
 
 def test_the_tiny_transformer_dae_reconstructs_every_sentence_through_fairseq_generate(overfit_transformer):

@@ -139,6 +139,22 @@ class SentenceAutoencoderModel(FairseqEncoderDecoderModel):
         self.dictionary_binding = DictionaryBinding(encoder.dictionary, dictionary_path)
 
     @classmethod
+    def check_config(cls, cfg) -> None:
+        """Refuses nonsense options at start-up, naming the flag."""
+
+    @classmethod
+    def build_network(cls, cfg, dictionary, embed_tokens: nn.Embedding):
+        """(encoder, decoder) sharing ``embed_tokens``: what a model subclass defines."""
+        raise NotImplementedError
+
+    @classmethod
+    def build_model(cls, cfg, task):
+        cls.check_config(cfg)
+        dictionary = task.source_dictionary
+        encoder, decoder = cls.build_network(cfg, dictionary, build_embedding(cfg, dictionary))
+        return cls(encoder, decoder, getattr(task, "dictionary_path", None))
+
+    @classmethod
     def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "model.pt", data_name_or_path: str = ".",
                         **kwargs):
         """A trained autoencoder as an :class:`~fairseq_wae.hub_interface.AutoencoderHubInterface`.

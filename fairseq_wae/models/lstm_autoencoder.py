@@ -19,7 +19,6 @@ from fairseq_wae.models.autoencoder import (
     SentenceEncoder,
     TiedOutput,
     architecture_registrar,
-    build_embedding,
     check_dropout,
     check_positive,
 )
@@ -137,15 +136,14 @@ class LSTMSentenceDecoder(FairseqIncrementalDecoder):
 @register_model("lstm_autoencoder", dataclass=LSTMAutoencoderConfig)
 class LSTMAutoencoderModel(SentenceAutoencoderModel):
     @classmethod
-    def build_model(cls, cfg, task):
+    def check_config(cls, cfg) -> None:
         check_positive(cfg, "embed_dim", "encoder_hidden_size", "encoder_layers", "decoder_hidden_size",
                        "decoder_layers", "latent_dim")
         check_dropout(cfg, "dropout")
-        dictionary = task.source_dictionary
-        embed_tokens = build_embedding(cfg, dictionary)
-        encoder = LSTMSentenceEncoder(cfg, dictionary, embed_tokens)
-        decoder = LSTMSentenceDecoder(cfg, dictionary, embed_tokens)
-        return cls(encoder, decoder, getattr(task, "dictionary_path", None))
+
+    @classmethod
+    def build_network(cls, cfg, dictionary, embed_tokens: nn.Embedding):
+        return LSTMSentenceEncoder(cfg, dictionary, embed_tokens), LSTMSentenceDecoder(cfg, dictionary, embed_tokens)
 
 
 _architecture = architecture_registrar("lstm_autoencoder", LSTMAutoencoderConfig)

@@ -28,7 +28,6 @@ from fairseq_wae.models.autoencoder import (
     SentenceEncoder,
     TiedOutput,
     architecture_registrar,
-    build_embedding,
     check_dropout,
     check_positive,
 )
@@ -67,19 +66,6 @@ class TransformerAutoencoderConfig(SentenceAutoencoderConfig):
     latent_memory_slots: int = field(
         default=1, metadata={"help": "memory vectors z is projected to (--latent-injection memory or both)"}
     )
-
-
-def check_config(cfg) -> None:
-    """Refuses nonsense sizes at start-up, naming the flag."""
-    check_positive(cfg, "embed_dim", "ffn_embed_dim", "encoder_layers", "decoder_layers", "attention_heads",
-                   "latent_dim", "latent_memory_slots")
-    check_dropout(cfg, "dropout", "attention_dropout", "activation_dropout")
-    if cfg.embed_dim % cfg.attention_heads:
-        raise ValueError(f"--attention-heads {cfg.attention_heads} does not divide --embed-dim {cfg.embed_dim}: "
-                         "each head takes an equal share of the model size")
-    if cfg.latent_injection == "embedding" and cfg.latent_memory_slots != 1:
-        raise ValueError(f"--latent-memory-slots {cfg.latent_memory_slots} has no effect with --latent-injection "
-                         "embedding: use --latent-injection memory or both")
 
 
 def fairseq_layer_config(cfg) -> TransformerConfig:
@@ -204,14 +190,22 @@ class TransformerSentenceDecoder(FairseqIncrementalDecoder):
 @register_model("transformer_autoencoder", dataclass=TransformerAutoencoderConfig)
 class TransformerAutoencoderModel(SentenceAutoencoderModel):
     @classmethod
-    def build_model(cls, cfg, task):
-        check_config(cfg)
-        dictionary = task.source_dictionary
-        embed_tokens = build_embedding(cfg, dictionary)
+    def check_config(cls, cfg) -> None:
+        check_positive(cfg, "embed_dim", "ffn_embed_dim", "encoder_layers", "decoder_layers", "attention_heads",
+                       "latent_dim", "latent_memory_slots")
+        check_dropout(cfg, "dropout", "attention_dropout", "activation_dropout")
+        if cfg.embed_dim % cfg.attention_heads:
+            raise ValueError(f"--attention-heads {cfg.attention_heads} does not divide --embed-dim {cfg.embed_dim}: "
+                             "each head takes an equal share of the model size")
+        if cfg.latent_injection == "embedding" and cfg.latent_memory_slots != 1:
+            raise ValueError(f"--latent-memory-slots {cfg.latent_memory_slots} has no effect with --latent-injection "
+                             "embedding: use --latent-injection memory or both")
+
+    @classmethod
+    def build_network(cls, cfg, dictionary, embed_tokens: nn.Embedding):
         layer_cfg = fairseq_layer_config(cfg)
-        encoder = TransformerSentenceEncoder(cfg, layer_cfg, dictionary, embed_tokens)
-        decoder = TransformerSentenceDecoder(cfg, layer_cfg, dictionary, embed_tokens)
-        return cls(encoder, decoder, getattr(task, "dictionary_path", None))
+        return (TransformerSentenceEncoder(cfg, layer_cfg, dictionary, embed_tokens),
+                TransformerSentenceDecoder(cfg, layer_cfg, dictionary, embed_tokens))
 
 
 _architecture = architecture_registrar("transformer_autoencoder", TransformerAutoencoderConfig)
