@@ -14,7 +14,7 @@ import os
 import shutil
 import socket
 import zipfile
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -104,6 +104,16 @@ def load_checkpoint_state(path: str) -> Dict:
         return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as e:  # torch raises many kinds on a damaged file
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+
+
+def training_progress(state: Dict) -> Tuple[int, int, int]:
+    """(updates, epochs completed, batches into the next epoch) of a fairseq checkpoint's contents.
+
+    Once an epoch is over fairseq saves the iterator of the next one (its epoch number, 0 batches in)."""
+    updates = int(state.get("optimizer_history", [{}])[-1].get("num_updates", 0))
+    iterator = state.get("extra_state", {}).get("train_iterator", {})
+    epoch, batches = int(iterator.get("epoch", 1)), int(iterator.get("iterations_in_epoch", 0))
+    return updates, epoch - 1, batches
 
 
 def _checkpoints_newest_first(save_dir: str) -> List[str]:

@@ -1,5 +1,6 @@
 """The Transformer autoencoder: trained by the unchanged criterions, decoded by the unchanged tools, and
 its decoder sees the sentence only through z."""
+import re
 import subprocess
 import sys
 
@@ -84,6 +85,8 @@ def test_the_python_interface_interactive_mode_and_the_scripts_take_the_transfor
     run([sys.executable, REPO / "scripts" / "export_model.py", "--checkpoint", checkpoint, "--data", data, "--out", out])
     card = (out / "README.md").read_text()
     assert "Transformer, model size 32, 1 + 1 layers, 4 heads" in card
+    updates, epochs = map(int, re.search(r"(\d+) updates, (\d+) epochs", card).groups())
+    assert updates == 5 * epochs  # 50 sentences in batches of 10: fairseq's saved epoch is the next one
     assert "TransformerAutoencoderModel.from_pretrained" in card
     hub = TransformerAutoencoderModel.from_pretrained(str(out))
     assert hub.decode(hub.encode(sentences[:10], tokenize=False), tokenize=False) == sentences[:10]
@@ -163,5 +166,16 @@ def test_the_decoder_sees_the_sentence_only_through_z(toy_data, options):
 def test_nonsense_flags_are_refused_naming_the_flag(toy_data, tmp_path, flags, message):
     result = run(train_command(toy_data, tmp_path / "ckpt", *flags, arch="transformer_wae_tiny", epochs=1),
                  check=False)
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
+
+
+@pytest.mark.parametrize("arch,criterion,message", [
+    ("transformer", "wae_mmd", "--arch transformer (TransformerModel) is not a sentence autoencoder"),
+    ("transformer_vae_tiny", "cross_entropy", "--criterion cross_entropy is not an autoencoder objective"),
+])
+def test_a_model_or_criterion_from_outside_the_plugin_is_refused_at_start_up(toy_data, tmp_path, arch, criterion,
+                                                                            message):
+    result = run(train_command(toy_data, tmp_path / "ckpt", arch=arch, criterion=criterion, epochs=1), check=False)
     assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "ckpt" / "checkpoint_last.pt").exists()

@@ -30,6 +30,13 @@ def _network(model) -> str:
             f"{model.get('latent_injection')}")
 
 
+def _progress(state) -> str:
+    from fairseq_wae.checkpoints import training_progress
+
+    updates, epochs, batches = training_progress(state)
+    return f"{updates} updates, {epochs} epochs" + (f" and {batches} batches of the next" if batches else "")
+
+
 def _model_class(name: str) -> str:
     from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
 
@@ -46,8 +53,7 @@ def _model_card(state, manifest, evaluation, checkpoint) -> str:
              f"({model.get('latent_head')})",
              "- criterion `" + str(criterion.get("_name")) + "`: " + ", ".join(
                  f"{k}={v}" for k, v in criterion.items() if k not in ("_name", "seed", "update_freq")),
-             f"- updates {state.get('optimizer_history', [{}])[-1].get('num_updates')}, epoch "
-             f"{state.get('extra_state', {}).get('train_iterator', {}).get('epoch')}, lr {optimization.get('lr')}, "
+             f"- {_progress(state)}, lr {optimization.get('lr')}, "
              f"batch size {cfg['dataset'].get('batch_size')}, seed {cfg['common'].get('seed')}", ""]
     if manifest:
         lines += ["## Data", "", f"- inputs: {', '.join(i['path'] for i in manifest.get('inputs', []))}",

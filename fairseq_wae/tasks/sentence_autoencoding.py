@@ -22,6 +22,7 @@ from omegaconf import II, open_dict
 
 from fairseq_wae.checkpoints import CheckpointError, check_checkpoint_file, dictionary_fingerprint, guard_save_dir
 from fairseq_wae.corpus import read_manifest, sha256_of
+from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +191,11 @@ class SentenceAutoencodingTask(FairseqTask):
             with open_dict(cfg):
                 cfg.embed_path = None
         model = super().build_model(cfg, from_checkpoint)
+        if not isinstance(model, SentenceAutoencoderModel):
+            raise ValueError(f"--arch {getattr(cfg, '_name', None) or getattr(cfg, 'arch', '?')} "
+                             f"({type(model).__name__}) is not a sentence autoencoder: --task {self.cfg._name} "
+                             "needs one of fairseq-wae's (--arch lstm_*_paper, transformer_*_small, their *_tiny "
+                             "sizes, lstm_autoencoder or transformer_autoencoder)")
         if not from_checkpoint and "fairseq_cli.train" in sys.modules and _resolved(self.cfg, "save_dir") is not None:
             # fairseq-train (or fairseq-hydra-train) builds its model here, before it resumes from the save dir
             self.model_in_training = model
@@ -222,7 +228,10 @@ class SentenceAutoencodingTask(FairseqTask):
 
     def build_criterion(self, cfg):
         criterion = super().build_criterion(cfg)
-        if self.model_in_training is not None and hasattr(criterion, "check_model"):
+        if not hasattr(criterion, "check_model"):
+            raise ValueError(f"--criterion {cfg._name} is not an autoencoder objective (no KL or MMD term on z, no "
+                             "word dropout): use ae_cross_entropy (the DAE), vae_kl or wae_mmd")
+        if self.model_in_training is not None:
             criterion.check_model(self.model_in_training)  # at start-up, not at the first update
         return criterion
 
