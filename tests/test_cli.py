@@ -1,4 +1,5 @@
 """End to end through the real fairseq-preprocess / fairseq-train / fairseq-generate CLI."""
+import json
 import os
 import re
 import shutil
@@ -54,6 +55,21 @@ def test_vae_schedules_show_in_the_log_and_the_checkpoint(trained):
     state = torch.load(save_dir / "checkpoint_last.pt", weights_only=False)
     saved = state["model"]["schedule_state._extra_state"]
     assert set(saved) == {"first_weight", "average", "trough", "peak", "frozen_weight"}
+
+
+def test_fairseq_validate_gives_the_loss_the_training_validated(toy_data, tmp_path):
+    """The annealed KL weight is that of the checkpoint's last update, not of update 0."""
+    log = train(toy_data, tmp_path, "--kl-anneal", "sigmoid", "--kl-anneal-midpoint", "60", "--kl-anneal-steepness",
+                "0.05", arch="lstm_vae_tiny", criterion="vae_kl")
+    last = [r for r in log if "valid_loss" in r][-1]
+    out = run(["fairseq-validate", toy_data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--path",
+               tmp_path / "checkpoint_last.pt", "--valid-subset", "valid", "--batch-size", "32", "--cpu",
+               "--log-format", "json"])
+    line = [line for line in (out.stdout + out.stderr).splitlines() if "| valid |" in line][-1]
+    validated = json.loads(line[line.index("{"):])  # fairseq-validate's record has no epoch
+    assert float(last["valid_kl_weight"]) > 0.5  # at update 114; at update 0 it is 0.047
+    for key in ("valid_loss", "valid_nll_loss", "valid_kl", "valid_kl_weight"):
+        assert validated[key] == last[key], key
 
 
 def test_the_checkpoint_reloads_and_decodes_every_test_sentence_closer_to_its_own_input(trained, toy_data):

@@ -106,6 +106,7 @@ class SentenceAutoencodingTask(FairseqTask):
         self.dictionary_path = dictionary_path
         self.epoch = 1
         self.model_in_training = self.criterion_in_training = None
+        self.saved_progress = None
 
     @classmethod
     def setup_task(cls, cfg: SentenceAutoencodingConfig, **kwargs):
@@ -233,7 +234,24 @@ class SentenceAutoencodingTask(FairseqTask):
                              "word dropout): use ae_cross_entropy (the DAE), vae_kl or wae_mmd")
         if self.model_in_training is not None:
             criterion.check_model(self.model_in_training)  # at start-up, not at the first update
+        elif self.saved_progress is not None:
+            # fairseq-validate: the schedules where the checkpoint's training left them, so that the
+            # loss is the one its training validated (an annealed KL weight is not that of update 0)
+            criterion.set_training_progress(self.saved_progress["num_updates"], self.saved_progress["epoch"])
         return criterion
+
+    def state_dict(self):
+        """What fairseq keeps in a checkpoint's ``task_state`` and gives back to the evaluation tools
+        (not to a resumed fairseq-train): the criterion's update and epoch at the last step."""
+        state = dict(super().state_dict())
+        if self.criterion_in_training is not None:
+            state["training_progress"] = {"num_updates": self.criterion_in_training.num_updates, "epoch": self.epoch}
+        return state
+
+    def load_state_dict(self, state_dict):
+        state = dict(state_dict)
+        self.saved_progress = state.pop("training_progress", None)
+        super().load_state_dict(state)
 
     def begin_epoch(self, epoch, model):
         self.epoch = epoch
