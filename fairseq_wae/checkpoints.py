@@ -192,8 +192,23 @@ def _release(lock: str, me: str) -> None:
         pass
 
 
-def guard_save_dir(save_dir: str, restore_file: str, dictionary_fingerprint: Dict, lock: bool = True) -> None:
-    """What fairseq-train must know before it resumes from ``save_dir`` (see the module's docstring)."""
+def check_same_model_class(state: Dict, model_class: type, arch: Optional[str], resume: str) -> None:
+    """Refuses to resume a network of one class (LSTM, Transformer) with another, naming both archs."""
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    saved_arch = (state.get("cfg") or {}).get("model", {}).get("_name")
+    saved_class = ARCH_MODEL_REGISTRY.get(saved_arch)
+    if saved_class is not None and saved_class is not model_class:
+        raise CheckpointError(
+            f"{resume}, which this run would resume from, holds a {saved_class.__name__} (--arch {saved_arch}), "
+            f"but this run builds a {model_class.__name__} (--arch {arch}): resume with --arch {saved_arch}, or "
+            "train into another --save-dir")
+
+
+def guard_save_dir(save_dir: str, restore_file: str, dictionary_fingerprint: Dict, lock: bool = True,
+                   model_class: Optional[type] = None, arch: Optional[str] = None) -> None:
+    """What fairseq-train must know before it resumes from ``save_dir`` (see the module's docstring);
+    with ``model_class``, also that the checkpoint holds a model of that class."""
     if os.path.exists(save_dir) and not os.path.isdir(save_dir):
         raise CheckpointError(f"--save-dir {save_dir} is a file, not a folder")
     if lock:
@@ -201,6 +216,9 @@ def guard_save_dir(save_dir: str, restore_file: str, dictionary_fingerprint: Dic
         recover_last_checkpoint(save_dir)
     resume = os.path.join(save_dir, "checkpoint_last.pt") if restore_file == "checkpoint_last.pt" else restore_file
     if os.path.exists(resume):
-        trained = checkpoint_dictionary(load_checkpoint_state(resume))
+        state = load_checkpoint_state(resume)
+        if model_class is not None:
+            check_same_model_class(state, model_class, arch, resume)
+        trained = checkpoint_dictionary(state)
         check_same_dictionary(trained, dictionary_fingerprint, f"{resume}, which this run would resume from,",
                               ", or train into another --save-dir")

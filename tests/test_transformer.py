@@ -179,3 +179,15 @@ def test_a_model_or_criterion_from_outside_the_plugin_is_refused_at_start_up(toy
     result = run(train_command(toy_data, tmp_path / "ckpt", arch=arch, criterion=criterion, epochs=1), check=False)
     assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
+
+
+def test_resuming_a_transformer_save_dir_with_an_lstm_arch_names_both(toy_data, tmp_path):
+    run(train_command(toy_data, tmp_path, arch="transformer_wae_tiny", epochs=1))
+    saved = (tmp_path / "checkpoint_last.pt").read_bytes()
+    result = run(train_command(toy_data, tmp_path, arch="lstm_wae_tiny", epochs=2), check=False)
+    assert result.returncode != 0
+    assert ("holds a TransformerAutoencoderModel (--arch transformer_wae_tiny), but this run builds a "
+            "LSTMAutoencoderModel (--arch lstm_wae_tiny)") in result.stderr, result.stderr[-2000:]
+    assert (tmp_path / "checkpoint_last.pt").read_bytes() == saved
+    # the same network under its other name resumes
+    run(train_command(toy_data, tmp_path, arch="transformer_ae_tiny", epochs=2))

@@ -201,10 +201,10 @@ class SentenceAutoencodingTask(FairseqTask):
             # fairseq-train (or fairseq-hydra-train) builds its model here, before it resumes from the save dir
             self.model_in_training = model
             if not self.cfg.no_save:
-                self._guard_save_dir(model)
+                self._guard_save_dir(model, getattr(cfg, "_name", None) or getattr(cfg, "arch", None))
         return model
 
-    def _guard_save_dir(self, model) -> None:
+    def _guard_save_dir(self, model, arch: str) -> None:
         """Lock the save dir and mend a truncated checkpoint_last.pt (the first worker alone, the others
         wait for it), then refuse to resume from a checkpoint of another dictionary."""
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -214,7 +214,8 @@ class SentenceAutoencodingTask(FairseqTask):
         error = None
         if first_worker:
             try:
-                guard_save_dir(self.cfg.save_dir, self.cfg.restore_file, fingerprint)
+                guard_save_dir(self.cfg.save_dir, self.cfg.restore_file, fingerprint, model_class=type(model),
+                               arch=arch)
             except CheckpointError as e:
                 error = e
         if distributed:
