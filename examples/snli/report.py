@@ -125,56 +125,61 @@ def training_summary(log_path):
     return f"{last['epoch']} epochs, {int(float(last['train_num_updates'])):,} updates, {minutes:.0f} min"
 
 
-def code_activity(checkpoint, data, sentences):
-    """Active units of the codes (posterior means for a Gaussian head) of ``sentences``: dimensions whose
-    code varies over the sentences by more than the usual 0.01."""
+def code_activity(checkpoint, data):
+    """Active units of the codes (posterior means for a Gaussian head) of the test split, cut to 20 words
+    as in training: dimensions whose code varies over the sentences by more than the usual 0.01."""
     import torch
 
     from fairseq_wae.inference import encode, load_autoencoder
     from fairseq_wae.latent_space import active_units
 
+    with open(os.path.join(data, "test.txt"), encoding="utf-8") as f:
+        sentences = [" ".join(line.split()[:20]) for line in f if line.strip()]
     model, task = load_autoencoder(checkpoint, data)
     with torch.no_grad():
         z = torch.cat([encode(model, task, sentences[i:i + 250]) for i in range(0, len(sentences), 250)])
     return active_units(z), model.latent_dim
 
 
+def model_row(label, name, folder, log, checkpoint=None, data=None):
+    """One row of the Transformer table from ``folder``/eval (None without an evaluation); the active
+    units of a deterministic model's codes are measured from ``checkpoint`` when it is there."""
+    evaluation = os.path.join(folder, "eval", f"{name}.json")
+    if not os.path.exists(evaluation):
+        return None
+    with open(evaluation) as f:
+        cells = table1_cells(json.load(f)["metrics"])
+    latent_path = os.path.join(folder, "eval", f"{name}.latent.json")
+    kl = mi = units = "-"
+    if os.path.exists(latent_path):
+        with open(latent_path) as f:
+            latent = json.load(f)
+        kl, mi = f"{latent['kl']:.2f}", f"{latent['mutual_information']:.2f}"
+        units = f"{latent['active_units']} / 100"
+    elif checkpoint and os.path.exists(checkpoint):
+        active, dim = code_activity(checkpoint, data)
+        units = f"{active} / {dim}"
+    trained = training_summary(log) if os.path.exists(log) else "-"
+    return f"| {label} | " + " | ".join(cells) + f" | {kl} | {mi} | {units} | {trained} |"
+
+
 def transformer(args):
     """Table 1 rows, latent statistics and samples of the Transformer models next to the LSTM's; keeps
     the hand-written reading (the section from READING on) of an existing file."""
     results = os.path.dirname(os.path.abspath(__file__)) + "/results"
-    with open(os.path.join(args.data, "test.txt"), encoding="utf-8") as f:
-        test = [" ".join(line.split()[:20]) for line in f if line.strip()]
     header = ["| model | BLEU | NLL | UnigramKL | Entropy | AvgLen | KL | MI | active units | training |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     rows, samples = [], []
     for lstm, ours, label in TRANSFORMER_ROWS:
-        for family, name, folder in (("LSTM", lstm, results), ("Transformer", ours, args.work)):
-            evaluation = os.path.join(folder, "eval", f"{name}.json")
-            if not os.path.exists(evaluation):
-                continue
-            with open(evaluation) as f:
-                cells = table1_cells(json.load(f)["metrics"])
-            latent_path = os.path.join(folder, "eval", f"{name}.latent.json")
-            kl = mi = units = "-"
-            if os.path.exists(latent_path):
-                with open(latent_path) as f:
-                    latent = json.load(f)
-                kl, mi = f"{latent['kl']:.2f}", f"{latent['mutual_information']:.2f}"
-                units = f"{latent['active_units']} / 100"
-            checkpoint = os.path.join(args.work, "checkpoints", name, "checkpoint_last.pt")
-            if units == "-" and family == "Transformer" and os.path.exists(checkpoint):
-                active, dim = code_activity(checkpoint, args.data, test)
-                units = f"{active} / {dim}"
-            log = (os.path.join(args.work, "logs", f"{name}.log") if family == "Transformer"
-                   else os.path.join(results, "logs", f"{name}.jsonl"))
-            trained = training_summary(log) if os.path.exists(log) else "-"
-            rows.append(f"| {family} {label} | " + " | ".join(cells) + f" | {kl} | {mi} | {units} | {trained} |")
-            sample_path = os.path.join(folder, "eval" if family == "Transformer" else "samples",
-                                       f"{name}.samples.txt")
-            if family == "Transformer" and os.path.exists(sample_path):
-                with open(sample_path, encoding="utf-8") as f:
-                    samples += [f"**Transformer {label}**", ""] + [f"- {line.strip()}" for _, line in zip(range(5), f)] + [""]
+        rows.append(model_row(f"LSTM {label}", lstm, results, os.path.join(results, "logs", f"{lstm}.jsonl")))
+        row = model_row(f"Transformer {label}", ours, args.work, os.path.join(args.work, "logs", f"{ours}.log"),
+                        os.path.join(args.work, "checkpoints", ours, "checkpoint_last.pt"), args.data)
+        rows.append(row)
+        sample_path = os.path.join(args.work, "eval", f"{ours}.samples.txt")
+        if row is not None and os.path.exists(sample_path):
+            with open(sample_path, encoding="utf-8") as f:
+                samples += [f"**Transformer {label}**", ""] + [f"- {line.strip()}" for _, line in zip(range(5), f)] + [""]
+    rows = [row for row in rows if row is not None]
     reading = []
     if os.path.exists(args.out):
         with open(args.out, encoding="utf-8") as f:
