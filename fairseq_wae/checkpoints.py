@@ -192,13 +192,18 @@ def _release(lock: str, me: str) -> None:
         pass
 
 
-def check_same_model_class(state: Dict, model_class: type, arch: Optional[str], resume: str) -> None:
-    """Refuses to resume a network of one class (LSTM, Transformer) with another, naming both archs."""
+def saved_model_class(state: Dict) -> Optional[type]:
+    """The model class that a checkpoint's --arch (or model name) registers; None when unknown."""
     from fairseq.models import ARCH_MODEL_REGISTRY
 
-    saved_arch = (state.get("cfg") or {}).get("model", {}).get("_name")
-    saved_class = ARCH_MODEL_REGISTRY.get(saved_arch)
+    return ARCH_MODEL_REGISTRY.get((state.get("cfg") or {}).get("model", {}).get("_name"))
+
+
+def check_same_model_class(state: Dict, model_class: type, arch: Optional[str], resume: str) -> None:
+    """Refuses to resume a network of one class (LSTM, Transformer) with another, naming both archs."""
+    saved_class = saved_model_class(state)
     if saved_class is not None and saved_class is not model_class:
+        saved_arch = state["cfg"]["model"]["_name"]
         raise CheckpointError(
             f"{resume}, which this run would resume from, holds a {saved_class.__name__} (--arch {saved_arch}), "
             f"but this run builds a {model_class.__name__} (--arch {arch}): resume with --arch {saved_arch}, or "

@@ -20,16 +20,6 @@ class ExportError(ValueError):
     pass
 
 
-def _network(model) -> str:
-    if "encoder_hidden_size" in model:  # lstm_autoencoder
-        return (f"embeddings {model.get('embed_dim')}, LSTM encoder {model.get('encoder_hidden_size')} x "
-                f"{model.get('encoder_layers')}, decoder {model.get('decoder_hidden_size')} x {model.get('decoder_layers')}")
-    return (f"Transformer, model size {model.get('embed_dim')}, {model.get('encoder_layers')} + "
-            f"{model.get('decoder_layers')} layers, {model.get('attention_heads')} heads, feed-forward "
-            f"{model.get('ffn_embed_dim')}, pooling {model.get('latent_pooling')}, z into the decoder by "
-            f"{model.get('latent_injection')}")
-
-
 def _progress(state) -> str:
     from fairseq_wae.checkpoints import training_progress
 
@@ -37,19 +27,13 @@ def _progress(state) -> str:
     return f"{updates} updates, {epochs} epochs" + (f" and {batches} batches of the next" if batches else "")
 
 
-def _model_class(name: str) -> str:
-    from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
-
-    return (ARCH_MODEL_REGISTRY.get(name) or MODEL_REGISTRY.get(name)).__name__
-
-
-def _model_card(state, manifest, evaluation, checkpoint) -> str:
+def _model_card(state, model_class, manifest, evaluation, checkpoint) -> str:
     cfg = state["cfg"]
     model, criterion, optimization = cfg["model"], cfg["criterion"], cfg["optimization"]
     lines = [f"# {model.get('_name')} trained with {criterion.get('_name')}", "",
              f"Exported from `{os.path.basename(checkpoint)}` by `fairseq-wae-export`.", "",
              "## Training", "",
-             f"- architecture `{model.get('_name')}`: {_network(model)}, z {model.get('latent_dim')} "
+             f"- architecture `{model.get('_name')}`: {model_class.describe_network(model)}, z {model.get('latent_dim')} "
              f"({model.get('latent_head')})",
              "- criterion `" + str(criterion.get("_name")) + "`: " + ", ".join(
                  f"{k}={v}" for k, v in criterion.items() if k not in ("_name", "seed", "update_freq")),
@@ -67,9 +51,8 @@ def _model_card(state, manifest, evaluation, checkpoint) -> str:
         lines += ["## Table 1 row", "", "| " + " | ".join(name for name, _, _ in TABLE1_COLUMNS) + " |",
                   "|" + "---|" * len(TABLE1_COLUMNS), "| " + " | ".join(table1_cells(evaluation["metrics"])) + " |",
                   ""]
-    model_class = _model_class(model.get("_name"))
-    lines += ["## Use", "", "```python", f"from fairseq_wae import {model_class}",
-              f"model = {model_class}.from_pretrained(\"THIS_FOLDER\")",
+    lines += ["## Use", "", "```python", f"from fairseq_wae import {model_class.__name__}",
+              f"model = {model_class.__name__}.from_pretrained(\"THIS_FOLDER\")",
               "print(model.sample(5, seed=1))", "```", ""]
     return "\n".join(lines)
 
@@ -96,11 +79,20 @@ def export(checkpoint: str, data: str, out: str, evaluation: str = None) -> dict
         if foreign:
             raise ExportError(f"--out {out} holds {', '.join(sorted(foreign))}, not written by an export")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if state.get("cfg", {}).get("model", {}).get("_name") is None:
-        raise ExportError(f"{checkpoint} has no model config: not a fairseq-wae checkpoint")
     from fairseq.data import Dictionary
 
-    from fairseq_wae.checkpoints import check_same_dictionary, checkpoint_dictionary, dictionary_fingerprint
+    from fairseq_wae.checkpoints import (
+        check_same_dictionary,
+        checkpoint_dictionary,
+        dictionary_fingerprint,
+        saved_model_class,
+    )
+    from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
+
+    if state.get("cfg", {}).get("model", {}).get("_name") is None:
+        raise ExportError(f"{checkpoint} has no model config: not a fairseq-wae checkpoint")
+    if not issubclass(saved_model_class(state) or object, SentenceAutoencoderModel):
+        raise ExportError(f"{checkpoint} holds --arch {state['cfg']['model']['_name']}: not a fairseq-wae autoencoder")
 
     dictionary = os.path.join(data, "dict.txt")
     check_same_dictionary(checkpoint_dictionary(state), dictionary_fingerprint(Dictionary.load(dictionary), dictionary),
@@ -123,7 +115,7 @@ def export(checkpoint: str, data: str, out: str, evaluation: str = None) -> dict
             shutil.copyfile(os.path.join(data, name), os.path.join(out, name))
             written.append(name)
     with open(os.path.join(out, "README.md"), "w") as f:
-        f.write(_model_card(state, manifest, evaluation_report, checkpoint))
+        f.write(_model_card(state, saved_model_class(state), manifest, evaluation_report, checkpoint))
     written.append("README.md")
     for name in set(previous.get("files", [])) - set(written):
         os.remove(os.path.join(out, name))

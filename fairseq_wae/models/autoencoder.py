@@ -143,6 +143,11 @@ class SentenceAutoencoderModel(FairseqEncoderDecoderModel):
         """Refuses nonsense options at start-up, naming the flag."""
 
     @classmethod
+    def describe_network(cls, cfg) -> str:
+        """The network's sizes in words, for a model card (``cfg``: the checkpoint's model config)."""
+        raise NotImplementedError
+
+    @classmethod
     def build_network(cls, cfg, dictionary, embed_tokens: nn.Embedding):
         """(encoder, decoder) sharing ``embed_tokens``: what a model subclass defines."""
         raise NotImplementedError

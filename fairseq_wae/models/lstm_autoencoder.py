@@ -142,6 +142,11 @@ class LSTMAutoencoderModel(SentenceAutoencoderModel):
         check_dropout(cfg, "dropout")
 
     @classmethod
+    def describe_network(cls, cfg) -> str:
+        return (f"embeddings {cfg.get('embed_dim')}, LSTM encoder {cfg.get('encoder_hidden_size')} x "
+                f"{cfg.get('encoder_layers')}, decoder {cfg.get('decoder_hidden_size')} x {cfg.get('decoder_layers')}")
+
+    @classmethod
     def build_network(cls, cfg, dictionary, embed_tokens: nn.Embedding):
         return LSTMSentenceEncoder(cfg, dictionary, embed_tokens), LSTMSentenceDecoder(cfg, dictionary, embed_tokens)
 

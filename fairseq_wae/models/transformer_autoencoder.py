@@ -202,6 +202,13 @@ class TransformerAutoencoderModel(SentenceAutoencoderModel):
                              "embedding: use --latent-injection memory or both")
 
     @classmethod
+    def describe_network(cls, cfg) -> str:
+        return (f"Transformer, model size {cfg.get('embed_dim')}, {cfg.get('encoder_layers')} + "
+                f"{cfg.get('decoder_layers')} layers, {cfg.get('attention_heads')} heads, feed-forward "
+                f"{cfg.get('ffn_embed_dim')}, pooling {cfg.get('latent_pooling')}, z into the decoder by "
+                f"{cfg.get('latent_injection')}")
+
+    @classmethod
     def build_network(cls, cfg, dictionary, embed_tokens: nn.Embedding):
         layer_cfg = fairseq_layer_config(cfg)
         return (TransformerSentenceEncoder(cfg, layer_cfg, dictionary, embed_tokens),

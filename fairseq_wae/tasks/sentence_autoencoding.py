@@ -192,8 +192,9 @@ class SentenceAutoencodingTask(FairseqTask):
             with open_dict(cfg):
                 cfg.embed_path = None
         model = super().build_model(cfg, from_checkpoint)
+        arch = getattr(cfg, "_name", None) or getattr(cfg, "arch", None)
         if not isinstance(model, SentenceAutoencoderModel):
-            raise ValueError(f"--arch {getattr(cfg, '_name', None) or getattr(cfg, 'arch', '?')} "
+            raise ValueError(f"--arch {arch or '?'} "
                              f"({type(model).__name__}) is not a sentence autoencoder: --task {self.cfg._name} "
                              "needs one of fairseq-wae's (--arch lstm_*_paper, transformer_*_small, their *_tiny "
                              "sizes, lstm_autoencoder or transformer_autoencoder)")
@@ -201,7 +202,7 @@ class SentenceAutoencodingTask(FairseqTask):
             # fairseq-train (or fairseq-hydra-train) builds its model here, before it resumes from the save dir
             self.model_in_training = model
             if not self.cfg.no_save:
-                self._guard_save_dir(model, getattr(cfg, "_name", None) or getattr(cfg, "arch", None))
+                self._guard_save_dir(model, arch)
         return model
 
     def _guard_save_dir(self, model, arch: str) -> None:
