@@ -382,13 +382,20 @@ def fairseq_generate_rate(data, checkpoint, flags):
     return float(re.search(r"([0-9.]+) sentences/s", result.stderr).group(1)), statistics.mean(lengths)
 
 
+def train_against_builtin(data, builtin_flags, ours, updates):
+    """([fairseq's built-in model before ours, after ours], {name: ours}) training runs on the same data:
+    the two built-in runs show the machine's noise during ours."""
+    translation = translation_view(data)
+    builtin = [train_words_per_second(translation, builtin_flags, updates, task="translation")]
+    measured = {name: train_words_per_second(data, flags, updates) for name, flags in ours.items()}
+    builtin.append(train_words_per_second(translation, builtin_flags, updates, task="translation"))
+    return builtin, measured
+
+
 def transformer_speed(data, updates, lstm_checkpoint=None, transformer_checkpoint=None, count=2000):
     """Training words/s of ours against fairseq's `transformer` (measured before and after ours), and
     prior sampling of the two checkpoints, each on the same data."""
-    translation = translation_view(data)
-    builtin = [train_words_per_second(translation, BUILTIN_TRANSFORMER, updates, task="translation")]
-    ours = {name: train_words_per_second(data, flags, updates) for name, flags in OURS_TRANSFORMER.items()}
-    builtin.append(train_words_per_second(translation, BUILTIN_TRANSFORMER, updates, task="translation"))
+    builtin, ours = train_against_builtin(data, BUILTIN_TRANSFORMER, OURS_TRANSFORMER, updates)
     sampling = {}
     if lstm_checkpoint and transformer_checkpoint:
         for name, checkpoint in (("LSTM", lstm_checkpoint), ("Transformer", transformer_checkpoint)):
@@ -485,10 +492,7 @@ def main():
     vocab = len(Dictionary.load(os.path.join(args.data, "dict.txt")))
     report = {"machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}, threads 1", "vocabulary": vocab}
 
-    translation = translation_view(args.data)
-    builtin = [train_words_per_second(translation, BUILTIN, args.updates, task="translation")]
-    report["ours"] = {name: train_words_per_second(args.data, flags, args.updates) for name, flags in OURS.items()}
-    builtin.append(train_words_per_second(translation, BUILTIN, args.updates, task="translation"))
+    builtin, report["ours"] = train_against_builtin(args.data, BUILTIN, OURS, args.updates)
     builtin_wps = statistics.mean(run["wps"] for run in builtin)
     report["builtin_lstm_wps"] = [run["wps"] for run in builtin]
     torch.set_num_threads(1)
