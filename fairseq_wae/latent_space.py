@@ -6,7 +6,7 @@ any head, the last three functions compare encoded codes with the prior N(0, I) 
 (used by scripts/latent_coverage.py).
 """
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor
@@ -40,13 +40,28 @@ def active_units(mean: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
     return int((mean.var(dim=0) > threshold).sum().item())
 
 
-def gaussian_posterior_stats(latent: Dict[str, Tensor]) -> Dict[str, float]:
-    """What the criterions log of a batch's q(z|x): the mean posterior variance, and (batches of two
-    or more) the active units."""
-    stats = {"posterior_var": latent["logvar"].detach().exp().mean().item()}
-    if latent["mean"].size(0) > 1:
-        stats["active_units"] = float(active_units(latent["mean"].detach()))
-    return stats
+def active_units_from_sums(mean_sum: Tensor, mean_square_sum: Tensor, count) -> Optional[float]:
+    """:func:`active_units` from per-dimension sums of the posterior means and of their squares over
+    ``count`` sentences: statistics that add up over micro-batches and workers, so that one process,
+    ``--update-freq N`` and N workers count the same units. None for fewer than two sentences."""
+    count = float(count)
+    if count < 2:
+        return None
+    mean_sum, mean_square_sum = torch.as_tensor(mean_sum).double(), torch.as_tensor(mean_square_sum).double()
+    variance = (mean_square_sum - mean_sum.pow(2) / count) / (count - 1)
+    return float((variance > ACTIVE_UNIT_THRESHOLD).sum())
+
+
+#: The keys of :func:`gaussian_posterior_stats` that are sums to be added up, not sentence means.
+GAUSSIAN_SUMMED_STATISTICS = ("latent_mean_sum", "latent_mean_square_sum")
+
+
+def gaussian_posterior_stats(latent: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """What the criterions log of a batch's q(z|x), as tensors: the mean posterior variance (a sentence
+    mean), and the per-dimension sums from which :func:`active_units_from_sums` counts active units."""
+    mean = latent["mean"].detach().double()
+    return {"posterior_var": latent["logvar"].detach().exp().mean(),
+            "latent_mean_sum": mean.sum(0), "latent_mean_square_sum": mean.pow(2).sum(0)}
 
 
 @torch.no_grad()

@@ -43,7 +43,7 @@ def test_penalty_is_weighed_against_the_per_token_mean_cross_entropy(toy_data):
     model.eval()
     _, _, log = crit(model, first_batch(task))
     per_token = log["loss"].item() / log["ntokens"]
-    expected = log["nll_loss"].item() / log["ntokens"] + 7 * log["mmd"] / log["nsentences"]
+    expected = log["nll_loss"].item() / log["ntokens"] + 7 * log["mmd"].item() / log["nsentences"]
     assert per_token == pytest.approx(expected, rel=1e-5)
 
 
@@ -103,11 +103,21 @@ def test_vae_reconstructs_from_the_posterior_mean_in_evaluation(toy_data):
     assert not torch.equal(c["z"], a["mean"])
 
 
-def test_a_one_sentence_batch_skips_mmd_instead_of_nan(toy_data):
-    task, model, crit = build(toy_data, "lstm_wae_tiny", "wae_mmd")
+@pytest.mark.parametrize("arch,criterion", [("lstm_ae_tiny", "ae_cross_entropy"), ("lstm_vae_tiny", "vae_kl"),
+                                             ("lstm_wae_tiny", "wae_mmd"), ("lstm_vae_tiny", "wae_mmd")])
+def test_every_batch_logs_the_same_keys_of_the_same_types_and_a_lone_sentence_skips_mmd(toy_data, arch, criterion):
+    # fairseq sums logging outputs key by key with the first output's keys, numbers and tensors apart
+    task, model, crit = build(toy_data, arch, criterion)
     model.train()
-    loss, _, log = crit(model, first_batch(task, size=1))
-    assert torch.isfinite(loss) and log["mmd_skipped"] == 1 and "mmd" not in log
+    loss, _, lone = crit(model, first_batch(task, size=1))
+    _, _, full = crit(model, first_batch(task, size=16))
+    assert torch.isfinite(loss)
+    assert list(lone) == list(full)
+    assert all(torch.is_tensor(lone[k]) == torch.is_tensor(full[k]) for k in full)
+    assert all(not torch.is_tensor(v) or v.shape == full[k].shape for k, v in lone.items())
+    if criterion == "wae_mmd":
+        assert lone["mmd_skipped"] == 1 and lone["mmd_sentences"] == 0 and lone["mmd"] == 0
+        assert full["mmd_skipped"] == 0 and full["mmd_sentences"] == 16 and full["mmd"] != 0
 
 
 def test_prior_draws_differ_between_micro_batches_and_repeat_with_the_seed(toy_data):
@@ -115,10 +125,10 @@ def test_prior_draws_differ_between_micro_batches_and_repeat_with_the_seed(toy_d
     model.eval()  # no word dropout: the prior draw alone moves the MMD estimate
     sample = first_batch(task)
     crit.set_training_progress(5, 1)
-    first, second = (crit(model, sample)[2]["mmd"] for _ in range(2))  # two micro-batches of one update
+    first, second = (crit(model, sample)[2]["mmd"].item() for _ in range(2))  # two micro-batches of one update
     crit.set_training_progress(6, 1)
     crit.set_training_progress(5, 1)
-    again = crit(model, sample)[2]["mmd"]
+    again = crit(model, sample)[2]["mmd"].item()
     assert first != second and first == again
     # word dropout and the prior draw from generators of their own, however many draws came before
     crit.set_training_progress(7, 1)
@@ -140,14 +150,22 @@ def test_free_bits_penalise_only_the_kl_above_the_floor_in_each_dimension(toy_da
     assert plain.latent_penalty(model, latent, None)[0].item() == pytest.approx(0.7 * 2.005)
 
 
-def test_non_finite_loss_names_the_update(toy_data):
-    task, model, crit = build(toy_data, "lstm_wae_tiny", "wae_mmd")
+@pytest.mark.parametrize("precision,raises", [([], True), (["--bf16"], True), (["--fp16"], False), (["--amp"], False)])
+def test_a_non_finite_loss_is_named_unless_a_loss_scaler_handles_it(toy_data, precision, raises):
+    # the step itself never reads the loss back; the task asks check_finite when fairseq's trainer re-runs a
+    # non-finite update (float32, --bf16: fairseq has no scaler) and after each validation batch
+    task, model, crit = build(toy_data, "lstm_wae_tiny", "wae_mmd", *precision)
     with torch.no_grad():
         model.decoder.output_projection.bias.fill_(math.nan)
     crit.set_training_progress(41, 1)
     model.train()
-    with pytest.raises(FloatingPointError, match="non-finite loss at update 42"):
-        crit(model, first_batch(task))
+    loss, _, log = crit(model, first_batch(task))
+    assert not torch.isfinite(loss)
+    if raises:
+        with pytest.raises(FloatingPointError, match=r"non-finite loss at update 42 \(cross-entropy nan, weighted penalty"):
+            crit.check_finite(log, "update 42")
+    else:
+        crit.check_finite(log, "update 42")  # the loss scaler skips the step and lowers the scale
 
 
 STOP_AT_PEAK = ["--kl-anneal", "sigmoid", "--kl-anneal-stop-at-peak"]
@@ -236,7 +254,7 @@ def test_a_penalty_key_the_criterion_does_not_declare_is_an_error_not_a_lost_met
                        ("lstm_vae_tiny", "wae_mmd"), ("lstm_wae_tiny", "wae_mmd")):
         task, model, crit = build(toy_data, arch, name)
         _, _, log = crit(model, first_batch(task))  # every key each criterion logs is declared
-        declared = set(crit.sentence_mean_metrics) | set(crit.count_metrics)
+        declared = set(crit.sentence_mean_metrics) | set(crit.count_metrics) | set(crit.summed_statistics)
         assert set(log) - {"loss", "nll_loss", "ntokens", "nsentences", "sample_size"} <= declared
 
     class WithANewPenalty(WaeMmdCriterion):
@@ -245,5 +263,5 @@ def test_a_penalty_key_the_criterion_does_not_declare_is_an_error_not_a_lost_met
             return penalty, {**logs, "my_new_term": 1.0}
 
     crit.__class__ = WithANewPenalty
-    with pytest.raises(KeyError, match="WithANewPenalty logs 'my_new_term', which it declares in neither"):
+    with pytest.raises(KeyError, match="WithANewPenalty logs 'my_new_term', which it declares in none of"):
         crit(model, first_batch(task))

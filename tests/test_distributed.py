@@ -205,3 +205,33 @@ def test_per_code_gradients_of_two_workers_equal_one_process(toy_data, kernel, m
     # the penalty carries real weight here: without it the gradients differ by far more than the tolerance
     no_penalty = _code_gradients(toy_data, ["--mmd-lambda", "0", "--seed", "4"], batch)
     assert (no_penalty - one_process).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("arch,criterion,flags,single", [
+    # the stochastic WAE logs every kind of key: sentence means, counts, and the posterior means' sums
+    ("lstm_vae_tiny", "wae_mmd", ["--kl-variance-penalty", "1"], ["--update-freq", "2"]),
+    # the MMD of the batch gathered from both workers is that of one process on the concatenated batch
+    ("lstm_wae_tiny", "wae_mmd", ["--mmd-global"], ["--batch-size", "3"]),
+])
+def test_a_one_sentence_batch_on_one_worker_logs_what_one_process_logs(tmp_path, arch, criterion, flags, single):
+    # 3 sentences in batches of 2: one worker gets 2 sentences, the other 1, every update. fairseq sums the
+    # logging outputs of both in one buffer under the first one's keys: any key or type that differed
+    # between the batches would abort gloo or mix up the numbers.
+    from helpers import preprocess, toy_sentences
+
+    sentences = toy_sentences(3, seed=5)
+    data = preprocess(tmp_path, {"train": sentences, "valid": sentences})
+    flags = [f if f != "16" else "2" for f in common_flags(arch, criterion)] + flags
+    flags[flags.index("--max-update") + 1] = "6"
+    two = launch(data, *flags)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run(["fairseq-train", data, *flags, "--cpu", *single])
+    distributed, alone = inner_records(two.stdout + two.stderr), inner_records(one.stdout + one.stderr)
+    assert [int(r["num_updates"]) for r in distributed] == [int(r["num_updates"]) for r in alone] == list(range(1, 7))
+    metrics = ["loss", "nll_loss", "mmd", "weighted_mmd"]
+    if arch == "lstm_vae_tiny":
+        metrics += ["variance_kl", "posterior_var", "active_units", "mmd_skipped"]
+    for a, b in zip(distributed, alone):
+        assert float(a["bsz"]) == float(b["bsz"]) == 3
+        for metric in metrics:
+            assert float(a[metric]) == pytest.approx(float(b[metric]), abs=2e-3), (metric, a, b)

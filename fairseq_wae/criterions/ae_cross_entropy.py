@@ -3,6 +3,11 @@
 A subclass changes only :meth:`AutoencoderCrossEntropyCriterion.latent_penalty`. The penalty is a
 per-sentence mean weighed against the per-token mean cross-entropy, as in the authors' code; since
 fairseq sums the loss over tokens, it is multiplied by the batch's token count.
+
+Whatever the model's precision (``--fp16``, ``--bf16``, ``--amp``), the loss, the penalties and the
+statistics they log are computed in float32 with autocast off, as fairseq upcasts before its own
+log-softmax: a kernel sum over a batch of 128 codes passes float16's maximum. The step keeps every
+logged value a tensor and reads nothing back to the host (a synchronisation on a GPU).
 """
 import math
 from dataclasses import dataclass, field
@@ -16,7 +21,8 @@ from fairseq.distributed import utils as distributed_utils
 from omegaconf import II
 from torch import Tensor
 
-from fairseq_wae.options import check_non_negative, check_rate
+from fairseq_wae.latent_space import active_units_from_sums
+from fairseq_wae.options import check_non_negative, check_rate, resolved
 from fairseq_wae.schedules import word_dropout_rate
 from fairseq_wae.seeding import seeded_generator
 
@@ -69,6 +75,9 @@ class AutoencoderCrossEntropyConfig(FairseqDataclass):
     )
     seed: int = II("common.seed")
     update_freq: List[int] = II("optimization.update_freq")
+    # read, not set, here: under a loss scaler an overflow is fairseq's to handle (see check_finite)
+    fp16: bool = II("common.fp16")
+    amp: bool = II("common.amp")
 
 
 @register_criterion("ae_cross_entropy", dataclass=AutoencoderCrossEntropyConfig)
@@ -76,12 +85,19 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
     """Token cross-entropy of the reconstruction, with optional word dropout on decoder inputs.
 
     Each criterion declares what its ``latent_penalty`` logs: ``sentence_mean_metrics`` are logged as
-    ``value * nsentences`` and reported as sentence-weighted means over batches and workers;
-    ``count_metrics`` are summed. Logging an undeclared key is an error, not a metric lost.
+    ``value * nsentences`` and reported as sentence-weighted means over batches and workers (over the
+    sentences counted by the key that ``metric_weights`` names, where it names one); ``count_metrics``
+    are summed; ``summed_statistics`` (tensors of any shape) are summed and read by ``reduce_metrics``
+    alone (the posterior means' sums, from which it counts active units). A criterion logs the same keys, of the same types, for every batch: fairseq sums the
+    logging outputs of all micro-batches and workers key by key, in one buffer for the numbers and one
+    for the tensors, with the keys of the first output. Logging an undeclared key is an error, not a
+    metric lost.
     """
 
     sentence_mean_metrics = ("word_dropout",)
     count_metrics = ()
+    summed_statistics = ()
+    metric_weights: Dict[str, str] = {}
 
     def __init__(self, task, cfg: AutoencoderCrossEntropyConfig):
         super().__init__(task)
@@ -93,6 +109,7 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
         self.word_dropout_max = cfg.word_dropout_max
         self.seed = cfg.seed
         self.update_freq = int(cfg.update_freq[0]) if cfg.update_freq else 1
+        self.loss_scaled = bool(resolved(cfg, "fp16") or resolved(cfg, "amp"))
         self.num_updates = 0
         self.epoch = 1
         self.counted = True
@@ -107,8 +124,9 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
     def check_model(self, model) -> None:
         """Refuses a model this criterion cannot train (called on the first forward)."""
 
-    def latent_penalty(self, model, latent: Dict[str, Tensor], sample) -> Tuple[Tensor, Dict[str, float]]:
-        """The weighted penalty (a per-sentence mean) and the values to log as sentence means."""
+    def latent_penalty(self, model, latent: Dict[str, Tensor], sample) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """The weighted penalty (a per-sentence mean) and the values to log (tensors, declared in
+        ``sentence_mean_metrics`` or ``count_metrics``). ``latent`` is in float32, autocast off."""
         return latent["z"].new_zeros(()), {}
 
     # -- training progress, set by the task --------------------------------------------------------
@@ -165,16 +183,12 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
                                                                                "posterior")}
         logits, extra = model(**net_input)
 
-        nll_loss = reconstruction_loss(logits, sample["target"], self.padding_idx)
-        penalty, penalty_logs = self.latent_penalty(model, extra["latent"], sample)
-        ntokens, nsentences = sample["ntokens"], sample["target"].size(0)
-        loss = nll_loss + penalty * ntokens
-        if not torch.isfinite(loss):
-            phase = f"update {self.num_updates + 1}" if model.training else "validation"
-            raise FloatingPointError(
-                f"non-finite loss at {phase} (cross-entropy {nll_loss.item()}, penalty {penalty.item()}): "
-                "lower --lr, or check --embed-path and the penalty weights"
-            )
+        with torch.autocast(logits.device.type, enabled=False):
+            nll_loss = reconstruction_loss(logits, sample["target"], self.padding_idx)
+            latent = {key: value.float() for key, value in extra["latent"].items()}
+            penalty, penalty_logs = self.latent_penalty(model, latent, sample)
+            ntokens, nsentences = sample["ntokens"], sample["target"].size(0)
+            loss = nll_loss + penalty * ntokens
 
         logging_output = {
             "loss": loss.data,
@@ -185,14 +199,29 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
             "word_dropout": rate * nsentences,
         }
         for key, value in penalty_logs.items():
-            if key in self.count_metrics:
-                logging_output[key] = value
+            if key in self.count_metrics or key in self.summed_statistics:
+                logging_output[key] = value.detach()
             elif key in self.sentence_mean_metrics:
-                logging_output[key] = value * nsentences
+                logging_output[key] = value.detach() * nsentences
             else:
-                raise KeyError(f"{type(self).__name__} logs {key!r}, which it declares in neither "
-                               "sentence_mean_metrics nor count_metrics: it would never be reported")
+                raise KeyError(f"{type(self).__name__} logs {key!r}, which it declares in none of "
+                               "sentence_mean_metrics, count_metrics and summed_statistics: it would never be reported")
         return loss, ntokens, logging_output
+
+    def check_finite(self, logging_output, phase: str) -> None:
+        """Raises a FloatingPointError that names the cross-entropy and the penalty when ``logging_output``'s
+        loss is not finite, unless a loss scaler is at work (``--fp16``, ``--amp``): there an overflow
+        skips the step and lowers the scale, as for fairseq's own criterions. In float32 and ``--bf16``
+        fairseq has no scaler, and stops on non-finite gradients by re-running the update under its NaN
+        detector: the task calls this then (and after each validation batch), never in a normal step."""
+        if self.loss_scaled or torch.isfinite(torch.as_tensor(logging_output["loss"])).all():
+            return
+        loss, nll_loss = float(logging_output["loss"]), float(logging_output["nll_loss"])
+        raise FloatingPointError(
+            f"non-finite loss at {phase} (cross-entropy {nll_loss:.4g}, weighted penalty "
+            f"{(loss - nll_loss) / max(float(logging_output['ntokens']), 1.0):.4g} per token): lower --lr, or "
+            "check --embed-path and the penalty weights"
+        )
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
@@ -206,10 +235,16 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
         present = {key for log in logging_outputs for key in log}
         for key in cls.sentence_mean_metrics:
             if key in present:
-                metrics.log_scalar(key, total(key) / max(nsentences, 1), nsentences, round=4)
+                weight = total(cls.metric_weights[key]) if key in cls.metric_weights else nsentences
+                if weight > 0:
+                    metrics.log_scalar(key, total(key) / weight, weight, round=4)
         for key in cls.count_metrics:
             if key in present:
                 metrics.log_scalar_sum(key, total(key))
+        if "latent_mean_sum" in present:
+            units = active_units_from_sums(total("latent_mean_sum"), total("latent_mean_square_sum"), nsentences)
+            if units is not None:
+                metrics.log_scalar("active_units", units, nsentences, round=2)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

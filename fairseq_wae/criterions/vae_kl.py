@@ -2,13 +2,15 @@
 from dataclasses import dataclass, field
 from typing import Dict, Tuple
 
+import torch
+
 from fairseq.criterions import register_criterion
 from fairseq.dataclass import ChoiceEnum
 from torch import Tensor
 
 from fairseq_wae.criterions.ae_cross_entropy import AutoencoderCrossEntropyConfig, AutoencoderCrossEntropyCriterion
 from fairseq_wae.distributed import global_sums
-from fairseq_wae.latent_space import gaussian_posterior_stats
+from fairseq_wae.latent_space import GAUSSIAN_SUMMED_STATISTICS, gaussian_posterior_stats
 from fairseq_wae.options import check_non_negative
 from fairseq_wae.penalties import gaussian_kl
 from fairseq_wae.schedules import KL_ANNEAL_CHOICES, PeakStopper, kl_weight
@@ -42,7 +44,8 @@ class VaeKlConfig(AutoencoderCrossEntropyConfig):
 @register_criterion("vae_kl", dataclass=VaeKlConfig)
 class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
     sentence_mean_metrics = AutoencoderCrossEntropyCriterion.sentence_mean_metrics + (
-        "kl", "kl_weight", "weighted_kl", "posterior_var", "active_units")
+        "kl", "kl_weight", "weighted_kl", "posterior_var")
+    summed_statistics = GAUSSIAN_SUMMED_STATISTICS
 
     def __init__(self, task, cfg: VaeKlConfig):
         super().__init__(task, cfg)
@@ -56,7 +59,7 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
         self.schedule = dict(schedule=str(cfg.kl_anneal), anneal_steps=cfg.kl_anneal_steps,
                              midpoint=cfg.kl_anneal_midpoint, steepness=cfg.kl_anneal_steepness)
         self.peak_stopper = PeakStopper() if cfg.kl_anneal_stop_at_peak else None
-        self._update_kl, self._update_sentences = 0.0, 0  # this update's KL, summed over its sentences
+        self._update_kl, self._update_sentences = 0.0, 0  # this update's KL (a tensor), summed over its sentences
         self.free_bits = cfg.kl_free_bits
 
     def check_model(self, model) -> None:
@@ -70,7 +73,7 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
             return self.peak_stopper.frozen_weight
         return kl_weight(step=self.num_updates, max_weight=self.max_kl_weight, **self.schedule)
 
-    def latent_penalty(self, model, latent: Dict[str, Tensor], sample) -> Tuple[Tensor, Dict[str, float]]:
+    def latent_penalty(self, model, latent: Dict[str, Tensor], sample) -> Tuple[Tensor, Dict[str, Tensor]]:
         kl_per_dim = gaussian_kl(latent["mean"], latent["logvar"])
         kl = kl_per_dim.sum(-1).mean()
         penalised = kl_per_dim.mean(0).clamp_min(self.free_bits).sum() if self.free_bits > 0 else kl
@@ -78,9 +81,10 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
             self._attach_peak_stopper(model)
         weight = self.current_kl_weight
         if model.training and self.counted and self.peak_stopper is not None:
-            self._update_kl += kl_per_dim.detach().sum().item()
+            self._update_kl = self._update_kl + kl_per_dim.detach().sum()
             self._update_sentences += kl_per_dim.size(0)
-        logs = {"kl": kl.item(), "kl_weight": weight, "weighted_kl": weight * kl.item(),
+        kl = kl.detach()
+        logs = {"kl": kl, "kl_weight": torch.full_like(kl, weight), "weighted_kl": weight * kl,
                 **gaussian_posterior_stats(latent)}
         return weight * penalised, logs
 

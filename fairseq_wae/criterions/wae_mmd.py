@@ -13,7 +13,7 @@ from torch import Tensor
 
 from fairseq_wae.criterions.ae_cross_entropy import AutoencoderCrossEntropyConfig, AutoencoderCrossEntropyCriterion
 from fairseq_wae.distributed import gather_with_local_grad, global_sums, scale_gradient
-from fairseq_wae.latent_space import gaussian_posterior_stats
+from fairseq_wae.latent_space import GAUSSIAN_SUMMED_STATISTICS, gaussian_posterior_stats
 from fairseq_wae.options import check_non_negative
 from fairseq_wae.penalties import AUTHORS_IMQ_C_BASE_PER_DIM, AUTHORS_IMQ_SCALES, imq_kernel, mmd_unbiased, rbf_kernel, variance_kl
 
@@ -43,8 +43,11 @@ class WaeMmdConfig(AutoencoderCrossEntropyConfig):
 @register_criterion("wae_mmd", dataclass=WaeMmdConfig)
 class WaeMmdCriterion(AutoencoderCrossEntropyCriterion):
     sentence_mean_metrics = AutoencoderCrossEntropyCriterion.sentence_mean_metrics + (
-        "mmd", "mmd_weight", "weighted_mmd", "variance_kl", "posterior_var", "active_units")
-    count_metrics = ("mmd_skipped",)
+        "mmd", "mmd_weight", "weighted_mmd", "variance_kl", "posterior_var")
+    count_metrics = ("mmd_skipped", "mmd_sentences")
+    summed_statistics = GAUSSIAN_SUMMED_STATISTICS
+    # a batch too small for the estimate logs an MMD of 0 for its sentences, which its mean leaves out
+    metric_weights = {"mmd": "mmd_sentences", "weighted_mmd": "mmd_sentences"}
 
     def __init__(self, task, cfg: WaeMmdConfig):
         super().__init__(task, cfg)
@@ -73,18 +76,20 @@ class WaeMmdCriterion(AutoencoderCrossEntropyCriterion):
             return rbf_kernel
         return partial(imq_kernel, latent_dim=latent_dim, scales=self.imq_scales, c_base_per_dim=self.imq_c_base_per_dim)
 
-    def latent_penalty(self, model, latent: Dict[str, Tensor], sample) -> Tuple[Tensor, Dict[str, float]]:
+    def latent_penalty(self, model, latent: Dict[str, Tensor], sample) -> Tuple[Tensor, Dict[str, Tensor]]:
         z = gather_with_local_grad(latent["z"]) if self.mmd_global else latent["z"]
-        logs = {"mmd_weight": self.mmd_lambda}
         if z.size(0) < 2:
             # the unbiased estimator needs two codes: a one-sentence batch trains on cross-entropy alone
-            mmd, logs["mmd_skipped"] = z.new_zeros(()), 1
+            mmd = z.new_zeros(())
         else:
             generator = self.random_generator(z.device, "prior", per_worker=not self.mmd_global)
             prior = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
             mmd = mmd_unbiased(z, prior, self.kernel(z.size(1)))
-            logs.update(mmd=mmd.item(), weighted_mmd=self.mmd_lambda * mmd.item())
+        estimated = z.size(0) >= 2
         penalty = self.mmd_lambda * mmd
+        logs = {"mmd": mmd.detach(), "mmd_weight": torch.full_like(mmd, self.mmd_lambda).detach(),
+                "weighted_mmd": penalty.detach(), "mmd_skipped": mmd.new_tensor(float(not estimated)),
+                "mmd_sentences": mmd.new_tensor(float(latent["z"].size(0) if estimated else 0))}
         if self.mmd_global:
             # the caller weighs the penalty by this worker's tokens, and fairseq divides the summed
             # gradients by the global count: a global estimate's gradient must carry the global weight
@@ -92,8 +97,8 @@ class WaeMmdCriterion(AutoencoderCrossEntropyCriterion):
             penalty = scale_gradient(penalty, global_tokens / sample["ntokens"])
         if model.is_gaussian:
             logs.update(gaussian_posterior_stats(latent))
+            variance_penalty = variance_kl(latent["logvar"]).mean()
+            logs["variance_kl"] = variance_penalty.detach()
             if self.variance_weight > 0:
-                variance_penalty = variance_kl(latent["logvar"]).mean()
-                logs["variance_kl"] = variance_penalty.item()
                 penalty = penalty + self.variance_weight * variance_penalty
         return penalty, logs

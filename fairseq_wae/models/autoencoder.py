@@ -115,11 +115,12 @@ class SentenceEncoder(FairseqEncoder):
         """Encodes a batch into ``{"z": ...}`` (plus ``"mean"``/``"logvar"`` for a Gaussian head).
 
         ``latent`` bypasses the encoder: the decoder is then conditioned on the given codes (prior
-        sampling). A Gaussian head samples z in training or with ``sample_posterior``, else uses the
+        sampling), cast to the model's precision (``fairseq-generate --fp16`` halves the model). A
+        Gaussian head samples z in training or with ``sample_posterior``, else uses the
         mean; its noise comes from ``noise_generator`` (the criterion's, keyed by update and micro-batch).
         """
         if latent is not None:
-            return {"z": latent}
+            return {"z": latent.to(next(self.latent_head.parameters()).dtype)}
         return self.latent_head(self.sentence_representation(src_tokens, src_lengths),
                                 sample=self.training or sample_posterior, generator=noise_generator)
 

@@ -40,7 +40,8 @@ class GaussianLatent(nn.Module):
 
     def forward(self, h: Tensor, sample: bool, generator: Optional[torch.Generator] = None) -> Dict[str, Tensor]:
         mean, logvar = self.to_mean(h), self.to_logvar(h)
-        z = reparameterize(mean, logvar, generator) if sample else mean
+        # drawn in float32 whatever the model's precision: the same draws, and exp() cannot overflow
+        z = reparameterize(mean.float(), logvar.float(), generator).to(mean.dtype) if sample else mean
         return {"z": z, "mean": mean, "logvar": logvar}
 
 

@@ -17,12 +17,14 @@ from fairseq.data import (
     data_utils,
 )
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.nan_detector import NanDetector
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, open_dict
 
 from fairseq_wae.checkpoints import CheckpointError, check_checkpoint_file, dictionary_fingerprint, guard_save_dir
 from fairseq_wae.corpus import read_manifest, sha256_of
 from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
+from fairseq_wae.options import resolved
 
 logger = logging.getLogger(__name__)
 
@@ -69,16 +71,6 @@ class AutoencodingDataset(LanguagePairDataset):
             return super().ordered_indices()
 
 
-def _resolved(cfg, key: str):
-    """A config value read through an interpolation (``II``), or None where it cannot be resolved:
-    a task config made by hand, outside a full fairseq config."""
-    try:
-        value = getattr(cfg, key)
-    except Exception:  # omegaconf's interpolation errors
-        return None
-    return None if isinstance(value, str) and value.startswith("${") else value
-
-
 def check_against_manifest(folder: str, name: str) -> None:
     """A data folder made by scripts/prepare_*.py lists each file's checksum in manifest.json: a
     dict.txt or binary that differs is another preparation's, and would scramble the sentences.
@@ -90,6 +82,14 @@ def check_against_manifest(folder: str, name: str) -> None:
         raise ValueError(f"{path} is not the file {os.path.join(folder, 'manifest.json')} lists (checksum differs): "
                          "it comes from another preparation, and its token ids would not match the other files. "
                          "Prepare the folder again with scripts/prepare_corpus.py")
+
+
+def _rerun_by_nan_detector(model) -> bool:
+    """Whether fairseq's trainer is re-running an update under its NanDetector, as it does (hooked into
+    every module) when the update's gradients were not finite and no loss scaler took the overflow:
+    then, and only then, a training step checks its loss on the host and names what went wrong."""
+    module = getattr(model, "module", model)
+    return any(isinstance(getattr(hook, "__self__", None), NanDetector) for hook in module._forward_hooks.values())
 
 
 @register_task("sentence_autoencoding", dataclass=SentenceAutoencodingConfig)
@@ -123,7 +123,7 @@ class SentenceAutoencodingTask(FairseqTask):
         if not os.path.isfile(dict_path):
             raise FileNotFoundError(f"no dictionary at {dict_path}: is {cfg.data} a fairseq-preprocess output folder?")
         check_against_manifest(os.path.dirname(dict_path), "dict.txt")
-        for checkpoint in filter(None, utils.split_paths(_resolved(cfg, "checkpoint_paths") or "")):
+        for checkpoint in filter(None, utils.split_paths(resolved(cfg, "checkpoint_paths") or "")):
             check_checkpoint_file(checkpoint)  # fairseq-generate's --path: before torch.load's tracebacks
         dictionary = Dictionary.load(dict_path)
         logger.info(f"dictionary {dict_path}: {len(dictionary)} types")
@@ -198,7 +198,7 @@ class SentenceAutoencodingTask(FairseqTask):
                              f"({type(model).__name__}) is not a sentence autoencoder: --task {self.cfg._name} "
                              "needs one of fairseq-wae's (--arch lstm_*_paper, transformer_*_small, their *_tiny "
                              "sizes, lstm_autoencoder or transformer_autoencoder)")
-        if not from_checkpoint and "fairseq_cli.train" in sys.modules and _resolved(self.cfg, "save_dir") is not None:
+        if not from_checkpoint and "fairseq_cli.train" in sys.modules and resolved(self.cfg, "save_dir") is not None:
             # fairseq-train (or fairseq-hydra-train) builds its model here, before it resumes from the save dir
             self.model_in_training = model
             if not self.cfg.no_save:
@@ -262,7 +262,17 @@ class SentenceAutoencodingTask(FairseqTask):
         if hasattr(criterion, "set_training_progress"):
             criterion.set_training_progress(update_num, self.epoch, counted=not ignore_grad)
         self.criterion_in_training = criterion
-        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer, update_num,
+                                                                ignore_grad)
+        if hasattr(criterion, "check_finite") and _rerun_by_nan_detector(model):
+            criterion.check_finite(logging_output, f"update {update_num + 1}")
+        return loss, sample_size, logging_output
+
+    def valid_step(self, sample, model, criterion):
+        loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
+        if hasattr(criterion, "check_finite"):
+            criterion.check_finite(logging_output, "validation")
+        return loss, sample_size, logging_output
 
     def optimizer_step(self, optimizer, model, update_num):
         super().optimizer_step(optimizer, model, update_num)
