@@ -44,8 +44,8 @@ class WaeMmdConfig(AutoencoderCrossEntropyConfig):
 class WaeMmdCriterion(AutoencoderCrossEntropyCriterion):
     sentence_mean_metrics = AutoencoderCrossEntropyCriterion.sentence_mean_metrics + (
         "mmd", "mmd_weight", "weighted_mmd", "variance_kl", "posterior_var")
-    count_metrics = ("mmd_skipped", "mmd_sentences")
-    summed_statistics = GAUSSIAN_SUMMED_STATISTICS
+    count_metrics = ("mmd_skipped",)
+    summed_statistics = GAUSSIAN_SUMMED_STATISTICS + ("mmd_sentences",)
     # a batch too small for the estimate logs an MMD of 0 for its sentences, which its mean leaves out
     metric_weights = {"mmd": "mmd_sentences", "weighted_mmd": "mmd_sentences"}
 
