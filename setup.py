@@ -9,6 +9,8 @@ setup(
     license="MIT",
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["fairseq_wae", "fairseq_wae.*"]),
+    # the model yamls fairseq-hydra-train selects an architecture by (pkg://fairseq_wae.config)
+    package_data={"fairseq_wae.config": ["model/*.yaml"]},
     install_requires=[
         # PyPI fairseq 0.12.2 does not import on Python 3.11+; fairseq-fixed is the same module, fixed
         'fairseq==0.12.2; python_version < "3.11"',

@@ -7,14 +7,14 @@ through z. The criterions read ``extra["latent"]`` and the model's ``latent_dim`
 :class:`SentenceEncoder` and :class:`SentenceAutoencoderModel` and change only the network.
 """
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
-from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel, register_model_architecture
+from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel
 from torch import Tensor
 
 from fairseq_wae.checkpoints import DictionaryBinding
@@ -186,22 +186,3 @@ class SentenceAutoencoderModel(FairseqEncoderDecoderModel):
         logits, extra = self.decoder(prev_output_tokens, encoder_out)
         extra["latent"] = encoder_out
         return logits, extra
-
-
-def architecture_registrar(model_name: str, config_class):
-    """A function registering named architectures of ``model_name``: ``settings`` are a name's defaults,
-    command-line flags still win, and every other option gets the config's default."""
-
-    def register(name: str, **settings):
-        def arch(args):
-            for key, value in settings.items():
-                if getattr(args, key, None) is None:
-                    setattr(args, key, value)
-            for f in fields(config_class):
-                if not hasattr(args, f.name):
-                    setattr(args, f.name, f.default)
-
-        arch.__name__ = name
-        register_model_architecture(model_name, name)(arch)
-
-    return register

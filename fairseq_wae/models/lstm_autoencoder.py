@@ -18,10 +18,10 @@ from fairseq_wae.models.autoencoder import (
     SentenceAutoencoderModel,
     SentenceEncoder,
     TiedOutput,
-    architecture_registrar,
     check_dropout,
     check_positive,
 )
+from fairseq_wae.models.architectures import architecture_registrar
 from fairseq_wae.models.latent import build_latent_head
 
 LATENT_TO_DECODER = ChoiceEnum(["init", "concat", "both"])
