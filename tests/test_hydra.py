@@ -1,14 +1,23 @@
 """fairseq-hydra-train: a named architecture is the yaml shipped for it (fairseq's idiom), which builds the
-network --arch builds."""
+network --arch builds; a bare name whose settings a hydra config does not hold is refused, naming the yaml."""
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
-from fairseq_wae.models.architectures import ARCHITECTURES, CONFIG_DIR, architecture_yaml, config_path
-from helpers import USER_DIR
+from fairseq_wae.models.architectures import ARCHITECTURES, CONFIG_DIR, SEARCH_PATH, architecture_yaml, config_path
+from helpers import USER_DIR, generated_sentences, run, train
 
 NAMES = sorted(ARCHITECTURES)
+TINY = {"embed_dim": 32, "encoder_hidden_size": 64, "decoder_hidden_size": 64, "latent_dim": 16}
+# flavour: (the shipped yaml, criterion, sizes changed on top of the yaml by hydra overrides)
+FLAVOURS = {
+    "dae": ("lstm_ae_tiny", {"_name": "ae_cross_entropy"}, {}),
+    "vae": ("lstm_vae_tiny", {"_name": "vae_kl"}, {}),
+    "wae": ("lstm_wae_tiny", {"_name": "wae_mmd"}, {"latent_dim": 32}),
+    "swae": ("lstm_vae_tiny", {"_name": "wae_mmd", "kl_variance_penalty": 1.0}, {}),
+}
 
 
 def arch_config(data, name):
@@ -36,6 +45,38 @@ def shapes(model):
     return {name: tuple(p.shape) for name, p in model.named_parameters()}
 
 
+def hydra_train(folder: Path, data, model, criterion, *overrides, check=True):
+    """The real fairseq-hydra-train on a config written to ``folder`` (``--config-dir``/``--config-name``):
+    ``model`` a shipped yaml's name (selected as hydra defaults) or a model config; 3 updates of 32
+    sentences (a hydra override), saved to folder/ckpt."""
+    config = {
+        "hydra": {"searchpath": [SEARCH_PATH]},
+        "common": {"user_dir": USER_DIR, "cpu": True, "seed": 1},
+        "task": {"_name": "sentence_autoencoding", "data": str(data)},
+        "criterion": criterion,
+        "optimizer": {"_name": "adam"},
+        "lr_scheduler": {"_name": "fixed"},
+        "optimization": {"lr": [0.005], "max_update": 100},
+        "dataset": {"batch_size": 32},
+        "checkpoint": {"save_dir": str(folder / "ckpt"), "no_epoch_checkpoints": True},
+    }
+    if isinstance(model, str):
+        config["defaults"] = [{"model": model}, "_self_"]
+    else:
+        config["model"] = model
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.yaml").write_text(OmegaConf.to_yaml(config))
+    return run(["fairseq-hydra-train", "--config-dir", folder, "--config-name", "run", "optimization.max_update=3",
+                *overrides], cwd=folder, check=check)
+
+
+def generate(data, checkpoint):
+    """fairseq-generate's reconstructions of the toy test split from ``checkpoint``."""
+    return generated_sentences(run([
+        "fairseq-generate", data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--path", checkpoint,
+        "--gen-subset", "test", "--beam", "1", "--batch-size", "32", "--cpu"]).stdout)
+
+
 def test_every_named_architecture_ships_the_yaml_written_from_its_settings():
     from fairseq.models import ARCH_MODEL_INV_REGISTRY
 
@@ -55,3 +96,36 @@ def test_the_shipped_yaml_builds_the_network_arch_builds(toy_data, name):
     options = [key for key in by_yaml if key != "_name"]
     assert {key: str(by_yaml[key]) for key in options} == {key: str(by_arch[key]) for key in options}
     assert shapes(task.build_model(by_yaml)) == shapes(task.build_model(by_arch))
+
+
+@pytest.mark.parametrize("name, criterion", [("lstm_wae_tiny", "wae_mmd"), ("lstm_vae_paper", "vae_kl")])
+def test_a_bare_architecture_name_under_fairseq_hydra_train_is_refused_naming_its_yaml(toy_data, tmp_path, name,
+                                                                                        criterion):
+    result = hydra_train(tmp_path, toy_data, {"_name": name}, {"_name": criterion}, check=False)
+    assert result.returncode != 0
+    assert f"another network than --arch {name}" in result.stderr and config_path(name) in result.stderr
+    assert f"defaults: [model: {name}, _self_]" in result.stderr
+    assert not (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
+
+
+@pytest.mark.parametrize("flavour", list(FLAVOURS))
+def test_each_flavour_trains_through_fairseq_hydra_train_with_the_shipped_tiny_yaml(toy_data, tmp_path, flavour):
+    name, criterion, changed = FLAVOURS[flavour]
+    hydra_train(tmp_path, toy_data, name, criterion, *(f"model.{key}={value}" for key, value in changed.items()))
+    state = torch.load(tmp_path / "ckpt" / "checkpoint_last.pt", weights_only=False)
+    model, expected = state["cfg"]["model"], {**TINY, **changed}
+    assert model["_name"] == "lstm_autoencoder"
+    assert str(model["latent_head"]) == ARCHITECTURES[name].settings["latent_head"]
+    assert {key: model[key] for key in expected} == expected
+    assert {key: state["cfg"]["criterion"][key] for key in criterion} == criterion
+    assert state["optimizer_history"][-1]["num_updates"] == 3
+    assert state["model"]["encoder.embed_tokens.weight"].shape[1] == 32
+    if flavour == "wae":  # a hydra checkpoint, with a size changed on top of the yaml, loads for generation
+        assert len(generate(toy_data, tmp_path / "ckpt" / "checkpoint_last.pt")) == 101
+
+
+def test_a_checkpoint_of_an_arch_name_with_a_size_flag_still_loads(toy_data, tmp_path):
+    train(toy_data, tmp_path, "--latent-dim", "32", "--max-update", "3", arch="lstm_wae_tiny")
+    state = torch.load(tmp_path / "checkpoint_last.pt", weights_only=False)
+    assert state["cfg"]["model"]["_name"] == "lstm_wae_tiny" and state["cfg"]["model"]["latent_dim"] == 32
+    assert len(generate(toy_data, tmp_path / "checkpoint_last.pt")) == 101

@@ -5,9 +5,10 @@ the name's architecture function, which fills the flags left unset. Under fairse
 fairseq's ``add_defaults`` fills every model field from the model dataclass's defaults before the
 function runs, so a bare name there would silently train the default network. fairseq's own idiom is a
 yaml per architecture: each name ships ``config/model/<name>.yaml``, written from the same dict by
-scripts/write_model_configs.py.
+scripts/write_model_configs.py, and a bare name whose settings a hydra config does not hold is refused.
 """
 import os
+import sys
 from dataclasses import fields
 from typing import Any, Dict, NamedTuple
 
@@ -59,3 +60,30 @@ def architecture_yaml(name: str) -> str:
     return (f"# @package _group_\n# --arch {name} as a hydra config, written by scripts/write_model_configs.py\n"
             "# from the settings the architecture function applies: do not edit\n"
             + OmegaConf.to_yaml({"_name": architecture.model_name, **architecture.settings}))
+
+
+def under_hydra_train() -> bool:
+    """Whether this process is fairseq-hydra-train (also in the workers it spawns, which import the same
+    entry point): there the model config comes from yaml and dataclass defaults, not from --arch."""
+    return "fairseq_cli.hydra_train" in sys.modules
+
+
+def check_named_architecture(cfg) -> None:
+    """Refuses, under fairseq-hydra-train, a model ``_name`` that is a named architecture whose settings
+    the config does not hold: the network would be another than ``--arch`` with that name builds.
+    Call it for a model built for training, not for one loaded from a checkpoint (whose config holds
+    the sizes it was trained with, flags included)."""
+    name = getattr(cfg, "_name", None)
+    if name not in ARCHITECTURES or not under_hydra_train():
+        return
+    architecture = ARCHITECTURES[name]
+    differences = [f"{key} {getattr(cfg, key, None)} (not {value})" for key, value in architecture.settings.items()
+                   if str(getattr(cfg, key, None)) != str(value)]
+    if differences:
+        raise ValueError(
+            f"model _name {name} under fairseq-hydra-train: fairseq fills the model config from "
+            f"{architecture.model_name}'s defaults, not from the architecture, so this config builds another "
+            f"network than --arch {name} ({', '.join(differences)}). Select the architecture's yaml in place of the "
+            f"name: `defaults: [model: {name}, _self_]` and `hydra: {{searchpath: [{SEARCH_PATH}]}}` in your "
+            f"config, and no model._name (the file is {config_path(name)}); change a size on top of it, e.g. "
+            "model.latent_dim=32")
