@@ -14,6 +14,10 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence
 
+from fairseq_wae.tokenizer import DESCRIPTION as TOKENIZER_DESCRIPTION
+from fairseq_wae.tokenizer import NormalizedMosesTokenizer, without_invisible_characters
+
+
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
@@ -57,20 +61,45 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
 
 
+_STREAM_COPIES: Dict[str, str] = {}
+
+
+def readable_copy(path: str) -> str:
+    """A path that reads the bytes of ``path`` as often as needed: ``path`` itself for a regular file;
+    for a stream (a FIFO, a pipe given as /dev/stdin, a character device) a temporary copy, made at
+    the first call and removed at exit. A stream's size says nothing (0), and once read it is empty,
+    while an input is read to sniff its format, to read it and to hash it."""
+    import atexit
+    import stat
+    import tempfile
+
+    if stat.S_ISREG(os.stat(path).st_mode):
+        return path
+    if path not in _STREAM_COPIES:
+        descriptor, copy = tempfile.mkstemp(prefix="fairseq-wae-input-")
+        atexit.register(lambda: os.path.exists(copy) and os.remove(copy))
+        with open(path, "rb") as stream, os.fdopen(descriptor, "wb") as f:
+            shutil.copyfileobj(stream, f, 1 << 20)
+        _STREAM_COPIES[path] = copy
+    return _STREAM_COPIES[path]
+
+
 def _open_binary(path: str):
     """Opens a text file for reading bytes: gzip by its magic bytes (whatever its name), refusing
-    folders, empty files, other archives and binary files (a NUL byte in the first 8 KiB)."""
+    folders, empty files, other archives and binary files (a NUL byte in the first 8 KiB). Streams
+    are read through ``readable_copy``."""
     if not os.path.exists(path):
         raise CorpusError(f"no such file: {path}")
     if os.path.isdir(path):
         raise CorpusError(f"{path} is a folder, not a text file")
-    if os.path.getsize(path) == 0:
+    source = readable_copy(path)
+    if os.path.getsize(source) == 0:
         raise CorpusError(f"{path} is empty")
-    with open(path, "rb") as f:
+    with open(source, "rb") as f:
         magic = f.read(4)
     if magic.startswith(ZIP_MAGIC):
         raise CorpusError(f"{path} is a zip archive, not a text file (only the official SNLI zip is read as one)")
-    f = gzip.open(path, "rb") if magic.startswith(GZIP_MAGIC) else open(path, "rb")
+    f = gzip.open(source, "rb") if magic.startswith(GZIP_MAGIC) else open(source, "rb")
     try:
         head = f.peek(8192)[:8192] if hasattr(f, "peek") else b""
     except (OSError, EOFError) as e:
@@ -83,10 +112,11 @@ def _open_binary(path: str):
 
 
 def _decoded_lines(raw_lines: Iterable[bytes], report: ReadReport, strict: bool):
-    """(line number, text) of the non-empty UTF-8 lines; bad ones are skipped and counted, or fatal."""
+    """(line number, text) of the non-empty UTF-8 lines; bad ones are skipped and counted, or fatal.
+    A line of invisible characters alone (a zero-width space, a byte-order mark) is an empty line."""
     for number, raw in enumerate(raw_lines, start=1):
         try:
-            text = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
+            text = without_invisible_characters(raw.decode("utf-8")).strip()
         except UnicodeDecodeError:
             if strict:
                 raise CorpusError(f"{report.path}, line {number}: not valid UTF-8")
@@ -133,7 +163,7 @@ def read_snli_sentences(path: str, splits: Sequence[str] = ("train",), strict: b
         if not os.path.exists(path):
             raise CorpusError(f"no such file: {path}")
         sentences, reports = [], []
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(readable_copy(path)) as archive:
             for split in splits:
                 member = next((n for n in archive.namelist() if n.endswith(f"snli_1.0_{split}.jsonl")), None)
                 if member is None:
@@ -174,7 +204,7 @@ def _read_snli_records(f, name: str, strict: bool):
                 continue
             record = dict(zip(header, columns))
         for key in ("sentence1", "sentence2"):
-            sentence = (record.get(key) or "").strip()
+            sentence = without_invisible_characters(record.get(key) or "").strip()
             if sentence:
                 sentences.append(sentence)
             else:
@@ -184,15 +214,14 @@ def _read_snli_records(f, name: str, strict: bool):
 
 
 class Tokenizer:
-    """Lower-cased Moses tokenisation (sacremoses): words and punctuation split, as in the paper's samples."""
+    """The corpus's tokens of a raw sentence, at most ``max_len`` of them: fairseq_wae.tokenizer's
+    normalisation and lower-cased Moses tokenisation, the same as every other tool's."""
 
     def __init__(self):
-        from sacremoses import MosesTokenizer
-
-        self.moses = MosesTokenizer(lang="en")
+        self.tokenizer = NormalizedMosesTokenizer()
 
     def __call__(self, sentence: str, max_len: Optional[int] = None) -> str:
-        tokens = self.moses.tokenize(sentence.lower(), escape=False)
+        tokens = self.tokenizer.tokens(sentence)
         return " ".join(tokens[:max_len] if max_len else tokens)
 
 
@@ -307,42 +336,6 @@ def files_written(manifest: Dict) -> List[str]:
     return sorted(manifest.get("files", {})) + [MANIFEST] if "files" in manifest else list(_UNLISTED_OUTPUTS)
 
 
-def token_ids(prefix: str):
-    """Every token id of ``{prefix}.bin`` (fairseq's mmap format), memory-mapped in the type its .idx
-    names: reading it costs no memory beyond the page cache, whatever the corpus size."""
-    import numpy as np
-    from fairseq.data.indexed_dataset import MMapIndexedDataset
-
-    dtype = MMapIndexedDataset.Index(prefix + ".idx").dtype
-    if os.path.getsize(prefix + ".bin") == 0:
-        return np.zeros(0, dtype=dtype)
-    return np.memmap(prefix + ".bin", dtype=dtype, mode="r")
-
-
-def largest_token_id(prefix: str) -> int:
-    """The largest token id in ``{prefix}.bin`` (-1 when it holds none): a dictionary with fewer
-    entries does not belong to these binaries. Reads every token."""
-    ids = token_ids(prefix)
-    return int(ids.max()) if len(ids) else -1
-
-
-def describe_files(folder: str, names: Sequence[str]) -> Dict:
-    """What manifest.json records of the files a preparation wrote: each one's sha256 (read in full by
-    fairseq-wae-verify and by a rerun of the preparation), its size and each split's largest token id
-    (what the task checks at every load, at a cost that does not grow with the corpus)."""
-    return {"files": {name: sha256_of(os.path.join(folder, name)) for name in names},
-            "sizes": {name: os.path.getsize(os.path.join(folder, name)) for name in names},
-            "largest_token_id": {split: largest_token_id(os.path.join(folder, split)) for split in SPLITS
-                                 if f"{split}.bin" in names and f"{split}.idx" in names}}
-
-
-def write_manifest(folder: str, manifest: Dict) -> None:
-    """``folder/manifest.json``, keys sorted: the same preparation gives the same bytes."""
-    with open(os.path.join(folder, MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-
 def damaged_files(folder: str, manifest: Dict) -> List[str]:
     """Files the manifest lists that are missing or whose checksum changed."""
     if "files" not in manifest:
@@ -375,10 +368,8 @@ def write_corpus(out: str, splits: Dict[str, List[str]], manifest: Dict, vocab_s
                  spm_vocab_size: Optional[int], force: bool) -> Dict:
     """Writes the splits, binaries and manifest.json into ``out``, touching no file it did not write.
 
-    ``manifest.json`` lists every file written with its checksum and size, and each split's largest
-    token id. A rerun with the same inputs and options does nothing when those files are intact and
-    rewrites them when any is missing or changed, or when the manifest records no sizes (an earlier
-    version's).
+    ``manifest.json`` lists every file written with its checksum. A rerun with the same inputs and
+    options does nothing when those files are intact and rewrites them when any is missing or changed.
     An ``out`` that holds another corpus is replaced only with ``force``, and then only the files its
     manifest lists; a file of the same name that no manifest lists is never overwritten. Everything is
     built in a staging folder inside ``out`` first, and the manifest is written last, so an interrupted
@@ -392,15 +383,11 @@ def write_corpus(out: str, splits: Dict[str, List[str]], manifest: Dict, vocab_s
     if previous is not None and previous.get("inputs") == manifest["inputs"] \
             and previous.get("options") == manifest["options"]:
         damaged = damaged_files(out, previous)
-        if not damaged and "sizes" in previous:
+        if not damaged:
             logger.info(f"{out} already holds this corpus (same inputs and options, files intact): nothing to do")
             return previous
-        if damaged:
-            logger.warning(f"{out} holds this corpus but these files are missing or changed: {', '.join(damaged)}; "
-                           "writing them again")
-        else:
-            logger.warning(f"{out} holds this corpus, but its manifest.json (from an earlier fairseq-wae) records no "
-                           "file sizes, so every load hashes every file: writing it again with sizes")
+        logger.warning(f"{out} holds this corpus but these files are missing or changed: {', '.join(damaged)}; "
+                       "writing them again")
     elif existing and not force:
         what = "another corpus (its manifest.json names other inputs or options)" if previous is not None \
             else "files that no manifest.json of this tool lists"
@@ -428,7 +415,7 @@ def write_corpus(out: str, splits: Dict[str, List[str]], manifest: Dict, vocab_s
                               "refusing to overwrite; choose another --out")
         manifest = {**manifest, "counts": {name: len(s) for name, s in splits.items()},
                     **vocabulary_stats(staging, splits if not spm_vocab_size else _read_splits(staging, ".spm.txt")),
-                    **describe_files(staging, produced)}
+                    "files": {name: sha256_of(os.path.join(staging, name)) for name in produced}}
         if MANIFEST in existing:
             os.remove(os.path.join(out, MANIFEST))
         for name in produced:
@@ -436,7 +423,9 @@ def write_corpus(out: str, splits: Dict[str, List[str]], manifest: Dict, vocab_s
         for name in sorted(ours - set(produced) - {MANIFEST}):
             if os.path.isfile(os.path.join(out, name)):
                 os.remove(os.path.join(out, name))
-        write_manifest(staging, manifest)
+        with open(os.path.join(staging, MANIFEST), "w") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+            f.write("\n")
         os.replace(os.path.join(staging, MANIFEST), os.path.join(out, MANIFEST))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -469,9 +458,9 @@ def prepare(inputs: Sequence[str], sentences: List[str], out: str, *, num_senten
     splits = split_corpus(corpus, counts, seed)
     options = {"num_sentences": num_sentences if num_sentences is not None else "all", "split": split,
                "seed": seed, "vocab_size": vocab_size, "max_len": max_len, "spm_vocab_size": spm_vocab_size,
-               "tokenizer": "sacremoses en, lower-cased", **(extra_options or {})}
+               "tokenizer": TOKENIZER_DESCRIPTION, **(extra_options or {})}
     manifest = {
-        "inputs": [{"path": os.path.basename(p), "sha256": sha256_of(p)} for p in inputs],
+        "inputs": [{"path": os.path.basename(p), "sha256": sha256_of(readable_copy(p))} for p in inputs],
         "options": options,
         "unique_sentences": len(corpus),
         "skipped_lines": [report.as_json() for report in reports if report.skipped],
