@@ -17,7 +17,6 @@ from typing import Dict, Iterable, List, Optional, Sequence
 from fairseq_wae.tokenizer import DESCRIPTION as TOKENIZER_DESCRIPTION
 from fairseq_wae.tokenizer import NormalizedMosesTokenizer, without_invisible_characters
 
-
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
@@ -336,6 +335,42 @@ def files_written(manifest: Dict) -> List[str]:
     return sorted(manifest.get("files", {})) + [MANIFEST] if "files" in manifest else list(_UNLISTED_OUTPUTS)
 
 
+def token_ids(prefix: str):
+    """Every token id of ``{prefix}.bin`` (fairseq's mmap format), memory-mapped in the type its .idx
+    names: reading it costs no memory beyond the page cache, whatever the corpus size."""
+    import numpy as np
+    from fairseq.data.indexed_dataset import MMapIndexedDataset
+
+    dtype = MMapIndexedDataset.Index(prefix + ".idx").dtype
+    if os.path.getsize(prefix + ".bin") == 0:
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(prefix + ".bin", dtype=dtype, mode="r")
+
+
+def largest_token_id(prefix: str) -> int:
+    """The largest token id in ``{prefix}.bin`` (-1 when it holds none): a dictionary with fewer
+    entries does not belong to these binaries. Reads every token."""
+    ids = token_ids(prefix)
+    return int(ids.max()) if len(ids) else -1
+
+
+def describe_files(folder: str, names: Sequence[str]) -> Dict:
+    """What manifest.json records of the files a preparation wrote: each one's sha256 (read in full by
+    fairseq-wae-verify and by a rerun of the preparation), its size and each split's largest token id
+    (what the task checks at every load, at a cost that does not grow with the corpus)."""
+    return {"files": {name: sha256_of(os.path.join(folder, name)) for name in names},
+            "sizes": {name: os.path.getsize(os.path.join(folder, name)) for name in names},
+            "largest_token_id": {split: largest_token_id(os.path.join(folder, split)) for split in SPLITS
+                                 if f"{split}.bin" in names and f"{split}.idx" in names}}
+
+
+def write_manifest(folder: str, manifest: Dict) -> None:
+    """``folder/manifest.json``, keys sorted: the same preparation gives the same bytes."""
+    with open(os.path.join(folder, MANIFEST), "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
 def damaged_files(folder: str, manifest: Dict) -> List[str]:
     """Files the manifest lists that are missing or whose checksum changed."""
     if "files" not in manifest:
@@ -368,8 +403,10 @@ def write_corpus(out: str, splits: Dict[str, List[str]], manifest: Dict, vocab_s
                  spm_vocab_size: Optional[int], force: bool) -> Dict:
     """Writes the splits, binaries and manifest.json into ``out``, touching no file it did not write.
 
-    ``manifest.json`` lists every file written with its checksum. A rerun with the same inputs and
-    options does nothing when those files are intact and rewrites them when any is missing or changed.
+    ``manifest.json`` lists every file written with its checksum and size, and each split's largest
+    token id. A rerun with the same inputs and options does nothing when those files are intact and
+    rewrites them when any is missing or changed, or when the manifest records no sizes (an earlier
+    version's).
     An ``out`` that holds another corpus is replaced only with ``force``, and then only the files its
     manifest lists; a file of the same name that no manifest lists is never overwritten. Everything is
     built in a staging folder inside ``out`` first, and the manifest is written last, so an interrupted
@@ -383,11 +420,15 @@ def write_corpus(out: str, splits: Dict[str, List[str]], manifest: Dict, vocab_s
     if previous is not None and previous.get("inputs") == manifest["inputs"] \
             and previous.get("options") == manifest["options"]:
         damaged = damaged_files(out, previous)
-        if not damaged:
+        if not damaged and "sizes" in previous:
             logger.info(f"{out} already holds this corpus (same inputs and options, files intact): nothing to do")
             return previous
-        logger.warning(f"{out} holds this corpus but these files are missing or changed: {', '.join(damaged)}; "
-                       "writing them again")
+        if damaged:
+            logger.warning(f"{out} holds this corpus but these files are missing or changed: {', '.join(damaged)}; "
+                           "writing them again")
+        else:
+            logger.warning(f"{out} holds this corpus, but its manifest.json (from an earlier fairseq-wae) records no "
+                           "file sizes, so every load hashes every file: writing it again with sizes")
     elif existing and not force:
         what = "another corpus (its manifest.json names other inputs or options)" if previous is not None \
             else "files that no manifest.json of this tool lists"
@@ -415,7 +456,7 @@ def write_corpus(out: str, splits: Dict[str, List[str]], manifest: Dict, vocab_s
                               "refusing to overwrite; choose another --out")
         manifest = {**manifest, "counts": {name: len(s) for name, s in splits.items()},
                     **vocabulary_stats(staging, splits if not spm_vocab_size else _read_splits(staging, ".spm.txt")),
-                    "files": {name: sha256_of(os.path.join(staging, name)) for name in produced}}
+                    **describe_files(staging, produced)}
         if MANIFEST in existing:
             os.remove(os.path.join(out, MANIFEST))
         for name in produced:
@@ -423,9 +464,7 @@ def write_corpus(out: str, splits: Dict[str, List[str]], manifest: Dict, vocab_s
         for name in sorted(ours - set(produced) - {MANIFEST}):
             if os.path.isfile(os.path.join(out, name)):
                 os.remove(os.path.join(out, name))
-        with open(os.path.join(staging, MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
-            f.write("\n")
+        write_manifest(staging, manifest)
         os.replace(os.path.join(staging, MANIFEST), os.path.join(out, MANIFEST))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
