@@ -59,8 +59,8 @@ def parse_json_log(text):
     return json_log_records(text.splitlines())
 
 
-def build(data, arch, criterion, *flags):
-    """(task, model, criterion) as fairseq-train would build them from these flags."""
+def configure(data, arch, criterion, *flags):
+    """(task, config) as fairseq-train makes them from these flags."""
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
@@ -70,7 +70,12 @@ def build(data, arch, criterion, *flags):
         "--criterion", criterion, "--cpu", "--batch-size", "16", *flags,
     ])
     cfg = convert_namespace_to_omegaconf(args)
-    task = tasks.setup_task(cfg.task)
+    return tasks.setup_task(cfg.task), cfg
+
+
+def build(data, arch, criterion, *flags):
+    """(task, model, criterion) as fairseq-train would build them from these flags."""
+    task, cfg = configure(data, arch, criterion, *flags)
     return task, task.build_model(cfg.model), task.build_criterion(cfg.criterion)
 
 

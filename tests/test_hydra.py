@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from fairseq_wae.models.architectures import ARCHITECTURES, CONFIG_DIR, SEARCH_PATH, architecture_yaml, config_path
-from helpers import USER_DIR, generated_sentences, run, train
+from helpers import USER_DIR, configure, generated_sentences, run, train
 
 NAMES = sorted(ARCHITECTURES)
 TINY = {"embed_dim": 32, "encoder_hidden_size": 64, "decoder_hidden_size": 64, "latent_dim": 16}
@@ -18,17 +18,6 @@ FLAVOURS = {
     "wae": ("lstm_wae_tiny", {"_name": "wae_mmd"}, {"latent_dim": 32}),
     "swae": ("lstm_vae_tiny", {"_name": "wae_mmd", "kl_variance_penalty": 1.0}, {}),
 }
-
-
-def arch_config(data, name):
-    """(task, model config) as fairseq-train makes them from ``--arch name``."""
-    from fairseq import options, tasks
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-
-    args = options.parse_args_and_arch(options.get_training_parser(), [
-        str(data), "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--arch", name, "--cpu"])
-    cfg = convert_namespace_to_omegaconf(args)
-    return tasks.setup_task(cfg.task), cfg.model
 
 
 def yaml_config(name):
@@ -90,8 +79,8 @@ def test_every_named_architecture_ships_the_yaml_written_from_its_settings():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_shipped_yaml_builds_the_network_arch_builds(toy_data, name):
-    task, by_arch = arch_config(toy_data, name)
-    by_yaml = yaml_config(name)
+    task, cfg = configure(toy_data, name, "ae_cross_entropy")
+    by_arch, by_yaml = cfg.model, yaml_config(name)
     assert by_yaml._name == ARCHITECTURES[name].model_name
     options = [key for key in by_yaml if key != "_name"]
     assert {key: str(by_yaml[key]) for key in options} == {key: str(by_arch[key]) for key in options}
@@ -112,7 +101,7 @@ def test_a_bare_architecture_name_under_fairseq_hydra_train_is_refused_naming_it
 def test_each_flavour_trains_through_fairseq_hydra_train_with_the_shipped_tiny_yaml(toy_data, tmp_path, flavour):
     name, criterion, changed = FLAVOURS[flavour]
     hydra_train(tmp_path, toy_data, name, criterion, *(f"model.{key}={value}" for key, value in changed.items()))
-    state = torch.load(tmp_path / "ckpt" / "checkpoint_last.pt", weights_only=False)
+    state = torch.load(tmp_path / "ckpt" / "checkpoint_last.pt", weights_only=True)
     model, expected = state["cfg"]["model"], {**TINY, **changed}
     assert model["_name"] == "lstm_autoencoder"
     assert str(model["latent_head"]) == ARCHITECTURES[name].settings["latent_head"]
@@ -126,6 +115,6 @@ def test_each_flavour_trains_through_fairseq_hydra_train_with_the_shipped_tiny_y
 
 def test_a_checkpoint_of_an_arch_name_with_a_size_flag_still_loads(toy_data, tmp_path):
     train(toy_data, tmp_path, "--latent-dim", "32", "--max-update", "3", arch="lstm_wae_tiny")
-    state = torch.load(tmp_path / "checkpoint_last.pt", weights_only=False)
+    state = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
     assert state["cfg"]["model"]["_name"] == "lstm_wae_tiny" and state["cfg"]["model"]["latent_dim"] == 32
     assert len(generate(toy_data, tmp_path / "checkpoint_last.pt")) == 101
