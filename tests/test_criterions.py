@@ -203,6 +203,11 @@ def test_a_state_dict_without_the_schedule_slot_loads_but_a_stop_at_peak_resume_
     ("lstm_vae_tiny", "vae_kl", ["--kl-anneal-stop-at-peak"], "--kl-anneal-stop-at-peak"),
     ("lstm_wae_tiny", "wae_mmd", ["--latent-dim", "0"], "--latent-dim"),
     ("lstm_wae_tiny", "wae_mmd", ["--dropout", "1.0"], "--dropout"),
+    ("lstm_wae_tiny", "wae_mmd", ["--noise-drop", "1.5"], "--noise-drop"),
+    ("lstm_ae_tiny", "ae_cross_entropy", ["--noise-drop", "1"], "--noise-drop 1 drops every word"),
+    ("lstm_vae_tiny", "vae_kl", ["--noise-blank", "-0.1"], "--noise-blank"),
+    ("lstm_wae_tiny", "wae_mmd", ["--noise-substitute", "2"], "--noise-substitute"),
+    ("lstm_wae_tiny", "wae_mmd", ["--noise-shuffle-distance", "-1"], "--noise-shuffle-distance"),
 ])
 def test_nonsense_flags_are_refused_at_start_up(toy_data, arch, criterion, flags, message):
     with pytest.raises(ValueError, match=message):

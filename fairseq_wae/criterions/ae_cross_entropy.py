@@ -21,13 +21,15 @@ from fairseq.distributed import utils as distributed_utils
 from omegaconf import II
 from torch import Tensor
 
+from fairseq_wae.input_noise import InputNoise
 from fairseq_wae.latent_space import active_units_from_sums
 from fairseq_wae.options import check_non_negative, check_rate, resolved
 from fairseq_wae.schedules import word_dropout_rate
 from fairseq_wae.seeding import seeded_generator
 
-#: What the criterions draw at random, each from its own seeded generator.
-RANDOM_DRAWS = ("word_dropout", "prior", "posterior")
+#: What the criterions draw at random, each from its own seeded generator (a new purpose goes at the
+#: end: the index is part of the seed, so inserting one would change the draws of those after it).
+RANDOM_DRAWS = ("word_dropout", "prior", "posterior") + InputNoise.NAMES
 
 
 class _SoftmaxCrossEntropy(torch.autograd.Function):
@@ -73,6 +75,19 @@ class AutoencoderCrossEntropyConfig(FairseqDataclass):
     word_dropout_max: float = field(
         default=0.5, metadata={"help": "the word-dropout rate never grows past this (the paper: 0.5)"}
     )
+    # text-autoencoders' input noise (DAAE: --noise-drop 0.3), on the encoder's input alone; see input_noise.py
+    noise_drop: float = field(
+        default=0.0, metadata={"help": "encoder input: probability of dropping each word in training"}
+    )
+    noise_blank: float = field(
+        default=0.0, metadata={"help": "encoder input: probability of replacing each word by the blank <s>"}
+    )
+    noise_substitute: float = field(
+        default=0.0, metadata={"help": "encoder input: probability of replacing each word by a random word"}
+    )
+    noise_shuffle_distance: int = field(
+        default=0, metadata={"help": "encoder input: shuffle words locally, none moving more than this many places"}
+    )
     seed: int = II("common.seed")
     update_freq: List[int] = II("optimization.update_freq")
     # read, not set, here: under a loss scaler an overflow is fairseq's to handle (see check_finite)
@@ -104,6 +119,14 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
         check_rate("word-dropout", cfg.word_dropout)
         check_rate("word-dropout-max", cfg.word_dropout_max)
         check_non_negative("word-dropout-increment", cfg.word_dropout_increment)
+        for flag in ("noise-drop", "noise-blank", "noise-substitute"):
+            check_rate(flag, getattr(cfg, flag.replace("-", "_")))
+        if cfg.noise_drop == 1.0:
+            raise ValueError("--noise-drop 1 drops every word: the encoder would read nothing but EOS")
+        if cfg.noise_shuffle_distance < 0:
+            raise ValueError(f"--noise-shuffle-distance must be >= 0 (words), got {cfg.noise_shuffle_distance}")
+        self.input_noise = InputNoise(task.source_dictionary, cfg.noise_drop, cfg.noise_blank, cfg.noise_substitute,
+                                      cfg.noise_shuffle_distance)
         self.word_dropout = cfg.word_dropout
         self.word_dropout_increment = cfg.word_dropout_increment
         self.word_dropout_max = cfg.word_dropout_max
@@ -168,6 +191,14 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
         droppable[:, 0] = False
         return prev_output_tokens.masked_fill(droppable & (draw < rate), dictionary.unk())
 
+    def noisy_source(self, net_input) -> Dict[str, Tensor]:
+        """The encoder's input with text-autoencoders' noise (``--noise-*``): new ``src_tokens`` and
+        ``src_lengths``; the decoder's input and the target stay the clean sentence."""
+        tokens = net_input["src_tokens"]
+        tokens, lengths = self.input_noise(tokens, net_input["src_lengths"],
+                                           lambda draw: self.random_generator(tokens.device, draw))
+        return {"src_tokens": tokens, "src_lengths": lengths}
+
     # -- the loss -------------------------------------------------------------------------------------
 
     def forward(self, model, sample, reduce=True):
@@ -178,6 +209,8 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
         rate = self.word_dropout_rate if model.training else 0.0
         if rate > 0:
             net_input = {**net_input, "prev_output_tokens": self.drop_words(net_input["prev_output_tokens"], rate)}
+        if model.training and self.input_noise.active:
+            net_input = {**net_input, **self.noisy_source(net_input)}
         if model.training and getattr(model, "is_gaussian", False):
             net_input = {**net_input, "noise_generator": self.random_generator(net_input["src_tokens"].device,
                                                                                "posterior")}
