@@ -34,6 +34,7 @@ setup(
         "fairseq-wae-evaluate = fairseq_wae.cli.evaluate:main",
         "fairseq-wae-interpolate = fairseq_wae.cli.interpolate:main",
         "fairseq-wae-export = fairseq_wae.cli.export:main",
+        "fairseq-wae-verify = fairseq_wae.cli.verify:main",
     ]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
 )

@@ -12,6 +12,7 @@ from helpers import REPO, USER_DIR, run, toy_sentences, train_command
 PREPARE_CORPUS = [sys.executable, REPO / "scripts" / "prepare_corpus.py"]
 INTERPOLATE = [sys.executable, REPO / "scripts" / "interpolate.py"]
 EVALUATE = [sys.executable, REPO / "scripts" / "evaluate.py"]
+VERIFY = [sys.executable, REPO / "scripts" / "verify.py"]
 
 
 def failure(cmd, **kwargs):
@@ -51,6 +52,22 @@ def reordered_copy(data, target, with_manifest):
     words = (data / "dict.txt").read_text().splitlines()
     (target / "dict.txt").write_text("\n".join(reversed(words)) + "\n")
     return target
+
+
+def copied(data, target, with_manifest=True):
+    """A copy of the data folder ``data``; without its manifest.json it is like fairseq-preprocess output."""
+    target.mkdir()
+    for path in data.iterdir():
+        if path.is_file() and (with_manifest or path.name != "manifest.json"):
+            (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+def with_token(path, position, token_id):
+    """Writes ``token_id`` over the ``position``-th token of a .bin of 16-bit ids (the size stays)."""
+    ids = bytearray(path.read_bytes())
+    ids[2 * position:2 * position + 2] = token_id.to_bytes(2, "little")
+    path.write_bytes(bytes(ids))
 
 
 # 1. --force deletes nothing it did not write
@@ -97,6 +114,56 @@ def test_a_reordered_dictionary_beside_a_manifest_is_refused(prepared, tmp_path)
     message = failure(train_command(mixed, tmp_path / "ckpt", arch="lstm_ae_tiny", criterion="ae_cross_entropy"))
     assert f"{mixed / 'dict.txt'} is not the file {mixed / 'manifest.json'} lists" in message
     assert not (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
+
+
+def test_a_shard_binarized_with_another_dictionary_is_refused_naming_it(prepared, tmp_path):
+    data, _ = prepared
+    shard = tmp_path / "shard"
+    run([*PREPARE_CORPUS, "--input", write_sentences(tmp_path / "more.txt", 100, seed=2), "--out", shard,
+         "--vocab-size", "40"])
+    # every id of the shard falls inside the first dictionary: only the dictionaries tell it is foreign
+    largest = max(json.loads((shard / "manifest.json").read_text())["largest_token_id"].values())
+    assert largest < len((data / "dict.txt").read_text().splitlines())
+    message = failure(train_command(f"{data}:{shard}", tmp_path / "ckpt", arch="lstm_ae_tiny",
+                                    criterion="ae_cross_entropy", epochs=2))
+    assert f"{shard / 'dict.txt'} is not the dictionary of the first data folder" in message
+    assert f"the shard {shard} was binarized with another dictionary" in message
+    assert not (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
+    # a shard binarized with the first one's dictionary trains, its epoch reading the second folder
+    same = copied(data, tmp_path / "same")
+    log = run(train_command(f"{data}:{same}", tmp_path / "ckpt", arch="lstm_ae_tiny", criterion="ae_cross_entropy",
+                            epochs=2))
+    assert f"train: 270 sentences from {same / 'train'}" in log.stdout + log.stderr
+
+
+def test_a_binary_of_another_size_is_refused_and_verify_finds_a_same_size_change(prepared, tmp_path):
+    data, _ = prepared
+    folder = copied(data, tmp_path / "copy")
+    assert f"{folder}: 10 checksums" in run([*VERIFY, folder]).stdout  # a clean folder passes
+    train_bin, manifest = folder / "train.bin", folder / "manifest.json"
+    whole = train_bin.read_bytes()
+    train_bin.write_bytes(whole + whole[:2])  # one token more
+    message = failure(train_command(folder, tmp_path / "ckpt", arch="lstm_ae_tiny", criterion="ae_cross_entropy"))
+    assert f"{train_bin} is {len(whole) + 2:,} bytes but {manifest} records {len(whole):,}" in message
+    assert f"fairseq-wae-verify {folder} lists every file that differs" in message
+    train_bin.write_bytes(whole)
+    with_token(train_bin, 0, 5 if whole[:2] != (5).to_bytes(2, "little") else 6)  # the same size: not read at load
+    message = failure([*VERIFY, folder])
+    assert f"{train_bin}: its sha256 differs from the one {manifest} records" in message
+    assert message.strip().endswith(f"fairseq-wae-verify: 1 problem in {folder}")
+
+
+def test_a_folder_without_manifest_gets_cheap_checks_at_load_and_every_id_read_by_verify(prepared, tmp_path):
+    data, _ = prepared
+    plain = copied(data, tmp_path / "plain", with_manifest=False)
+    with_token(plain / "train.bin", (plain / "train.bin").stat().st_size // 4, 60000)
+    assert f"{plain / 'train.bin'} holds token id 60000 but the dictionary has" in failure([*VERIFY, plain])
+    # a dictionary too large for the binaries' 16-bit ids: they were made with another one
+    big = copied(data, tmp_path / "big", with_manifest=False)
+    (big / "dict.txt").write_text("".join(f"w{i} 1\n" for i in range(70000)))
+    message = failure(train_command(big, tmp_path / "ckpt", arch="lstm_ae_tiny", criterion="ae_cross_entropy"))
+    assert "stores token ids as uint16, but fairseq-preprocess writes uint32 for the 70,004 entries of " \
+           f"{big / 'dict.txt'}" in message
 
 
 def test_a_checkpoint_refuses_a_same_size_foreign_dictionary_everywhere(prepared, tmp_path):
@@ -217,6 +284,25 @@ def test_a_rerun_repairs_a_damaged_corpus_and_skips_an_intact_one(tmp_path):
     (out / "dict.txt").unlink()
     run([*PREPARE_CORPUS, "--input", text, "--out", out])
     assert not (out / ".staging-999999999").exists() and snapshot(out) == intact
+
+
+def test_a_manifest_without_sizes_is_hashed_at_every_load_until_a_rerun_records_them(tmp_path):
+    text = write_sentences(tmp_path / "s.txt", 80)
+    out = tmp_path / "out"
+    run([*PREPARE_CORPUS, "--input", text, "--out", out])
+    manifest = json.loads((out / "manifest.json").read_text())
+    earlier = {key: value for key, value in manifest.items() if key not in ("sizes", "largest_token_id")}
+    (out / "manifest.json").write_text(json.dumps(earlier))  # as an earlier fairseq-wae wrote it
+    whole = (out / "train.bin").read_bytes()
+    with_token(out / "train.bin", 0, 5 if whole[:2] != (5).to_bytes(2, "little") else 6)
+    message = failure(train_command(out, tmp_path / "ckpt", arch="lstm_ae_tiny", criterion="ae_cross_entropy"))
+    assert "records checksums but no file sizes" in message
+    assert f"{out / 'train.bin'} is not the file {out / 'manifest.json'} lists (checksum differs)" in message
+    (out / "train.bin").write_bytes(whole)
+    assert "records no file sizes, so every load hashes every file: writing it again with sizes" in run(
+        [*PREPARE_CORPUS, "--input", text, "--out", out]).stderr
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    assert "nothing to do" in run([*PREPARE_CORPUS, "--input", text, "--out", out]).stderr
 
 
 def test_the_quick_start_works_every_time_it_is_run(tmp_path):

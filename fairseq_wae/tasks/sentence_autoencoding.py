@@ -22,8 +22,7 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, open_dict
 
 from fairseq_wae.checkpoints import CheckpointError, check_checkpoint_file, dictionary_fingerprint, guard_save_dir
-from fairseq_wae.corpus import read_manifest, sha256_of
-from fairseq_wae.models.architectures import check_named_architecture
+from fairseq_wae.data_checks import check_dictionaries, check_split
 from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
 from fairseq_wae.options import resolved
 
@@ -72,19 +71,6 @@ class AutoencodingDataset(LanguagePairDataset):
             return super().ordered_indices()
 
 
-def check_against_manifest(folder: str, name: str) -> None:
-    """A data folder made by scripts/prepare_*.py lists each file's checksum in manifest.json: a
-    dict.txt or binary that differs is another preparation's, and would scramble the sentences.
-    Folders without a manifest (plain fairseq-preprocess output) are not checked."""
-    manifest = read_manifest(folder)
-    expected = (manifest or {}).get("files", {}).get(name)
-    path = os.path.join(folder, name)
-    if expected is not None and os.path.isfile(path) and sha256_of(path) != expected:
-        raise ValueError(f"{path} is not the file {os.path.join(folder, 'manifest.json')} lists (checksum differs): "
-                         "it comes from another preparation, and its token ids would not match the other files. "
-                         "Prepare the folder again with scripts/prepare_corpus.py")
-
-
 def _rerun_by_nan_detector(model) -> bool:
     """Whether fairseq's trainer is re-running an update under its NanDetector, as it does (hooked into
     every module) when the update's gradients were not finite and no loss scaler took the overflow:
@@ -123,10 +109,10 @@ class SentenceAutoencodingTask(FairseqTask):
         dict_path = os.path.join(utils.split_paths(cfg.data)[0], "dict.txt")
         if not os.path.isfile(dict_path):
             raise FileNotFoundError(f"no dictionary at {dict_path}: is {cfg.data} a fairseq-preprocess output folder?")
-        check_against_manifest(os.path.dirname(dict_path), "dict.txt")
+        dictionary = Dictionary.load(dict_path)
+        check_dictionaries(utils.split_paths(cfg.data), dictionary)  # every shard's, at start-up
         for checkpoint in filter(None, utils.split_paths(resolved(cfg, "checkpoint_paths") or "")):
             check_checkpoint_file(checkpoint)  # fairseq-generate's --path: before torch.load's tracebacks
-        dictionary = Dictionary.load(dict_path)
         logger.info(f"dictionary {dict_path}: {len(dictionary)} types")
         return cls(cfg, dictionary, dict_path)
 
@@ -136,9 +122,7 @@ class SentenceAutoencodingTask(FairseqTask):
         sentences = data_utils.load_indexed_dataset(prefix, self.dictionary, self.cfg.dataset_impl)
         if sentences is None:
             raise FileNotFoundError(f"split {split!r} not found: no {prefix}.bin/.idx in {data_dir}")
-        for suffix in (".bin", ".idx"):
-            check_against_manifest(data_dir, split + suffix)
-        self._check_vocabulary(sentences, prefix)
+        check_split(data_dir, split, self.dictionary, self.dictionary_path, sentences)  # see fairseq_wae/data_checks.py
         sizes = sentences.sizes
         if self.cfg.max_sentence_len is not None and self.cfg.overlong_sentences == "truncate":
             eos = self.dictionary.eos()
@@ -152,18 +136,6 @@ class SentenceAutoencodingTask(FairseqTask):
             left_pad_source=False, left_pad_target=False, shuffle=(split == "train"), order_seed=self.cfg.seed,
         )
         logger.info(f"{split}: {len(sentences)} sentences from {prefix}")
-
-    def _check_vocabulary(self, sentences, prefix: str) -> None:
-        """A dict.txt from another preprocessing run would silently scramble every sentence."""
-        tokens = getattr(sentences, "_bin_buffer", None)
-        if tokens is None or len(sentences) == 0:
-            return
-        largest = int(np.frombuffer(tokens, dtype=sentences._index.dtype).max())
-        if largest >= len(self.dictionary):
-            raise ValueError(
-                f"{prefix}.bin holds token id {largest} but the dictionary has {len(self.dictionary)} entries: "
-                f"dict.txt in {self.cfg.data} does not belong to this data"
-            )
 
     def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
         """fairseq-interactive: the typed sentences, to be reconstructed."""
@@ -188,8 +160,6 @@ class SentenceAutoencodingTask(FairseqTask):
         return super().get_batch_iterator(dataset, *args, required_batch_size_multiple=1, **kwargs)
 
     def build_model(self, cfg, from_checkpoint=False):
-        if not from_checkpoint:
-            check_named_architecture(cfg)  # fairseq-hydra-train would build another network than the name's
         if from_checkpoint and getattr(cfg, "embed_path", None):
             # the checkpoint holds the trained embeddings: the file need not be read, nor even exist
             with open_dict(cfg):
