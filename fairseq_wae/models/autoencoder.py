@@ -40,6 +40,11 @@ class SentenceAutoencoderConfig(FairseqDataclass):
         default="deterministic",
         metadata={"help": "deterministic z = f(x) (DAE, WAE) or Gaussian q(z|x) (VAE, stochastic WAE)"},
     )
+    bn_posterior_mean: Optional[float] = field(
+        default=None,
+        metadata={"help": "BN-VAE (Zhu et al. 2020): batch-normalise a Gaussian head's posterior mean with this "
+                          "fixed scale gamma, so that the mean KL is at least 0.5 * latent dim * gamma^2"},
+    )
     dropout: float = field(default=0.2, metadata={"help": "dropout on embeddings and decoder outputs"})
     share_decoder_input_output_embed: bool = field(
         default=False, metadata={"help": "tie the output projection to the word embeddings"}

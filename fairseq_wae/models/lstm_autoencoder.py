@@ -57,7 +57,7 @@ class LSTMSentenceEncoder(SentenceEncoder):
             batch_first=True,
         )
         directions = 2 if cfg.encoder_bidirectional else 1
-        self.latent_head = build_latent_head(cfg.latent_head, directions * cfg.encoder_hidden_size, cfg.latent_dim)
+        self.latent_head = build_latent_head(cfg, directions * cfg.encoder_hidden_size)
 
     def sentence_representation(self, src_tokens: Tensor, src_lengths: Tensor) -> Tensor:
         """The final hidden state of the top layer (both directions if bidirectional)."""

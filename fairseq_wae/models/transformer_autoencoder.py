@@ -86,7 +86,7 @@ class TransformerSentenceEncoder(SentenceEncoder):
 
     def __init__(self, cfg, layer_cfg: TransformerConfig, dictionary, embed_tokens: nn.Embedding):
         super().__init__(dictionary, cfg.max_target_positions)
-        self.latent_head = build_latent_head(cfg.latent_head, cfg.embed_dim, cfg.latent_dim)
+        self.latent_head = build_latent_head(cfg, cfg.embed_dim)
         self.transformer = TransformerEncoderBase(layer_cfg, dictionary, embed_tokens)
         self.pooling = cfg.latent_pooling
         if self.pooling == "first":

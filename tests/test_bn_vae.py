@@ -1,0 +1,88 @@
+"""BN-VAE (--bn-posterior-mean): the batch-normalised posterior mean keeps each batch's KL above
+0.5 * latent_dim * gamma^2, matches torch's BatchNorm in training, and takes a one-sentence batch."""
+import pytest
+import torch
+
+from helpers import build, first_batch, parse_json_log, run, train_command
+from fairseq_wae.models.latent import FixedScaleBatchNorm
+from fairseq_wae.penalties import gaussian_kl
+
+GAMMA = 0.6
+
+
+def kl_only_descent(task, model, steps=40):
+    """Minimises the KL term alone (the pull towards collapse, with nothing against it) on batches of
+    16; returns each batch's mean KL, measured before its step."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    model.train()
+    kls = []
+    for step in range(steps):
+        batch = dataset.collater([dataset[i] for i in range(16 * (step % 75), 16 * (step % 75) + 16)])["net_input"]
+        latent = model.encoder(batch["src_tokens"], batch["src_lengths"])
+        kl = gaussian_kl(latent["mean"], latent["logvar"]).sum(-1).mean()
+        optimizer.zero_grad()
+        kl.backward()
+        optimizer.step()
+        kls.append(kl.item())
+    return kls
+
+
+@pytest.mark.parametrize("arch", ["lstm_vae_tiny", "transformer_vae_tiny"])
+def test_no_batch_kl_falls_below_the_bound_while_the_kl_alone_is_minimised(toy_data, arch):
+    task, model, _ = build(toy_data, arch, "vae_kl", "--bn-posterior-mean", str(GAMMA))
+    bound = 0.5 * model.latent_dim * GAMMA**2
+    kls = kl_only_descent(task, model)
+    assert min(kls) >= bound * (1 - 1e-4), (min(kls), bound)
+    assert kls[-1] < 1.1 * bound  # the descent went as far down as the bound lets it
+    # without the batch norm the same descent collapses the posterior far below that
+    task, plain, _ = build(toy_data, arch, "vae_kl")
+    assert kl_only_descent(task, plain)[-1] < 0.2 * bound
+
+
+def test_in_training_it_is_torchs_batch_norm_at_a_fixed_scale_and_a_lone_sentence_uses_the_running_statistics():
+    torch.manual_seed(0)
+    norm = FixedScaleBatchNorm(5, GAMMA)
+    with torch.no_grad():
+        norm.shift.copy_(torch.randn(5))
+    reference = torch.nn.BatchNorm1d(5, eps=1e-30, momentum=norm.momentum, affine=False)  # no eps: its docstring
+    for _ in range(3):
+        x = torch.randn(8, 5) * 3 + 1
+        assert torch.allclose(norm(x), GAMMA * reference(x) + norm.shift, atol=1e-5)
+    assert torch.allclose(norm.running_mean, reference.running_mean) and torch.allclose(norm.running_var,
+                                                                                         reference.running_var)
+    # one sentence: no batch variance (torch's BatchNorm raises here); the running statistics, unchanged
+    lone = torch.randn(1, 5)
+    running = norm.running_mean.clone(), norm.running_var.clone()
+    trained = norm(lone)
+    reference.eval()
+    assert torch.allclose(trained, GAMMA * reference(lone) + norm.shift, atol=1e-5)
+    assert torch.equal(norm.running_mean, running[0]) and torch.equal(norm.running_var, running[1])
+    norm.eval()
+    assert torch.equal(norm(lone), trained)
+    # half precision in, half out, computed in float32
+    half = norm.half()(lone.half())
+    assert half.dtype == torch.float16 and torch.allclose(half.float(), trained, atol=1e-2)
+
+
+def test_fairseq_train_logs_no_kl_below_the_bound_and_a_one_sentence_batch_trains(toy_data, tmp_path):
+    gamma, latent_dim = 0.5, 16
+    # 1200 sentences in batches of 11: the last batch of each epoch holds one sentence
+    result = run(train_command(toy_data, tmp_path, "--bn-posterior-mean", str(gamma), "--log-interval", "1",
+                               arch="lstm_vae_tiny", criterion="vae_kl", epochs=2, batch_size=11))
+    records = [r for r in parse_json_log(result.stdout + result.stderr) if "kl" in r and "num_updates" in r]
+    assert len(records) == 220
+    lone = [r for r in records if float(r["bsz"]) == 1]
+    assert len(lone) == 2 and all(float(r["loss"]) > 0 for r in lone)  # (normalised by the running statistics)
+    batches = [float(r["kl"]) for r in records if float(r["bsz"]) > 1]
+    assert min(batches) >= 0.5 * latent_dim * gamma**2 * (1 - 1e-3)
+
+
+@pytest.mark.parametrize("arch,flags,message", [
+    ("lstm_wae_tiny", ["--bn-posterior-mean", "0.5"], "--bn-posterior-mean normalises a Gaussian head"),
+    ("lstm_vae_tiny", ["--bn-posterior-mean", "0"], "--bn-posterior-mean .* must be > 0"),
+])
+def test_nonsense_bn_options_are_refused_naming_the_flag(toy_data, arch, flags, message):
+    with pytest.raises(ValueError, match=message):
+        build(toy_data, arch, "wae_mmd", *flags)
