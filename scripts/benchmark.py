@@ -19,7 +19,10 @@ recipe). Prints a markdown table; every figure is measured here, now, on this ma
   `transformer` of the same sizes (before and after ours), and greedy prior sampling sentences/s of a
   Transformer checkpoint against an LSTM one;
 - how the step scales with the vocabulary (5k/20k/50k; ours, the built-in lstm and the output layer,
-  in-process on synthetic batches) and where a step goes (torch.profiler, ``--profile``).
+  in-process on synthetic batches) and where a step goes (torch.profiler, ``--profile``);
+- ``--startup N``: seconds from fairseq-train's start to its first update on a prepared corpus of N
+  distinct sentences (SNLI's with a counter appended, written in a temporary folder and deleted
+  afterwards), against fairseq's own `language_modeling` task on the same binaries (before and after ours).
 
 The built-in lstm is measured before and after our models, and both runs are printed: their spread
 is the noise of this machine during the run.
@@ -29,6 +32,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -77,6 +81,127 @@ def train_words_per_second(data, arch_flags, updates, task="sentence_autoencodin
     wps = [float(m) for m in re.findall(r'"wps": "([0-9.]+)"', result.stdout + result.stderr)]
     rss = int(re.search(r"MAXRSS (\d+)", result.stderr).group(1)) / 1024
     return {"wps": statistics.mean(wps[1:] or wps), "seconds": time.time() - started, "peak_rss_mb": rss}
+
+
+# a tiny model, so that start-up (reading and checking the data, batching it) is most of the run
+STARTUP_OURS = ["--task", "sentence_autoencoding", "--arch", "lstm_ae_tiny", "--criterion", "ae_cross_entropy"]
+# fairseq's own task on the same binaries, in blocks of 12 tokens (its default break mode; a sentence is 12
+# with its EOS on average, so about as many examples as ours; --sample-break-mode eos fails on numpy 2: np.compat)
+STARTUP_LM = ["--task", "language_modeling", "--tokens-per-sample", "12", "--arch", "lstm_lm", "--criterion",
+              "cross_entropy", "--decoder-embed-dim", "32", "--decoder-hidden-size", "64", "--decoder-out-embed-dim",
+              "64"]
+SNLI_SENTENCES = os.path.join(REPO, "..", "shared", "data", "snli")
+
+
+def snli_sentences(folder):
+    """The distinct sentences of the SNLI files in ``folder`` (``*.gz``, one sentence or a tab-separated
+    pair a line), lower-cased, as lists of words."""
+    import glob
+    import gzip
+
+    found = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.gz"))):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            for line in f:
+                for sentence in line.lower().split("\t"):
+                    if sentence.strip():
+                        found.setdefault(" ".join(sentence.split()), None)
+    return [sentence.split() for sentence in found]
+
+
+def write_startup_corpus(folder, count, snli_folder):
+    """A prepared folder of ``count`` distinct training sentences: SNLI's sentences, each followed by
+    the number of times the list has been gone through (a word), until there are ``count``. The
+    binaries are written straight in fairseq's mmap format (prepare_corpus.py tokenises about 6,000
+    sentences/s here: half an hour for 10M), a repetition at a time (memory: SNLI's ids once);
+    dict.txt by fairseq's Dictionary and manifest.json by the functions the preparation tool uses."""
+    import struct
+
+    import numpy as np
+    from fairseq.data import Dictionary
+    from fairseq.data.indexed_dataset import MMapIndexedDataset, _dtype_header_code, best_fitting_int_dtype
+
+    from fairseq_wae.corpus import describe_files, write_manifest
+
+    base = snli_sentences(snli_folder)
+    repetitions = -(-count // len(base))
+    dictionary = Dictionary()
+    for words in base:
+        for word in words:
+            dictionary.add_symbol(word)
+    for r in range(repetitions):
+        dictionary.add_symbol(str(r), n=len(base))
+    dictionary.finalize(padding_factor=8)
+    dictionary.save(os.path.join(folder, "dict.txt"))
+    dtype = best_fitting_int_dtype(len(dictionary))
+    sizes = np.array([len(words) + 2 for words in base], dtype=np.int32)  # the words, the counter, EOS
+    template = np.concatenate([[dictionary.index(w) for w in words] + [0, dictionary.eos()] for words in base])
+    template = template.astype(dtype)
+    counter_slots = np.cumsum(sizes) - 2
+    itemsize = np.dtype(dtype).itemsize
+    with open(os.path.join(folder, "train.bin"), "wb") as data, open(os.path.join(folder, "train.idx"), "wb") as index:
+        index.write(MMapIndexedDataset.Index._HDR_MAGIC + struct.pack("<Q", 1) +
+                    struct.pack("<B", _dtype_header_code(dtype)) + struct.pack("<Q", count))
+        for r in range(repetitions):
+            kept = min(len(base), count - r * len(base))
+            template[counter_slots] = dictionary.index(str(r))
+            template[:int(sizes[:kept].sum())].tofile(data)
+            sizes[:kept].tofile(index)
+        offset = 0
+        for r in range(repetitions):
+            kept = min(len(base), count - r * len(base))
+            pointers = offset + itemsize * (np.cumsum(sizes[:kept], dtype=np.int64) - sizes[:kept])
+            pointers.tofile(index)
+            offset += itemsize * int(sizes[:kept].sum())
+    names = ["dict.txt", "train.bin", "train.idx"]
+    write_manifest(folder, {"inputs": [{"path": "SNLI sentences (*.gz)", "distinct": len(base)}],
+                            "options": {"startup_benchmark": count}, "counts": {"train": count},
+                            **describe_files(folder, names)})
+    return {"snli_sentences": len(base), "vocabulary": len(dictionary), "tokens": offset // itemsize}
+
+
+def startup_seconds(data, task_flags):
+    """Seconds from fairseq-train's start to its exit after the first update (no validation, no
+    checkpoint, a tiny model: the rest is start-up)."""
+    cmd = ["fairseq-train", data, "--user-dir", USER_DIR, *task_flags, "--optimizer", "adam", "--lr", "0.001",
+           "--batch-size", "32", "--max-update", "1", "--cpu", "--seed", "1", "--no-save", "--disable-validation"]
+    started = time.perf_counter()
+    result = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def startup_speed(count, snli_folder):
+    """fairseq-train's start-up on ``count`` sentences: fairseq's language_modeling before and after
+    ours, on the same binaries, in a temporary folder deleted afterwards."""
+    needed = count * 60  # bytes: about 12 two-byte tokens and 12 bytes of index a sentence, and slack
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    if free < 2 * needed:
+        raise RuntimeError(f"{count:,} sentences need about {needed / 1e9:.1f} GB and {free / 1e9:.1f} GB are free")
+    folder = tempfile.mkdtemp(prefix="fairseq-wae-bench-startup-")
+    try:
+        started = time.perf_counter()
+        corpus = write_startup_corpus(folder, count, snli_folder)
+        written = time.perf_counter() - started
+        lm = [startup_seconds(folder, STARTUP_LM)]
+        ours = startup_seconds(folder, STARTUP_OURS)
+        lm.append(startup_seconds(folder, STARTUP_LM))
+        return {"sentences": count, **corpus, "write_seconds": written, "lm_seconds": lm, "ours_seconds": ours}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def print_startup_speed(row):
+    lm = statistics.mean(row["lm_seconds"])
+    print(f"{row['sentences']:,} distinct sentences ({row['snli_sentences']:,} SNLI sentences with a counter), "
+          f"{row['tokens']:,} tokens ({row['tokens'] / row['sentences']:.1f} a sentence, EOS included), vocabulary "
+          f"{row['vocabulary']:,}; written with dict.txt and manifest.json in {row['write_seconds']:.0f} s\n")
+    print("| fairseq-train, start to first update | seconds | vs language_modeling (target <= 1.2) |\n|---|---|---|")
+    for label, seconds in zip(("before", "after"), row["lm_seconds"]):
+        print(f"| fairseq language_modeling, lstm_lm ({label} ours) | {seconds:.1f} | {seconds / lm:.2f} |")
+    print(f"| sentence_autoencoding, lstm_ae_tiny | {row['ours_seconds']:.1f} | {row['ours_seconds'] / lm:.2f} |")
+    print(f"\nlanguage_modeling: the mean of its two runs, {lm:.1f} s, is the 1.00 of the ratios")
 
 
 def translation_view(data):
@@ -455,7 +580,7 @@ def hub_speed(data, checkpoint, count):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--data", help="a data folder (every leg but --startup)")
     parser.add_argument("--updates", type=int, default=150)
     parser.add_argument("--checkpoint", help="a paper-size checkpoint for the generation figures")
     parser.add_argument("--vocabularies", default="5000,20000,50000", help="comma-separated; empty to skip")
@@ -468,7 +593,15 @@ def main():
     parser.add_argument("--transformer-checkpoint", help="a transformer_*_small checkpoint for --transformer")
     parser.add_argument("--hub", type=int, metavar="N",
                         help="only compare the Python interface with fairseq-generate on N samples (needs --checkpoint)")
+    parser.add_argument("--startup", type=int, metavar="N",
+                        help="only fairseq-train's start-up on N sentences, against fairseq's language_modeling")
+    parser.add_argument("--snli", default=SNLI_SENTENCES, help="the folder of SNLI *.gz sentence files for --startup")
     args = parser.parse_args()
+    if args.startup:
+        print_startup_speed(startup_speed(args.startup, args.snli))
+        return
+    if not args.data:
+        parser.error("--data is needed (but with --startup)")
     if args.transformer:
         count = 2000
         builtin, ours, sampling = transformer_speed(args.data, args.updates, args.checkpoint,
