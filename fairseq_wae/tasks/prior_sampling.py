@@ -7,6 +7,7 @@ sample's index alone, so the samples do not depend on batching. fairseq's own se
 """
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 from fairseq.data import FairseqDataset
@@ -19,7 +20,10 @@ from fairseq_wae.tasks.sentence_autoencoding import SentenceAutoencodingConfig, 
 @dataclass
 class PriorSamplingConfig(SentenceAutoencodingConfig):
     num_samples: int = field(default=0, metadata={"help": "how many sentences to sample from the prior"})
-    latent_temperature: float = field(default=1.0, metadata={"help": "sample z ~ N(0, t^2 I)"})
+    latent_temperature: float = field(
+        default=1.0, metadata={"help": "sample z ~ N(0, t^2 I): the scale of the codes, not fairseq's --temperature "
+                                       "(the softmax temperature of --sampling)"}
+    )
 
 
 class PriorSampleDataset(FairseqDataset):
@@ -57,10 +61,20 @@ class PriorSampleDataset(FairseqDataset):
         }
 
 
-def prior_codes(ids: torch.Tensor, latent_dim: int, seed: int, temperature: float) -> torch.Tensor:
-    """z_i ~ N(0, temperature^2 I), drawn from a generator seeded by (seed, i)."""
-    codes = [torch.randn(latent_dim, generator=seeded_generator(seed, i)) for i in ids.tolist()]
-    return temperature * torch.stack(codes)
+def prior_codes(ids: Sequence[int], latent_dim: int, seed: int, temperature: float,
+                dtype: torch.dtype = torch.float32, what: str = "--latent-temperature") -> torch.Tensor:
+    """z_i ~ N(0, temperature^2 I) for each sample index i of ``ids``, drawn from a generator seeded by
+    (seed, i), in float32. Refused, naming the option ``what``, when a code does not fit in ``dtype``
+    (the model's): fairseq's search would fail on the infinite scores with an AssertionError."""
+    unit = torch.empty(len(ids), latent_dim)
+    for row, i in enumerate(ids):
+        unit[row] = torch.randn(latent_dim, generator=seeded_generator(seed, int(i)))
+    codes = temperature * unit
+    if not torch.isfinite(codes.to(dtype)).all():
+        raise ValueError(f"{what} {temperature:g} draws codes beyond the range of the model's {dtype} (|z| up to "
+                         f"{temperature * float(unit.abs().max()):.3g}, the largest it holds is "
+                         f"{torch.finfo(dtype).max:.3g}): choose a smaller temperature")
+    return codes
 
 
 @register_task("prior_sampling", dataclass=PriorSamplingConfig)
@@ -82,6 +96,7 @@ class PriorSamplingTask(SentenceAutoencodingTask):
         latent_dims = {model.latent_dim for model in models}
         if len(latent_dims) != 1:
             raise ValueError(f"an ensemble must share one latent size, got {sorted(latent_dims)}")
-        z = prior_codes(sample["id"], latent_dims.pop(), self.cfg.seed, self.cfg.latent_temperature)
+        z = prior_codes(sample["id"].tolist(), latent_dims.pop(), self.cfg.seed, self.cfg.latent_temperature,
+                        dtype=next(models[0].parameters()).dtype)
         sample["net_input"]["latent"] = z.to(sample["net_input"]["src_tokens"].device)
         return super().inference_step(generator, models, sample, prefix_tokens, constraints)

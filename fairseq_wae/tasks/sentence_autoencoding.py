@@ -25,6 +25,7 @@ from fairseq_wae.checkpoints import CheckpointError, check_checkpoint_file, dict
 from fairseq_wae.data_checks import check_dictionaries, check_split
 from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
 from fairseq_wae.options import resolved
+from fairseq_wae.tokenizer import special_symbols_in
 
 logger = logging.getLogger(__name__)
 
@@ -137,21 +138,45 @@ class SentenceAutoencodingTask(FairseqTask):
         )
         logger.info(f"{split}: {len(sentences)} sentences from {prefix}")
 
+    def get_interactive_tokens_and_lengths(self, lines, encode_fn):
+        """fairseq-interactive's typed lines as token ids, refusing one that holds ``<s>``, ``<pad>`` or
+        ``</s>`` as a token (typed without ``--tokenizer normalized_moses``, which reads them as text)."""
+        tokens, lengths = super().get_interactive_tokens_and_lengths(lines, encode_fn)
+        for line, ids in zip(lines, tokens):
+            special = special_symbols_in(self.dictionary, ids[:-1])
+            if special:
+                raise ValueError(f"the typed line {line!r} holds {' '.join(special)}, a special symbol of the "
+                                 "dictionary that no prepared sentence holds: leave it out, or read input with "
+                                 "--tokenizer normalized_moses, as the corpus was prepared")
+        return tokens, lengths
+
     def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
         """fairseq-interactive: the typed sentences, to be reconstructed."""
         return LanguagePairDataset(src_tokens, src_lengths, self.source_dictionary, left_pad_source=False)
 
     def filter_indices_by_size(self, indices, dataset, max_positions=None, ignore_invalid_inputs=False):
+        """Sentences over --max-sentence-len are skipped when asked to. fairseq itself leaves out of
+        training, with a warning in the log, every sentence longer than the model's positions or
+        --max-tokens allow: refused here, so that every sentence of the corpus is trained on."""
+        split = next((name for name, d in self.datasets.items() if d is dataset), "this")
         if self.cfg.max_sentence_len is not None and self.cfg.overlong_sentences == "skip":
             keep = dataset.src_sizes[indices] <= self.cfg.max_sentence_len + 1
             if len(indices) and not keep.any():
-                split = next((name for name, d in self.datasets.items() if d is dataset), "this")
                 raise ValueError(f"--max-sentence-len {self.cfg.max_sentence_len} with --overlong-sentences skip "
                                  f"leaves none of the {len(indices)} sentences of the {split} split: raise the "
                                  "limit, or truncate instead")
             if not keep.all():
                 logger.info(f"skipping {int((~keep).sum())} sentences over --max-sentence-len {self.cfg.max_sentence_len}")
             indices = indices[keep]
+        _, too_long = dataset.filter_indices_by_size(indices, max_positions)
+        if len(too_long) and (split == "train" or not ignore_invalid_inputs):
+            longest = max(int(np.max(dataset.size(i))) for i in too_long)
+            raise ValueError(
+                f"{len(too_long):,} sentence(s) of the {split} split are longer than fairseq can batch (max positions "
+                f"{max_positions}, from the model's --max-target-positions and --max-tokens; the longest has "
+                f"{longest:,} tokens with EOS, e.g. sentence #{too_long[0]}), and fairseq would leave them out "
+                "without an error: give --max-sentence-len N to truncate them (--overlong-sentences skip leaves them "
+                "out), or raise --max-target-positions / --max-tokens")
         return super().filter_indices_by_size(indices, dataset, max_positions, ignore_invalid_inputs)
 
     def get_batch_iterator(self, dataset, *args, required_batch_size_multiple=1, **kwargs):
@@ -263,7 +288,8 @@ class SentenceAutoencodingTask(FairseqTask):
         return super().inference_step(generator, models, sample, prefix_tokens, constraints)
 
     def max_positions(self):
-        return (1024, 1024) if self.cfg.max_sentence_len is None else (self.cfg.max_sentence_len + 1,) * 2
+        # no limit of the task's own without --max-sentence-len: the model's and --max-tokens' apply
+        return None if self.cfg.max_sentence_len is None else (self.cfg.max_sentence_len + 1,) * 2
 
     @property
     def source_dictionary(self):
