@@ -2,14 +2,18 @@
 # Quick start on the bundled toy corpus: split and binarize it, train a tiny WAE for about a minute on
 # a CPU, then print sentences sampled from the prior.   Usage: [EPOCHS=40] bash examples/toy/run.sh [OUTPUT_DIR]
 # Safe to run again: the prepared data is kept while intact (and mended when not), and training goes
-# on from OUTPUT_DIR/checkpoints (a finished run is not repeated; delete that folder to train afresh).
+# on from OUTPUT_DIR/checkpoints (a finished run is not repeated; delete that folder to train afresh);
+# the logs of earlier runs are kept (train.log.1, ...).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 out=${1:-quickstart} epochs=${EPOCHS:-40}
 fail() { echo "run.sh: $*" >&2; exit 1; }
+# a rerun writes new logs; the earlier ones are kept as NAME.1, NAME.2, ... (the highest number is the newest)
+keep_earlier() { local n=1; [ -e "$1" ] || return 0; while [ -e "$1.$n" ]; do n=$((n + 1)); done; mv "$1" "$1.$n"; }
 [ ! -e "$out" ] || [ -d "$out" ] || fail "OUTPUT_DIR $out is a file, not a folder"
 mkdir -p "$out"
+for log in prepare.log train.log generate.log; do keep_earlier "$out/$log"; done
 
 python "$repo/scripts/prepare_corpus.py" --input "$here/sentences.txt" --out "$out/data" \
     --seed 1 > "$out/prepare.log" 2>&1 || { tail -n 5 "$out/prepare.log" >&2; fail "preparing the data failed"; }
