@@ -13,6 +13,8 @@ from helpers import build, first_batch
     ("lstm_wae_tiny", "wae_mmd", ["--mmd-lambda", "3"]),
     ("lstm_wae_tiny", "wae_mmd", ["--mmd-kernel", "rbf"]),
     ("lstm_vae_tiny", "wae_mmd", ["--kl-variance-penalty", "1"]),
+    ("lstm_aae_tiny", "aae", ["--logvar-l1", "0.01", "--noise-drop", "0.2"]),
+    ("lstm_wae_tiny", "aae", ["--adversarial-lambda", "3"]),
 ])
 def test_gradients_reach_the_encoder(toy_data, arch, criterion, flags):
     task, model, crit = build(toy_data, arch, criterion, *flags)
@@ -104,7 +106,8 @@ def test_vae_reconstructs_from_the_posterior_mean_in_evaluation(toy_data):
 
 
 @pytest.mark.parametrize("arch,criterion", [("lstm_ae_tiny", "ae_cross_entropy"), ("lstm_vae_tiny", "vae_kl"),
-                                             ("lstm_wae_tiny", "wae_mmd"), ("lstm_vae_tiny", "wae_mmd")])
+                                             ("lstm_wae_tiny", "wae_mmd"), ("lstm_vae_tiny", "wae_mmd"),
+                                             ("lstm_aae_tiny", "aae"), ("lstm_wae_tiny", "aae")])
 def test_every_batch_logs_the_same_keys_of_the_same_types_and_a_lone_sentence_skips_mmd(toy_data, arch, criterion):
     # fairseq sums logging outputs key by key with the first output's keys, numbers and tensors apart
     task, model, crit = build(toy_data, arch, criterion)
@@ -208,6 +211,9 @@ def test_a_state_dict_without_the_schedule_slot_loads_but_a_stop_at_peak_resume_
     ("lstm_vae_tiny", "vae_kl", ["--noise-blank", "-0.1"], "--noise-blank"),
     ("lstm_wae_tiny", "wae_mmd", ["--noise-substitute", "2"], "--noise-substitute"),
     ("lstm_wae_tiny", "wae_mmd", ["--noise-shuffle-distance", "-1"], "--noise-shuffle-distance"),
+    ("lstm_aae_tiny", "aae", ["--adversarial-lambda", "-1"], "--adversarial-lambda"),
+    ("lstm_aae_tiny", "aae", ["--logvar-l1", "-0.1"], "--logvar-l1"),
+    ("lstm_aae_tiny", "aae", ["--discriminator-dim", "0"], "--discriminator-dim"),
 ])
 def test_nonsense_flags_are_refused_at_start_up(toy_data, arch, criterion, flags, message):
     with pytest.raises(ValueError, match=message):
@@ -256,7 +262,8 @@ def test_a_penalty_key_the_criterion_does_not_declare_is_an_error_not_a_lost_met
     from fairseq_wae.criterions.wae_mmd import WaeMmdCriterion
 
     for arch, name in (("lstm_ae_tiny", "ae_cross_entropy"), ("lstm_vae_tiny", "vae_kl"),
-                       ("lstm_vae_tiny", "wae_mmd"), ("lstm_wae_tiny", "wae_mmd")):
+                       ("lstm_vae_tiny", "wae_mmd"), ("lstm_wae_tiny", "wae_mmd"), ("lstm_aae_tiny", "aae"),
+                       ("lstm_wae_tiny", "aae")):
         task, model, crit = build(toy_data, arch, name)
         _, _, log = crit(model, first_batch(task))  # every key each criterion logs is declared
         declared = set(crit.sentence_mean_metrics) | set(crit.count_metrics) | set(crit.summed_statistics)

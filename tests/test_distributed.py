@@ -45,6 +45,9 @@ def inner_records(text):
     # annealed fast enough that lambda*KL peaks and stop-at-peak freezes the weight near update 25
     ("lstm_vae_tiny", "vae_kl", ["--kl-anneal", "sigmoid", "--kl-anneal-midpoint", "12", "--kl-anneal-steepness",
                                  "0.25", "--kl-anneal-stop-at-peak", "--word-dropout", "0.1"], True),
+    # the discriminator belongs to the criterion (fairseq all-reduces its gradients like the model's); DAAE
+    # noise and the LAAE term ride along, their draws keyed by global micro-batch
+    ("lstm_aae_tiny", "aae", ["--logvar-l1", "0.01", "--noise-drop", "0.2", "--noise-shuffle-distance", "2"], True),
 ])
 def test_two_processes_match_one_process_with_update_freq_2(toy_data, arch, criterion, flags, compare):
     two = launch(toy_data, *common_flags(arch, criterion), *flags)
@@ -53,7 +56,8 @@ def test_two_processes_match_one_process_with_update_freq_2(toy_data, arch, crit
     assert [int(r["num_updates"]) for r in distributed] == list(range(1, 31))  # rank 0 alone logs
     assert all(float(r["bsz"]) == 32 for r in distributed)  # aggregated over both workers
     for metric in {"ae_cross_entropy": ["nll_loss", "word_dropout"], "wae_mmd": ["mmd", "mmd_weight"],
-                   "vae_kl": ["kl", "kl_weight", "active_units", "word_dropout"]}[criterion]:
+                   "vae_kl": ["kl", "kl_weight", "active_units", "word_dropout"],
+                   "aae": ["adversarial", "discriminator_loss", "discriminator_accuracy", "logvar_l1"]}[criterion]:
         assert metric in distributed[-1], metric
     if criterion == "vae_kl":
         weights = [float(r["kl_weight"]) for r in distributed]
@@ -67,6 +71,8 @@ def test_two_processes_match_one_process_with_update_freq_2(toy_data, arch, crit
         for a, b in zip(distributed, single):
             assert float(a["loss"]) == pytest.approx(float(b["loss"]), abs=2e-3), (a, b)
             assert a.get("kl_weight") == b.get("kl_weight"), (a, b)
+            if criterion == "aae":  # D's own loss is not in "loss": compared apart
+                assert float(a["discriminator_loss"]) == pytest.approx(float(b["discriminator_loss"]), abs=2e-3)
 
 
 def test_a_two_process_run_resumes_with_its_saved_stop_at_peak_state(toy_data, tmp_path):

@@ -17,6 +17,8 @@ FLAVOURS = {
     "vae": ("lstm_vae_tiny", {"_name": "vae_kl"}, {}),
     "wae": ("lstm_wae_tiny", {"_name": "wae_mmd"}, {"latent_dim": 32}),
     "swae": ("lstm_vae_tiny", {"_name": "wae_mmd", "kl_variance_penalty": 1.0}, {}),
+    # the discriminator reads model.latent_dim: a size changed on top of the yaml reaches it
+    "daae": ("lstm_aae_tiny", {"_name": "aae", "logvar_l1": 0.01, "noise_drop": 0.3}, {"latent_dim": 24}),
 }
 
 

@@ -19,6 +19,7 @@ PRECISIONS = {"float16": (torch.float16, False), "bfloat16": (torch.bfloat16, Fa
     ("lstm_wae_tiny", "wae_mmd", ["--mmd-lambda", "10"]),
     ("lstm_wae_tiny", "wae_mmd", ["--mmd-kernel", "rbf"]),
     ("lstm_vae_tiny", "wae_mmd", ["--kl-variance-penalty", "1"]),
+    ("lstm_aae_tiny", "aae", ["--logvar-l1", "0.01"]),
 ])
 @pytest.mark.parametrize("batch_size", [128, 512])
 def test_every_precision_logs_the_float32_values(toy_data, arch, criterion, flags, batch_size):

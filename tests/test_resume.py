@@ -12,8 +12,12 @@ FLAVOURS = {
     "vae": ("lstm_vae_tiny", "vae_kl", ["--kl-anneal", "sigmoid", "--kl-anneal-midpoint", "20",
                                         "--kl-anneal-steepness", "0.15", "--kl-anneal-stop-at-peak",
                                         "--word-dropout-increment", "0.05"]),
+    # the discriminator's weights and Adam state come back from the checkpoint's "criterion" entry; the
+    # input noise's draws are keyed by update and micro-batch
+    "daae": ("lstm_aae_tiny", "aae", ["--logvar-l1", "0.01", "--noise-drop", "0.3", "--noise-blank", "0.1",
+                                      "--noise-substitute", "0.1", "--noise-shuffle-distance", "2"]),
 }
-COMPARED = ("loss", "nll_loss", "kl", "kl_weight", "mmd", "word_dropout")
+COMPARED = ("loss", "nll_loss", "kl", "kl_weight", "mmd", "word_dropout", "adversarial", "discriminator_loss")
 
 
 @pytest.fixture(scope="module")

@@ -1,1 +1,1 @@
-from fairseq_wae.criterions import ae_cross_entropy, vae_kl, wae_mmd  # noqa: F401
+from fairseq_wae.criterions import adversarial, ae_cross_entropy, vae_kl, wae_mmd  # noqa: F401

@@ -155,9 +155,10 @@ _architecture = architecture_registrar("lstm_autoencoder", LSTMAutoencoderConfig
 
 # There are two networks per size: a deterministic latent head and a Gaussian one. The criterion makes
 # the flavour (ae_cross_entropy: DAE, vae_kl: VAE, wae_mmd: WAE, wae_mmd --kl-variance-penalty:
-# stochastic WAE); the four names exist so that a command line reads as the paper's model it trains:
-#   lstm_ae_paper  == lstm_wae_paper   (deterministic z)
-#   lstm_vae_paper == lstm_swae_paper  (Gaussian q(z|x))
+# stochastic WAE; aae: text-autoencoders' AAE, LAAE and DAAE); the names exist so that a command line reads
+# as the model it trains:
+#   lstm_ae_paper  == lstm_wae_paper                     (deterministic z)
+#   lstm_vae_paper == lstm_swae_paper == lstm_aae_paper  (Gaussian q(z|x), as text-autoencoders' AAE samples z)
 
 # Section 3.1: 300d embeddings, one 100-unit LSTM layer each side, 100d z.
 _PAPER = dict(embed_dim=300, encoder_hidden_size=100, decoder_hidden_size=100, latent_dim=100)
@@ -165,9 +166,11 @@ _architecture("lstm_ae_paper", latent_head="deterministic", **_PAPER)  # the DAE
 _architecture("lstm_wae_paper", latent_head="deterministic", **_PAPER)  # the same network, for the WAE
 _architecture("lstm_vae_paper", latent_head="gaussian", **_PAPER)  # the VAE's network
 _architecture("lstm_swae_paper", latent_head="gaussian", **_PAPER)  # the same network, for the stochastic WAE
+_architecture("lstm_aae_paper", latent_head="gaussian", **_PAPER)  # the same network, for the AAE/LAAE/DAAE
 
 # Small enough to train in seconds on a CPU: for tests and the README's quick start.
 _TINY = dict(embed_dim=32, encoder_hidden_size=64, decoder_hidden_size=64, latent_dim=16, dropout=0.0)
 _architecture("lstm_ae_tiny", latent_head="deterministic", **_TINY)  # DAE
 _architecture("lstm_wae_tiny", latent_head="deterministic", **_TINY)  # the same network, for the WAE
 _architecture("lstm_vae_tiny", latent_head="gaussian", **_TINY)  # VAE (and, with wae_mmd, stochastic WAE)
+_architecture("lstm_aae_tiny", latent_head="gaussian", **_TINY)  # the same network, for the AAE

@@ -217,9 +217,9 @@ class TransformerAutoencoderModel(SentenceAutoencoderModel):
 
 _architecture = architecture_registrar("transformer_autoencoder", TransformerAutoencoderConfig)
 
-# As for the LSTM, two networks per size (deterministic or Gaussian z) under the four flavours' names:
+# As for the LSTM, two networks per size (deterministic or Gaussian z) under the flavours' names:
 #   transformer_ae_*  == transformer_wae_*   (deterministic z)
-#   transformer_vae_* == transformer_swae_*  (Gaussian q(z|x))
+#   transformer_vae_* == transformer_swae_* == transformer_aae_*  (Gaussian q(z|x))
 
 # Trains on SNLI-30k on a 2-core CPU in well under an hour per model.
 _SMALL = dict(embed_dim=256, ffn_embed_dim=1024, encoder_layers=2, decoder_layers=2, attention_heads=4,
@@ -228,6 +228,7 @@ _architecture("transformer_ae_small", latent_head="deterministic", **_SMALL)
 _architecture("transformer_wae_small", latent_head="deterministic", **_SMALL)
 _architecture("transformer_vae_small", latent_head="gaussian", **_SMALL)
 _architecture("transformer_swae_small", latent_head="gaussian", **_SMALL)
+_architecture("transformer_aae_small", latent_head="gaussian", **_SMALL)
 
 # Trains in seconds: for tests.
 _TINY = dict(embed_dim=32, ffn_embed_dim=64, encoder_layers=1, decoder_layers=1, attention_heads=4, latent_dim=16,
@@ -236,3 +237,4 @@ _architecture("transformer_ae_tiny", latent_head="deterministic", **_TINY)
 _architecture("transformer_wae_tiny", latent_head="deterministic", **_TINY)
 _architecture("transformer_vae_tiny", latent_head="gaussian", **_TINY)
 _architecture("transformer_swae_tiny", latent_head="gaussian", **_TINY)
+_architecture("transformer_aae_tiny", latent_head="gaussian", **_TINY)

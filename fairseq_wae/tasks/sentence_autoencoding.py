@@ -230,8 +230,8 @@ class SentenceAutoencodingTask(FairseqTask):
     def build_criterion(self, cfg):
         criterion = super().build_criterion(cfg)
         if not hasattr(criterion, "check_model"):
-            raise ValueError(f"--criterion {cfg._name} is not an autoencoder objective (no KL or MMD term on z, no "
-                             "word dropout): use ae_cross_entropy (the DAE), vae_kl or wae_mmd")
+            raise ValueError(f"--criterion {cfg._name} is not an autoencoder objective (no KL, MMD or adversarial "
+                             "term on z, no word dropout): use ae_cross_entropy (the DAE), vae_kl, wae_mmd or aae")
         if self.model_in_training is not None:
             criterion.check_model(self.model_in_training)  # at start-up, not at the first update
         elif self.saved_progress is not None:
