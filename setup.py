@@ -15,8 +15,9 @@ setup(
         # PyPI fairseq 0.12.2 does not import on Python 3.11+; fairseq-fixed is the same module, fixed
         'fairseq==0.12.2; python_version < "3.11"',
         'fairseq-fixed==0.12.3.1; python_version >= "3.11"',
-        # a range the CPU wheel 2.13.0 satisfies: install torch first so no CUDA build is pulled in
-        "torch>=1.13,<2.15",
+        # a range the CPU wheel 2.13.0 satisfies: install torch first so no CUDA build is pulled in. From 2.6
+        # torch.load is weights-only by default: fairseq's loads then run no code a checkpoint holds
+        "torch>=2.6,<2.15",
         "numpy",
         "sacrebleu>=2.0",
         "sacremoses",
@@ -34,6 +35,7 @@ setup(
         "fairseq-wae-evaluate = fairseq_wae.cli.evaluate:main",
         "fairseq-wae-interpolate = fairseq_wae.cli.interpolate:main",
         "fairseq-wae-export = fairseq_wae.cli.export:main",
+        "fairseq-wae-bind-dictionary = fairseq_wae.cli.bind_dictionary:main",
         "fairseq-wae-verify = fairseq_wae.cli.verify:main",
     ]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],

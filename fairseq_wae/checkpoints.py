@@ -1,7 +1,12 @@
-"""Checkpoints that cannot be used with the wrong data, lost to a crash, or clobbered by a second run.
+"""Checkpoints that cannot be used with the wrong data, run code, be lost to a crash, or be clobbered
+by a second run.
 
+- :func:`load_checkpoint_state`: the one way the plugin reads a checkpoint, weights-only (the pickled
+  objects a file may hold would otherwise run on loading); fairseq's own loads are weights-only through
+  torch's default, which :func:`check_loads_are_weights_only` makes sure of at import.
 - :class:`DictionaryBinding`: the model carries a fingerprint of the dictionary it was trained
-  with and refuses to load against another one (the words would be silently scrambled).
+  with and refuses to load against another one (the words would be silently scrambled), or without
+  one (:func:`require_dictionary`; ``fairseq-wae-bind-dictionary`` stamps it into an old checkpoint).
 - :func:`guard_save_dir`: before fairseq-train loads anything, take the save dir's lock, replace a
   truncated ``checkpoint_last.pt`` by the newest readable checkpoint, and refuse to resume from a
   checkpoint trained on another dictionary.
@@ -11,6 +16,8 @@ import glob
 import hashlib
 import logging
 import os
+import pickle
+import re
 import shutil
 import socket
 import zipfile
@@ -22,6 +29,25 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = "fairseq-wae.lock"
+BIND_COMMAND = "fairseq-wae-bind-dictionary"
+GIVE_A_CHECKPOINT = ("give a checkpoint written by fairseq-train (checkpoint_best.pt, checkpoint_last.pt, ...) or the "
+                     "model.pt of fairseq-wae-export")
+
+
+def check_loads_are_weights_only() -> None:
+    """fairseq reads checkpoints with ``torch.load``'s default (checkpoint_utils, hub_utils), which is
+    weights-only from torch 2.6 on; before, or with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set, it unpickles
+    whatever a file holds and runs the code in it. The plugin refuses to work under either."""
+    if torch.__version__ < "2.6":
+        raise ImportError(f"fairseq-wae needs torch >= 2.6 (this is {torch.__version__}): older versions let fairseq "
+                          "unpickle checkpoints with weights_only=False, which runs any code a file holds. "
+                          "pip install 'torch>=2.6'")
+    if os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "0").lower() in ("1", "y", "yes", "true"):
+        raise ImportError("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set: fairseq would unpickle checkpoints with "
+                          "weights_only=False, which runs any code a file holds. Unset it to use fairseq-wae")
+
+
+check_loads_are_weights_only()
 
 
 class CheckpointError(ValueError):
@@ -48,11 +74,51 @@ def check_same_dictionary(trained: Optional[Dict], current: Dict, what: str, rem
             f"trained on (or a copy of its dict.txt){remedy}.")
 
 
+def unbound_message(what: str, checkpoint: str, current: Dict) -> str:
+    """Why a checkpoint without a dictionary fingerprint is refused, and the command that binds it."""
+    dictionary = current.get("path") or "the dictionary given"
+    data = os.path.dirname(current["path"]) if current.get("path") else "DATA"
+    return (f"{what} holds no fingerprint of the dictionary it was trained with (it was written before fairseq-wae "
+            f"recorded one), so nothing shows that {dictionary} is that dictionary: one of the same size with other "
+            "words would scramble every sentence without an error. If it is the data folder the model was trained "
+            f"on, bind them once with `{BIND_COMMAND} {checkpoint} {data}` (it checks what can be checked and "
+            "stamps the fingerprint); otherwise give that data folder")
+
+
+def is_autoencoder_checkpoint(state: Dict) -> bool:
+    """Whether a loaded checkpoint holds one of the plugin's autoencoders (by its --arch)."""
+    from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
+
+    return issubclass(saved_model_class(state) or object, SentenceAutoencoderModel)
+
+
+def require_dictionary(state: Dict, checkpoint: str, current: Dict, what: Optional[str] = None,
+                       remedy: str = "") -> None:
+    """Refuses a loaded autoencoder checkpoint (at path ``checkpoint``, called ``what`` in the message)
+    that was trained with another dictionary than ``current`` (a fingerprint), or cannot show which
+    dictionary it was trained with. Other models are left to the checks of their class."""
+    if not is_autoencoder_checkpoint(state):
+        return
+    trained = checkpoint_dictionary(state)
+    if trained is None:
+        raise CheckpointError(unbound_message(what or checkpoint, checkpoint, current))
+    check_same_dictionary(trained, current, what or checkpoint, remedy)
+
+
+def check_checkpoint(path: str, current: Dict) -> Dict:
+    """What every tool does before fairseq loads ``path``: a fairseq checkpoint that loads weights-only,
+    trained with the dictionary of fingerprint ``current``. Returns its contents."""
+    state = load_checkpoint_state(path)
+    require_dictionary(state, path, current)
+    return state
+
+
 class DictionaryBinding(nn.Module):
     """The fingerprint of the model's dictionary, in its state dict (as ``..._extra_state``).
 
-    Loading a state dict written with another dictionary raises :class:`CheckpointError`, naming both
-    dictionary files. Checkpoints written before the binding existed load unchecked.
+    Loading a state dict written with another dictionary, or without a fingerprint (a checkpoint
+    written before the binding existed), raises :class:`CheckpointError`. The tools check the file
+    first (:func:`check_checkpoint`), naming it; this is the last line, for every other way in.
     """
 
     def __init__(self, dictionary, path: Optional[str] = None):
@@ -63,6 +129,8 @@ class DictionaryBinding(nn.Module):
         return dict(self.fingerprint)
 
     def set_extra_state(self, state) -> None:
+        if state is None:
+            raise CheckpointError(unbound_message("this checkpoint", "CHECKPOINT", self.fingerprint))
         check_same_dictionary(state, self.fingerprint, "this checkpoint")
 
     def upgrade_state_dict_named(self, state_dict, name: str) -> None:
@@ -94,16 +162,33 @@ def check_checkpoint_file(path: str) -> None:
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint")
     if not is_readable_checkpoint(path):
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated, or another kind of file)")
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated, or another kind of file): "
+                              f"{GIVE_A_CHECKPOINT}")
 
 
 def load_checkpoint_state(path: str) -> Dict:
-    """A checkpoint's contents, tensors memory-mapped."""
+    """A fairseq checkpoint's contents, tensors memory-mapped, read weights-only: tensors and plain
+    values (what fairseq-train and fairseq-wae-export write) load, any other pickled object is refused
+    unread, as unpickling it could run code."""
     check_checkpoint_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (UnpicklingError: {e}): "
+                                  f"{GIVE_A_CHECKPOINT}") from None
+        objects = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(e)))) or ["of a kind not allowed"]
+        raise CheckpointError(
+            f"{path} holds pickled objects ({', '.join(objects)}), not only tensors and plain values: unpickling them "
+            "could run code from the file, so it was not loaded. fairseq-train and fairseq-wae-export write no such "
+            "object: the file was changed or made elsewhere. Use only checkpoints whose origin you know") from None
     except Exception as e:  # torch raises many kinds on a damaged file
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e}): "
+                              f"{GIVE_A_CHECKPOINT}") from None
+    if not (isinstance(state, dict) and isinstance(state.get("model"), dict) and isinstance(state.get("cfg"), dict)):
+        raise CheckpointError(f"{path} was saved with torch.save but is not a fairseq checkpoint (no 'model' and 'cfg' "
+                              f"entries): {GIVE_A_CHECKPOINT}")
+    return state
 
 
 def training_progress(state: Dict) -> Tuple[int, int, int]:
@@ -224,6 +309,90 @@ def guard_save_dir(save_dir: str, restore_file: str, dictionary_fingerprint: Dic
         state = load_checkpoint_state(resume)
         if model_class is not None:
             check_same_model_class(state, model_class, arch, resume)
-        trained = checkpoint_dictionary(state)
-        check_same_dictionary(trained, dictionary_fingerprint, f"{resume}, which this run would resume from,",
-                              ", or train into another --save-dir")
+        require_dictionary(state, resume, dictionary_fingerprint, f"{resume}, which this run would resume from,",
+                           ", or train into another --save-dir")
+
+
+# -- binding a checkpoint written before the fingerprint existed ---------------------------------------
+
+BINDING_KEY = "dictionary_binding._extra_state"  # the model's DictionaryBinding, in its state dict
+FAIRSEQ_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0-3 in every dictionary fairseq-preprocess writes
+
+
+def bindable_checks(state: Dict, checkpoint: str, dictionary, dictionary_path: str) -> List[str]:
+    """What can be checked of a checkpoint without a fingerprint against a dictionary: its size against
+    the word embeddings, fairseq's special symbols (and the ``<pad>`` embedding, which training leaves
+    zero), and the dictionary of the data folder its config records, when that folder is here.
+    Raises :class:`CheckpointError` on a mismatch; returns what was checked, in words."""
+    from fairseq.data import Dictionary
+
+    if dictionary.symbols[:4] != FAIRSEQ_SPECIALS or dictionary.pad() != 1:
+        raise CheckpointError(f"{dictionary_path} does not start with fairseq's special symbols {' '.join(FAIRSEQ_SPECIALS)} "
+                              f"(ids 0-3; it has {' '.join(dictionary.symbols[:4])}): not a dictionary a fairseq-wae "
+                              "model is trained with")
+    embeddings = {key: value for key, value in state["model"].items() if key.endswith("embed_tokens.weight")}
+    for key, weight in embeddings.items():
+        if weight.shape[0] != len(dictionary):
+            raise CheckpointError(f"{checkpoint}'s word embeddings ({key}) have {weight.shape[0]} rows, but {dictionary_path} "
+                                  f"has {len(dictionary)} entries: it is not the dictionary the model was trained with")
+        if weight[dictionary.pad()].count_nonzero():
+            raise CheckpointError(f"{checkpoint}'s embedding of id {dictionary.pad()} is not zero, as training leaves "
+                                  "that of <pad>: it was trained with other special symbols than fairseq's")
+    checks = [f"its {len(dictionary)} entries match the word embeddings' rows" if embeddings
+              else "no word embeddings found to compare the size with",
+              "fairseq's special symbols at ids 0-3, the <pad> embedding zero"]
+    recorded = (state["cfg"].get("task") or {}).get("data")
+    recorded_dictionary = os.path.join(recorded.split(os.pathsep)[0], "dict.txt") if recorded else None
+    if recorded_dictionary and os.path.isfile(recorded_dictionary):
+        if dictionary_fingerprint(Dictionary.load(recorded_dictionary))["sha256"] != dictionary_fingerprint(dictionary)["sha256"]:
+            raise CheckpointError(
+                f"{checkpoint}'s config records that it was trained on --data {recorded}, whose dict.txt differs from "
+                f"{dictionary_path}: bind it to that folder. (If {recorded} was prepared again since, its dictionary is "
+                "not the model's either: move it aside and give the folder the model was trained on)")
+        checks.append(f"the same words as {recorded_dictionary}, the data its config records")
+    else:
+        checks.append(f"the data folder its config records ({recorded}) is not here: not compared")
+    return checks
+
+
+def bind_dictionary(checkpoint: str, data: str) -> Tuple[Dict, List[str]]:
+    """Stamps the fingerprint of ``data/dict.txt`` into an autoencoder checkpoint that has none (one
+    written before fingerprints existed), in place, after :func:`bindable_checks`. A checkpoint
+    already bound to that dictionary is left alone; one bound to another is refused. Returns the
+    fingerprint and what was checked."""
+    from fairseq.data import Dictionary
+
+    dictionary_path = os.path.join(data, "dict.txt")
+    if not os.path.isfile(dictionary_path):
+        raise CheckpointError(f"no dict.txt in {data}: give the data folder the model was trained on")
+    state = load_checkpoint_state(checkpoint)
+    if not is_autoencoder_checkpoint(state):
+        raise CheckpointError(f"{checkpoint} holds --arch {state['cfg'].get('model', {}).get('_name')}, not a "
+                              "fairseq-wae autoencoder: there is no dictionary binding to stamp")
+    dictionary = Dictionary.load(dictionary_path)
+    fingerprint = dictionary_fingerprint(dictionary, dictionary_path)
+    bound = checkpoint_dictionary(state)
+    if bound is not None:
+        check_same_dictionary(bound, fingerprint, checkpoint, ", or leave the checkpoint as it is")
+        return fingerprint, ["already bound to this dictionary: nothing written"]
+    checks = bindable_checks(state, checkpoint, dictionary, dictionary_path)
+    state["model"][BINDING_KEY] = fingerprint
+    save_in_place(state, checkpoint)
+    return fingerprint, checks
+
+
+def save_in_place(state: Dict, path: str) -> None:
+    """Replaces the checkpoint at ``path`` by ``state`` in one step (a kill leaves the old file), with
+    the old file's mode and times: the newest-first order of a save dir stays as it was."""
+    temporary = f"{path}.bind-{os.getpid()}.tmp"
+    before = os.stat(path)
+    try:
+        torch.save(state, temporary)
+        os.chmod(temporary, before.st_mode & 0o7777)
+        os.utime(temporary, ns=(before.st_atime_ns, before.st_mtime_ns))
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as e:  # torch.save raises RuntimeError when a write fails
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise CheckpointError(f"could not write {path} ({e}): it is unchanged. Is the disk full or the folder "
+                              "read-only?") from None

@@ -232,8 +232,9 @@ class AutoencoderHubInterface(nn.Module):
 def load_hub_interface(model_name_or_path: str, checkpoint_file: str, data_name_or_path: str, **kwargs):
     """What ``LSTMAutoencoderModel.from_pretrained`` returns; clear errors name the missing file."""
     from fairseq import hub_utils
+    from fairseq.data import Dictionary
 
-    from fairseq_wae.checkpoints import CheckpointError, check_checkpoint_file
+    from fairseq_wae.checkpoints import CheckpointError, check_checkpoint, check_checkpoint_file, dictionary_fingerprint
 
     if os.pathsep in checkpoint_file:
         raise ValueError(f"checkpoint_file {checkpoint_file!r}: the interface holds one model, give one checkpoint")
@@ -248,6 +249,10 @@ def load_hub_interface(model_name_or_path: str, checkpoint_file: str, data_name_
     if not os.path.isfile(os.path.join(data, "dict.txt")):
         raise FileNotFoundError(f"no dict.txt in {os.path.abspath(data)}: give data_name_or_path, the data folder the "
                                 "model was trained on (an exported model folder holds its own)")
+    dictionary = os.path.join(data, "dict.txt")
+    # before fairseq loads the file: weights only, and trained with this dictionary
+    check_checkpoint(os.path.join(model_name_or_path, checkpoint_file),
+                     dictionary_fingerprint(Dictionary.load(dictionary), dictionary))
     try:
         loaded = hub_utils.from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
     except CheckpointError as e:

@@ -391,3 +391,199 @@ def test_evaluate_checkpoint_checks_its_inputs_first_and_shows_why_generation_fa
     assert f"no {plain}/train.txt" in message and not (tmp_path / "out").exists()
     message = failure([*script, data, lm, tmp_path / "out" / "row", "5", "--no-such-flag"])
     assert "fairseq-generate failed; the end of" in message and "unrecognized arguments: --no-such-flag" in message
+
+
+# 9. checkpoints that cannot prove their dictionary, code in a checkpoint, interrupted exports
+
+EXPORT = [sys.executable, REPO / "scripts" / "export_model.py"]
+BIND = [sys.executable, REPO / "scripts" / "bind_dictionary.py"]
+
+
+def generate_command(data, checkpoint):
+    return ["fairseq-generate", data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--path", checkpoint,
+            "--gen-subset", "test", "--cpu"]
+
+
+def rewritten_checkpoint(source, target, change):
+    """A copy of the checkpoint ``source`` at ``target``, its contents passed through ``change`` first."""
+    import torch
+
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    change(state)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, target)
+    return target
+
+
+def unbind(state):
+    """What a checkpoint written before the dictionary fingerprint existed lacks."""
+    del state["model"]["dictionary_binding._extra_state"]
+
+
+def test_a_checkpoint_without_a_fingerprint_is_refused_everywhere_until_bound(prepared, tmp_path):
+    from fairseq.data import Dictionary
+
+    from fairseq_wae import LSTMAutoencoderModel
+    from fairseq_wae.checkpoints import CheckpointError, checkpoint_dictionary, load_checkpoint_state
+
+    data, save_dir = prepared
+    old_dir = tmp_path / "old"
+    old = rewritten_checkpoint(save_dir / "checkpoint_last.pt", old_dir / "checkpoint_last.pt", unbind)
+    plain = reordered_copy(data, tmp_path / "plain", with_manifest=False)  # same words and size, other ids
+    unbound = f"{old} holds no fingerprint of the dictionary it was trained with"
+    commands = [(plain, [*INTERPOLATE, "--path", old, "--data", plain, "a man .", "a dog ."]),
+                (plain, [*EXPORT, "--checkpoint", old, "--data", plain, "--out", tmp_path / "model"]),
+                (plain, generate_command(plain, old)),
+                (data, generate_command(data, old))]  # the right folder cannot be told from a wrong one either
+    for given, command in commands:
+        message = failure(command)
+        assert unbound in message and f"fairseq-wae-bind-dictionary {old} {given}" in message, message[-1500:]
+    for given in (plain, data):
+        with pytest.raises(CheckpointError, match=unbound):
+            LSTMAutoencoderModel.from_pretrained(str(old_dir), "checkpoint_last.pt", str(given))
+    assert not (tmp_path / "model").exists()
+    before = snapshot(old_dir)
+    resume = failure(train_command(plain, old_dir, arch="lstm_ae_tiny", criterion="ae_cross_entropy", epochs=3))
+    assert f"{old}, which this run would resume from, holds no fingerprint" in resume
+    assert snapshot(old_dir) == before  # nothing stamped, nothing trained
+
+    # binding checks what it can: the data folder the config records, the size
+    message = failure([*BIND, old, plain])
+    assert f"{old}'s config records that it was trained on --data {data}, whose dict.txt differs from " \
+           f"{plain / 'dict.txt'}" in message
+    bigger = copied(data, tmp_path / "bigger", with_manifest=False)
+    with open(bigger / "dict.txt", "a") as f:
+        f.write("newword 1\n")
+    size = len(Dictionary.load(str(data / "dict.txt")))
+    assert f"have {size} rows, but {bigger / 'dict.txt'} has {size + 1} entries" in failure([*BIND, old, bigger])
+    assert snapshot(old_dir) == before
+    mtime = old.stat().st_mtime_ns
+    printed = run([*BIND, old, data]).stdout
+    assert f"{old}: bound to {data / 'dict.txt'}" in printed and f"the same words as {data / 'dict.txt'}" in printed
+    assert checkpoint_dictionary(load_checkpoint_state(str(old))) == \
+        checkpoint_dictionary(load_checkpoint_state(str(save_dir / "checkpoint_last.pt")))
+    assert old.stat().st_mtime_ns == mtime  # a save dir's newest-first order stays
+
+    # bound: used with its dictionary, refused with the other, and resumed
+    hypotheses = [line for line in run(generate_command(data, old)).stdout.splitlines() if line.startswith("H-")]
+    assert len(hypotheses) == len((data / "test.txt").read_text().splitlines())
+    assert f"this run's dictionary is {plain / 'dict.txt'}" in failure(generate_command(plain, old))
+    run(train_command(data, old_dir, arch="lstm_ae_tiny", criterion="ae_cross_entropy", epochs=3))
+    assert checkpoint_dictionary(load_checkpoint_state(str(old)))["path"] == str(data / "dict.txt")
+
+
+class RunsACommand:
+    """What a booby-trapped checkpoint holds: unpickling it runs ``touch MARKER``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_code_pickled_into_a_checkpoint_or_an_export_never_runs(prepared, tmp_path):
+    import pickle
+
+    from fairseq_wae import LSTMAutoencoderModel
+    from fairseq_wae.checkpoints import CheckpointError
+
+    pickle.loads(pickle.dumps(RunsACommand(tmp_path / "control")))
+    assert (tmp_path / "control").exists()  # the payload works: unpickled, it runs
+    data, save_dir = prepared
+    marker = tmp_path / "ran"
+
+    def booby_trap(state):
+        state["extra_state"]["payload"] = RunsACommand(marker)
+
+    trapped_dir = tmp_path / "trapped"
+    trapped = rewritten_checkpoint(save_dir / "checkpoint_last.pt", trapped_dir / "checkpoint_last.pt", booby_trap)
+    model = tmp_path / "model"
+    run([*EXPORT, "--checkpoint", save_dir / "checkpoint_last.pt", "--data", data, "--out", model])
+    rewritten_checkpoint(model / "model.pt", model / "model.pt", booby_trap)
+    lm = tmp_path / "lm.arpa"
+    lm.write_text("placeholder")
+    refused = "holds pickled objects (posix.system), not only tensors and plain values: unpickling them could run " \
+              "code from the file, so it was not loaded"
+    for path, command in ((trapped, [*EXPORT, "--checkpoint", trapped, "--data", data, "--out", tmp_path / "out"]),
+                          (trapped, train_command(data, trapped_dir, arch="lstm_ae_tiny", criterion="ae_cross_entropy",
+                                                  epochs=3)),
+                          (trapped, generate_command(data, trapped)),
+                          (trapped, [*INTERPOLATE, "--path", trapped, "--data", data, "a man .", "a dog ."]),
+                          (trapped, ["bash", REPO / "scripts" / "evaluate_checkpoint.sh", trapped, data, lm,
+                                     tmp_path / "eval" / "row", "5"]),
+                          (model / "model.pt", [*INTERPOLATE, "--path", model / "model.pt", "--data", model, "a man .",
+                                                "a dog ."])):
+        message = failure(command)
+        assert f"{path} {refused}" in message, message[-1500:]
+    for folder, name, data_folder in ((model, "model.pt", "."), (trapped_dir, "checkpoint_last.pt", str(data))):
+        with pytest.raises(CheckpointError) as caught:
+            LSTMAutoencoderModel.from_pretrained(str(folder), name, data_folder)
+        assert f"{folder / name} {refused}" in str(caught.value)
+    assert not marker.exists()
+    assert not (tmp_path / "out").exists() and sorted(p.name for p in trapped_dir.iterdir()) == ["checkpoint_last.pt"]
+
+
+def unwritable_folder(tmp_path):
+    """An empty folder this process cannot write into: read-only by its mode, or (for root, whom modes do
+    not stop) one of sysfs's, where nobody may create a file."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    for folder in ("/sys/kernel/software_nodes", "/sys/kernel/iommu_groups", "/sys/fs/bpf"):
+        if os.path.isdir(folder) and not os.listdir(folder):
+            return folder
+    pytest.skip("running as root without an empty sysfs folder: no folder here is read-only to this process")
+
+
+def test_an_interrupted_export_is_cleaned_up_by_the_next_and_bad_export_inputs_get_a_sentence(prepared, tmp_path):
+    data, save_dir = prepared
+    checkpoint = save_dir / "checkpoint_last.pt"
+    out = tmp_path / "model"
+    export = [*EXPORT, "--checkpoint", checkpoint, "--data", data, "--out", out]
+    limited = ["bash", "-c", 'ulimit -f 64 && exec "$@"', "limited", *export]  # 64 KiB: model.pt cannot be written
+    message = failure(limited)
+    assert "could not write the export into" in message and "file-size limit (ulimit -f)" in message
+    assert not out.exists()  # a new folder: removed again
+    run(export)
+    exported = snapshot(out)
+    assert "could not write the export into" in failure(limited)
+    assert snapshot(out) == exported and sorted(p.name for p in out.iterdir()) == sorted(exported)
+
+    # a kill leaves the staging folder of a process that no longer runs, earlier versions a model.pt.tmp
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    leftover = out / f".export-staging-{ended.pid}"
+    leftover.mkdir()
+    (leftover / "model.pt").write_bytes(b"half a model")
+    (out / "model.pt.tmp").write_bytes(b"half a model")
+    log = run(export).stderr
+    assert f"removing {leftover}, left by an interrupted export" in log and "model.pt.tmp" in log
+    assert snapshot(out) == exported and not leftover.exists()
+    (out / "notes.txt").write_text("mine")  # what the export did not write stays, and is refused
+    assert f"--out {out} holds notes.txt, not written by an export" in failure(export)
+    (out / "notes.txt").unlink()
+
+    (out / "export.json").write_text('{"files": ["model.pt", "dict')  # cut short
+    message = failure(export)
+    assert f"{out / 'export.json'} is unreadable" in message and f"Move {out} aside" in message
+    (out / "export.json").write_text('{"files": ["../elsewhere.txt"]}')
+    assert f"{out / 'export.json'} is not the record an export writes" in failure(export)
+    unwritable = unwritable_folder(tmp_path)
+    assert f"cannot write into --out {unwritable}" in failure([*export[:-1], unwritable])
+
+    import torch
+
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "a_dict.pt")
+    zipped = tmp_path / "archive.zip"
+    with __import__("zipfile").ZipFile(zipped, "w") as archive:
+        archive.writestr("notes.txt", "not a model")
+    for path, expected in ((tmp_path / "a_dict.pt", "was saved with torch.save but is not a fairseq checkpoint"),
+                           (zipped, "is not a readable PyTorch checkpoint")):
+        for command in ([*EXPORT, "--checkpoint", path, "--data", data, "--out", tmp_path / "o"],
+                        generate_command(data, path), [*INTERPOLATE, "--path", path, "--data", data, "a .", "b ."]):
+            message = failure(command)
+            assert f"{path} {expected}" in message and "give a checkpoint written by fairseq-train" in message
+            assert "KeyError" not in message

@@ -52,7 +52,7 @@ def test_vae_schedules_show_in_the_log_and_the_checkpoint(trained):
     assert [float(r["train_word_dropout"]) for r in epochs] == pytest.approx([0.05 * i for i in range(8)])
     weights = [float(r["train_kl_weight"]) for r in epochs]
     assert weights[0] < 0.2 and weights == sorted(weights)
-    state = torch.load(save_dir / "checkpoint_last.pt", weights_only=False)
+    state = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)
     saved = state["model"]["schedule_state._extra_state"]
     assert set(saved) == {"first_weight", "average", "trough", "peak", "frozen_weight"}
 
@@ -101,7 +101,7 @@ def test_training_resumes_from_the_last_checkpoint(trained, toy_data, tmp_path):
 
 def test_a_resumed_stop_at_peak_vae_keeps_the_weight_frozen_at_the_peak(trained, toy_data, tmp_path):
     save_dir = shutil.copytree(trained["vae"][0], tmp_path / "vae")
-    state = torch.load(save_dir / "checkpoint_last.pt", weights_only=False)
+    state = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)
     saved = state["model"]["schedule_state._extra_state"]
     assert saved["first_weight"] < 0.1
     # as if the rule had frozen lambda at 0.3; the schedule itself is at 1.0 by update 304
@@ -111,14 +111,14 @@ def test_a_resumed_stop_at_peak_vae_keeps_the_weight_frozen_at_the_peak(trained,
     log = train(toy_data, save_dir, *flags, arch=arch, criterion=criterion, epochs=9)
     epochs = [r for r in log if "train_loss" in r]
     assert [r["epoch"] for r in epochs] == [9] and float(epochs[0]["train_kl_weight"]) == 0.3
-    resumed = torch.load(save_dir / "checkpoint_last.pt", weights_only=False)["model"]["schedule_state._extra_state"]
+    resumed = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)["model"]["schedule_state._extra_state"]
     assert resumed == saved
 
 
 def test_resuming_a_stop_at_peak_vae_without_saved_state_refuses_instead_of_losing_the_frozen_weight(
         trained, toy_data, tmp_path):
     save_dir = shutil.copytree(trained["vae"][0], tmp_path / "vae")
-    state = torch.load(save_dir / "checkpoint_last.pt", weights_only=False)
+    state = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)
     del state["model"]["schedule_state._extra_state"]  # as written before the model carried it
     torch.save(state, save_dir / "checkpoint_last.pt")
     before = (save_dir / "checkpoint_last.pt").read_bytes()
@@ -176,7 +176,7 @@ def test_frozen_pretrained_embeddings_train_and_the_checkpoint_outlives_the_file
     log = train(toy_data, tmp_path / "ckpt", "--embed-path", vectors, "--freeze-embed", arch="lstm_wae_tiny",
                 epochs=1)
     assert log
-    state = torch.load(tmp_path / "ckpt" / "checkpoint_last.pt", weights_only=False)
+    state = torch.load(tmp_path / "ckpt" / "checkpoint_last.pt", weights_only=True)
     from fairseq.data import Dictionary
 
     dictionary = Dictionary.load(str(toy_data / "dict.txt"))

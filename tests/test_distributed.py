@@ -82,7 +82,7 @@ def test_a_two_process_run_resumes_with_its_saved_stop_at_peak_state(toy_data, t
     first = launch(toy_data, *flags)
     assert first.returncode == 0, first.stderr[-3000:]
     checkpoint = tmp_path / "checkpoint_last.pt"
-    state = torch.load(checkpoint, weights_only=False)
+    state = torch.load(checkpoint, weights_only=True)
     # as if frozen at 0.3; the schedule itself is above 0.999 from update 35 on
     state["model"]["schedule_state._extra_state"]["frozen_weight"] = 0.3
     torch.save(state, checkpoint)

@@ -5,15 +5,22 @@
 
 Writes model.pt (weights and config, no optimiser state), dict.txt, the tokeniser (manifest.json and,
 for sentencepiece data, spm.model), a model card README.md and export.json (what was written). An --out
-that holds anything but an earlier export is refused; a rerun replaces only what export.json lists.
+that holds anything but an earlier export is refused; a rerun replaces only what export.json lists, and
+removes what an interrupted export left there. The checkpoint is read weights-only, and must carry the
+fingerprint of the --data folder's dictionary (fairseq-wae-bind-dictionary stamps it into an older one).
 """
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
 
+logger = logging.getLogger(__name__)
+
 EXPORT_RECORD = "export.json"
+STAGING_PREFIX = ".export-staging-"  # + the process id: what an export writes before moving it into --out
+EARLIER_TEMPORARY = "model.pt.tmp"  # what earlier versions wrote model.pt as before moving it
 
 
 class ExportError(ValueError):
@@ -57,73 +64,160 @@ def _model_card(state, model_class, manifest, evaluation, checkpoint) -> str:
     return "\n".join(lines)
 
 
-def export(checkpoint: str, data: str, out: str, evaluation: str = None) -> dict:
+def _remove_leftovers(out: str) -> None:
+    """Removes what interrupted exports left in ``out`` (staging folders of processes that no longer
+    run, the ``model.pt.tmp`` of earlier versions); refuses while another export writes into it."""
+    from fairseq_wae.checkpoints import process_alive
+
+    for name in os.listdir(out):
+        pid = name[len(STAGING_PREFIX):]
+        if name.startswith(STAGING_PREFIX) and pid.isdigit():
+            if process_alive(int(pid)):
+                raise ExportError(f"--out {out} is being written by another export (process {pid}, "
+                                  f"{os.path.join(out, name)}): wait for it, or choose another folder")
+            logger.warning(f"removing {os.path.join(out, name)}, left by an interrupted export (process {pid})")
+            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+    others = set(os.listdir(out)) - {EARLIER_TEMPORARY}
+    # earlier versions wrote it next to their export.json, or as the first file of a new folder
+    if os.path.isfile(os.path.join(out, EARLIER_TEMPORARY)) and (not others or EXPORT_RECORD in others):
+        logger.warning(f"removing {os.path.join(out, EARLIER_TEMPORARY)}, left by an interrupted export")
+        os.remove(os.path.join(out, EARLIER_TEMPORARY))
+
+
+def _read_record(out: str) -> dict:
+    """An earlier export's export.json; refused when it is not one (what it lists may be replaced)."""
+    path = os.path.join(out, EXPORT_RECORD)
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError) as e:
+        problem = f"unreadable ({e})"
+    else:
+        files = record.get("files") if isinstance(record, dict) else None
+        if isinstance(files, list) and all(isinstance(n, str) and n == os.path.basename(n) not in ("", ".", "..")
+                                           for n in files):
+            return record
+        problem = "not the record an export writes (no list of plain file names)"
+    raise ExportError(f"{path} is {problem}: the export cannot tell which files of --out {out} it wrote. Move {out} "
+                      "aside, or choose another --out")
+
+
+def _previous_export(out: str) -> dict:
+    """The record of the export ``out`` holds ({} for a new or empty folder), after removing what an
+    interrupted export left; refused when ``out`` holds anything an export did not write."""
+    if not os.path.isdir(out):
+        return {}
+    _remove_leftovers(out)
+    if not os.listdir(out):
+        return {}
+    if not os.path.isfile(os.path.join(out, EXPORT_RECORD)):
+        raise ExportError(f"--out {out} holds files that no export wrote: choose another folder")
+    previous = _read_record(out)
+    foreign = set(os.listdir(out)) - set(previous["files"]) - {EXPORT_RECORD}
+    if foreign:
+        raise ExportError(f"--out {out} holds {', '.join(sorted(foreign))}, not written by an export")
+    return previous
+
+
+def _staging_folder(out: str) -> str:
+    """A new folder inside ``out`` (created if need be) to write the export into before it is moved."""
+    staging = os.path.join(out, f"{STAGING_PREFIX}{os.getpid()}")
+    try:
+        os.makedirs(out, exist_ok=True)
+        os.mkdir(staging)
+    except OSError as e:
+        raise ExportError(f"cannot write into --out {out} ({e.strerror}: {e.filename}): choose a folder you can "
+                          "write to") from None
+    return staging
+
+
+def _write_files(folder: str, state, data: str, model_card: str) -> list:
+    """model.pt, the data folder's dictionary and tokeniser, the model card, into ``folder``; the names."""
     import torch
 
-    from fairseq_wae.checkpoints import check_checkpoint_file
-    from fairseq_wae.corpus import read_manifest, sha256_of
+    torch.save(state, os.path.join(folder, "model.pt"))
+    written = ["model.pt", "dict.txt"]
+    shutil.copyfile(os.path.join(data, "dict.txt"), os.path.join(folder, "dict.txt"))
+    for name in ("manifest.json", "spm.model"):
+        if os.path.isfile(os.path.join(data, name)):
+            shutil.copyfile(os.path.join(data, name), os.path.join(folder, name))
+            written.append(name)
+    with open(os.path.join(folder, "README.md"), "w") as f:
+        f.write(model_card)
+    return written + ["README.md"]
 
-    check_checkpoint_file(checkpoint)
-    if not os.path.isfile(os.path.join(data, "dict.txt")):
-        raise ExportError(f"--data {data} has no dict.txt")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ExportError(f"--out {out} is a file, not a folder")
-    previous = {}
-    if os.path.isdir(out) and os.listdir(out):
-        record = os.path.join(out, EXPORT_RECORD)
-        if not os.path.isfile(record):
-            raise ExportError(f"--out {out} holds files that no export wrote: choose another folder")
-        with open(record) as f:
-            previous = json.load(f)
-        foreign = set(os.listdir(out)) - set(previous.get("files", [])) - {EXPORT_RECORD}
-        if foreign:
-            raise ExportError(f"--out {out} holds {', '.join(sorted(foreign))}, not written by an export")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+
+def _publish(staging: str, out: str, written: list, previous: dict) -> None:
+    """Moves the staged files into ``out``, export.json last, then removes what only the previous
+    export wrote."""
+    for name in written + [EXPORT_RECORD]:
+        os.replace(os.path.join(staging, name), os.path.join(out, name))
+    for name in set(previous.get("files", [])) - set(written):
+        if os.path.isfile(os.path.join(out, name)):
+            os.remove(os.path.join(out, name))
+
+
+def export(checkpoint: str, data: str, out: str, evaluation: str = None) -> dict:
+    """Writes the model folder ``out`` (see the module's docstring); returns what export.json records.
+
+    Everything is written into a staging folder inside ``out`` and moved into place at the end: a
+    failed export removes it, a killed one leaves it for the next export into ``out`` to remove."""
     from fairseq.data import Dictionary
 
     from fairseq_wae.checkpoints import (
-        check_same_dictionary,
-        checkpoint_dictionary,
+        check_checkpoint_file,
         dictionary_fingerprint,
+        is_autoencoder_checkpoint,
+        load_checkpoint_state,
+        require_dictionary,
         saved_model_class,
     )
-    from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
+    from fairseq_wae.corpus import read_manifest, sha256_of
 
-    if state.get("cfg", {}).get("model", {}).get("_name") is None:
-        raise ExportError(f"{checkpoint} has no model config: not a fairseq-wae checkpoint")
-    if not issubclass(saved_model_class(state) or object, SentenceAutoencoderModel):
-        raise ExportError(f"{checkpoint} holds --arch {state['cfg']['model']['_name']}: not a fairseq-wae autoencoder")
-
+    check_checkpoint_file(checkpoint)
     dictionary = os.path.join(data, "dict.txt")
-    check_same_dictionary(checkpoint_dictionary(state), dictionary_fingerprint(Dictionary.load(dictionary), dictionary),
-                          checkpoint)  # an export with another corpus's dict.txt would be unloadable
+    if not os.path.isfile(dictionary):
+        raise ExportError(f"--data {data} has no dict.txt")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ExportError(f"--out {out} is a file, not a folder")
+    previous = _previous_export(out)
+    state = load_checkpoint_state(checkpoint)  # weights only: a pickled object would run code
+    if state["cfg"].get("model", {}).get("_name") is None:
+        raise ExportError(f"{checkpoint} has no model config: not a fairseq-wae checkpoint")
+    if not is_autoencoder_checkpoint(state):
+        raise ExportError(f"{checkpoint} holds --arch {state['cfg']['model']['_name']}: not a fairseq-wae autoencoder")
+    # an export with another corpus's dict.txt would scramble every sentence
+    require_dictionary(state, checkpoint, dictionary_fingerprint(Dictionary.load(dictionary), dictionary))
     state.pop("last_optimizer_state", None)
     state.get("extra_state", {}).pop("metrics", None)  # the training meters: not needed to use the model
     evaluation_report = None
     if evaluation:
-        with open(evaluation) as f:
-            evaluation_report = json.load(f)
-    manifest = read_manifest(data)
-
-    os.makedirs(out, exist_ok=True)
-    torch.save(state, os.path.join(out, "model.pt.tmp"))
-    os.replace(os.path.join(out, "model.pt.tmp"), os.path.join(out, "model.pt"))
-    written = ["model.pt", "dict.txt"]
-    shutil.copyfile(os.path.join(data, "dict.txt"), os.path.join(out, "dict.txt"))
-    for name in ("manifest.json", "spm.model"):
-        if os.path.isfile(os.path.join(data, name)):
-            shutil.copyfile(os.path.join(data, name), os.path.join(out, name))
-            written.append(name)
-    with open(os.path.join(out, "README.md"), "w") as f:
-        f.write(_model_card(state, saved_model_class(state), manifest, evaluation_report, checkpoint))
-    written.append("README.md")
-    for name in set(previous.get("files", [])) - set(written):
-        os.remove(os.path.join(out, name))
-    digests = {name: sha256_of(os.path.join(out, name)) for name in written}
-    record = {"files": written, "sha256": digests, "checkpoint": os.path.abspath(checkpoint),
-              "checkpoint_bytes": os.path.getsize(checkpoint), "model_bytes": os.path.getsize(os.path.join(out, "model.pt"))}
-    with open(os.path.join(out, EXPORT_RECORD), "w") as f:
-        json.dump(record, f, indent=2)
+        try:
+            with open(evaluation) as f:
+                evaluation_report = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ExportError(f"--evaluation {evaluation} is not an evaluate.py --json file ({e})") from None
+    card = _model_card(state, saved_model_class(state), read_manifest(data), evaluation_report, checkpoint)
+    new_folder = not os.path.exists(out)
+    staging = _staging_folder(out)
+    try:
+        written = _write_files(staging, state, data, card)
+        record = {"files": written, "sha256": {name: sha256_of(os.path.join(staging, name)) for name in written},
+                  "checkpoint": os.path.abspath(checkpoint), "checkpoint_bytes": os.path.getsize(checkpoint),
+                  "model_bytes": os.path.getsize(os.path.join(staging, "model.pt"))}
+        with open(os.path.join(staging, EXPORT_RECORD), "w") as f:
+            json.dump(record, f, indent=2)
+    except (OSError, RuntimeError) as e:  # torch.save raises RuntimeError when a write fails
+        raise ExportError(f"could not write the export into {staging} ({e}). Is the disk full, or a file-size "
+                          f"limit (ulimit -f) in force? Nothing was kept: --out {out} holds what it held before; "
+                          "rerun once that is fixed") from None
+    finally:
+        if not os.path.isfile(os.path.join(staging, EXPORT_RECORD)):
+            shutil.rmtree(staging, ignore_errors=True)
+            if new_folder and not os.listdir(out):
+                os.rmdir(out)
+    _publish(staging, out, written, previous)
+    os.rmdir(staging)
     return record
 
 

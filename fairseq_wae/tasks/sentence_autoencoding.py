@@ -21,7 +21,7 @@ from fairseq.nan_detector import NanDetector
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, open_dict
 
-from fairseq_wae.checkpoints import CheckpointError, check_checkpoint_file, dictionary_fingerprint, guard_save_dir
+from fairseq_wae.checkpoints import CheckpointError, check_checkpoint, dictionary_fingerprint, guard_save_dir
 from fairseq_wae.data_checks import check_dictionaries, check_split
 from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
 from fairseq_wae.options import resolved
@@ -113,7 +113,8 @@ class SentenceAutoencodingTask(FairseqTask):
         dictionary = Dictionary.load(dict_path)
         check_dictionaries(utils.split_paths(cfg.data), dictionary)  # every shard's, at start-up
         for checkpoint in filter(None, utils.split_paths(resolved(cfg, "checkpoint_paths") or "")):
-            check_checkpoint_file(checkpoint)  # fairseq-generate's --path: before torch.load's tracebacks
+            # fairseq-generate's --path, before fairseq loads it: readable, weights only, this dictionary's
+            check_checkpoint(checkpoint, dictionary_fingerprint(dictionary, dict_path))
         logger.info(f"dictionary {dict_path}: {len(dictionary)} types")
         return cls(cfg, dictionary, dict_path)
 
