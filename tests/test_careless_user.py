@@ -393,7 +393,7 @@ def test_evaluate_checkpoint_checks_its_inputs_first_and_shows_why_generation_fa
     assert "fairseq-generate failed; the end of" in message and "unrecognized arguments: --no-such-flag" in message
 
 
-# 9. checkpoints that cannot prove their dictionary, code in a checkpoint, interrupted exports
+# 12. checkpoints that cannot prove their dictionary, code in a checkpoint, interrupted exports
 
 EXPORT = [sys.executable, REPO / "scripts" / "export_model.py"]
 BIND = [sys.executable, REPO / "scripts" / "bind_dictionary.py"]
