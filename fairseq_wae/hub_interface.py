@@ -20,7 +20,7 @@ import torch
 from omegaconf import open_dict
 from torch import Tensor, nn
 
-from fairseq_wae.inference import encode_sentence, lerp, pad_batch, slerp
+from fairseq_wae.interpolation import lerp, slerp
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,27 @@ def progress(batches: range, what: str):
     from tqdm import tqdm
 
     return tqdm(batches, desc=what, leave=False, disable=True if len(batches) <= 8 else None)
+
+
+def sentence_tokens(dictionary, text: str, number: int, what: str, shown: str) -> Tensor:
+    """Token ids of one tokenised sentence, EOS appended; refused when it holds no word of the dictionary,
+    as its code would say nothing about it (the message names argument ``what`` and the sentence as
+    the caller gave it, ``shown``)."""
+    tokens = dictionary.encode_line(text, add_if_not_exist=False, append_eos=True).long()
+    if len(tokens) == 1:
+        raise ValueError(f"{what}: sentence {number} is empty")
+    if tokens[:-1].eq(dictionary.unk()).all():
+        raise ValueError(f"{what}: sentence {number} ({shown!r}) has no word in the model's dictionary")
+    return tokens
+
+
+def pad_batch(encoded: Sequence[Tensor], pad: int) -> Tuple[Tensor, Tensor]:
+    """(tokens padded on the right, lengths) of a list of token-id tensors: the encoder's inputs."""
+    lengths = torch.tensor([len(t) for t in encoded])
+    tokens = torch.full((len(encoded), int(lengths.max())), pad, dtype=torch.long)
+    for row, t in enumerate(encoded):
+        tokens[row, : len(t)] = t
+    return tokens, lengths
 
 
 class TextCodec:
@@ -100,7 +121,7 @@ class AutoencoderHubInterface(nn.Module):
             if not sentence.strip():
                 raise ValueError(f"{what}: sentence {number} is empty")
             text = self.codec.encode(sentence) if tokenize and self.codec is not None else sentence
-            tokens = encode_sentence(self.dictionary, text, number, what, shown=sentence)
+            tokens = sentence_tokens(self.dictionary, text, number, what, shown=sentence)
             unknown += int(tokens[:-1].eq(self.dictionary.unk()).sum())
             ids.append(tokens)
         if unknown:
@@ -111,12 +132,14 @@ class AutoencoderHubInterface(nn.Module):
         text = self.dictionary.string(tokens)
         return self.codec.decode(text) if tokenize and self.codec is not None else text
 
-    def _batches(self, ids: List[Tensor], batch_size: int):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        for start in progress(range(0, len(ids), batch_size), "encode"):
-            tokens, lengths = pad_batch(ids[start:start + batch_size], self.dictionary.pad())
-            yield tokens.to(self.device), lengths.to(self.device)
+    def batches(self, sentences: Sequence[str], tokenize: bool = True, batch_size: int = 256, what: str = "sentences"):
+        """The encoder's inputs (tokens, lengths) on the interface's device, ``batch_size`` sentences at a
+        time: for what runs the model itself (scripts/latent_metrics.py). The sentences are checked here,
+        the batches made as they are consumed."""
+        ids = self._token_ids(sentences, tokenize, what)
+        _check_count("batch_size", batch_size)
+        return (tuple(t.to(self.device) for t in pad_batch(ids[start:start + batch_size], self.dictionary.pad()))
+                for start in progress(range(0, len(ids), batch_size), "encode"))
 
     # -- codes ----------------------------------------------------------------------------------------
 
@@ -127,7 +150,7 @@ class AutoencoderHubInterface(nn.Module):
         if sample_posterior and not self.model.is_gaussian:
             raise ValueError("sample_posterior needs a Gaussian latent head (a VAE or stochastic WAE)")
         codes = [self.model.encoder(tokens, lengths, sample_posterior=sample_posterior)["z"]
-                 for tokens, lengths in self._batches(self._token_ids(sentences, tokenize, what), batch_size)]
+                 for tokens, lengths in self.batches(sentences, tokenize, batch_size, what)]
         return torch.cat(codes)
 
     def _check_codes(self, z) -> Tensor:
@@ -253,9 +276,19 @@ def load_hub_interface(model_name_or_path: str, checkpoint_file: str, data_name_
     # before fairseq loads the file: weights only, and trained with this dictionary
     check_checkpoint(os.path.join(model_name_or_path, checkpoint_file),
                      dictionary_fingerprint(Dictionary.load(dictionary), dictionary))
+    path = os.path.join(model_name_or_path, checkpoint_file)
     try:
         loaded = hub_utils.from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
     except CheckpointError as e:
-        raise CheckpointError(f"{os.path.join(model_name_or_path, checkpoint_file)}: {e}") from None
-    return AutoencoderHubInterface(loaded["args"], loaded["task"], loaded["models"][0], TextCodec(data))
+        raise CheckpointError(f"{path}: {e}") from None
+    model = loaded["models"][0]
+    if not hasattr(model, "latent_dim"):
+        raise ValueError(f"{path} holds a {type(model).__name__}: not a fairseq-wae autoencoder checkpoint")
+    return AutoencoderHubInterface(loaded["args"], loaded["task"], model, TextCodec(data))
+
+
+def from_checkpoint(path: str, data_name_or_path: str) -> AutoencoderHubInterface:
+    """The interface of one checkpoint file and the data folder it was trained on, the ``--path`` and
+    ``--data`` of the scripts: ``from_pretrained`` on the file's folder, with ``checkpoint_file`` its name."""
+    return load_hub_interface(os.path.dirname(os.path.abspath(path)), os.path.basename(path), data_name_or_path)
 

@@ -8,7 +8,6 @@ Sentences are tokenised and lower-cased as by the preprocessing scripts; the out
 Decoding is greedy unless --beam. The same in Python: LSTMAutoencoderModel.from_pretrained(...).interpolate.
 """
 import argparse
-import os
 import sys
 
 import torch
@@ -32,12 +31,11 @@ def main(argv=None):
     if args.steps < 2:
         sys.exit(f"interpolate.py: --steps must be at least 2, got {args.steps}")
 
-    from fairseq_wae.hub_interface import load_hub_interface
-    from fairseq_wae.inference import lerp, slerp
+    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.interpolation import lerp, slerp
 
     try:
-        autoencoder = load_hub_interface(os.path.dirname(os.path.abspath(args.path)), os.path.basename(args.path),
-                                         args.data)
+        autoencoder = from_checkpoint(args.path, args.data)
         z = autoencoder.encode(args.sentences, tokenize=not args.no_tokenize)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"interpolate.py: {e}")
