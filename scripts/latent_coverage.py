@@ -61,7 +61,7 @@ def main(argv=None):
     import torch
 
     from fairseq_wae.corpus import CorpusError, read_plain_sentences
-    from fairseq_wae.inference import decode, encode, load_autoencoder
+    from fairseq_wae.hub_interface import from_checkpoint
     from fairseq_wae.latent_space import (
         blend_toward_prior,
         code_spectrum,
@@ -70,7 +70,7 @@ def main(argv=None):
     from fairseq_wae.text_metrics import EvaluationError
 
     try:
-        model, task = load_autoencoder(args.path, args.data)
+        autoencoder = from_checkpoint(args.path, args.data)
         sentences, _ = read_plain_sentences(args.sentences, strict=True)
         corpus = read_plain_sentences(args.corpus, strict=True)[0] if args.corpus else sentences
     except (FileNotFoundError, ValueError, CorpusError) as e:
@@ -79,8 +79,10 @@ def main(argv=None):
         sys.exit(f"latent_coverage.py: --num {args.num} but {args.sentences} holds {len(sentences)} sentences")
     sentences = [" ".join(s.split()[: args.max_sentence_len]) for s in sentences[: args.num]]
 
-    starts = range(0, args.num, args.batch_size)
-    codes = torch.cat([encode(model, task, sentences[i:i + args.batch_size]) for i in starts])
+    try:
+        codes = autoencoder.encode(sentences, tokenize=False, batch_size=args.batch_size, what=args.sentences)
+    except ValueError as e:
+        sys.exit(f"latent_coverage.py: {e}")
     generator = torch.Generator().manual_seed(args.seed)
     sources = [("posterior codes", codes)]
     sources += [(f"blend s={w:g}", blend_toward_prior(codes, w, generator)) for w in weights]
@@ -88,7 +90,7 @@ def main(argv=None):
                 ("prior N(0, I)", torch.randn(codes.shape, generator=generator))]
     rows = []
     for name, z in sources:
-        decodes = [s for i in starts for s in decode(model, task, z[i:i + args.batch_size], max_len=args.max_len)]
+        decodes = autoencoder.decode(z, tokenize=False, batch_size=args.batch_size, max_len_b=args.max_len)
         try:
             rows.append({"source": name, **score(decodes, corpus, args.max_len)})
         except EvaluationError as e:

@@ -19,21 +19,24 @@ def main(argv=None):
     parser.add_argument("--json")
     args = parser.parse_args(argv)
 
-    from fairseq_wae.inference import load_autoencoder, to_batch
+    from fairseq_wae.hub_interface import from_checkpoint
     from fairseq_wae.latent_space import evaluate_latent_space
 
     try:
-        model, task = load_autoencoder(args.path, args.data)
+        autoencoder = from_checkpoint(args.path, args.data)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"latent_metrics.py: {e}")
-    if not model.is_gaussian:
+    if not autoencoder.model.is_gaussian:
         sys.exit(f"latent_metrics.py: {args.path} has a deterministic latent head: KL, MI and IW-NLL need q(z|x)")
     with open(args.sentences, encoding="utf-8") as f:
         sentences = [line.strip() for line in f if line.strip()][: args.max_sentences]
     if not sentences:
         sys.exit(f"latent_metrics.py: {args.sentences} holds no sentences")
-    batches = [to_batch(task, sentences[i:i + args.batch_size]) for i in range(0, len(sentences), args.batch_size)]
-    result = evaluate_latent_space(model, task, batches, args.samples)
+    try:
+        batches = autoencoder.batches(sentences, tokenize=False, batch_size=args.batch_size, what=args.sentences)
+    except ValueError as e:
+        sys.exit(f"latent_metrics.py: {e}")
+    result = evaluate_latent_space(autoencoder.model, autoencoder.task, batches, args.samples)
     print(json.dumps(result))
     if args.json:
         with open(args.json, "w") as f:

@@ -79,6 +79,17 @@ def build(data, arch, criterion, *flags):
     return task, task.build_model(cfg.model), task.build_criterion(cfg.criterion)
 
 
+def interface(task, model):
+    """The Python interface around a model built in process (``build``): its batching and fairseq's
+    search with fairseq-generate's defaults."""
+    from fairseq.dataclass.configs import GenerationConfig
+    from omegaconf import OmegaConf
+
+    from fairseq_wae.hub_interface import AutoencoderHubInterface
+
+    return AutoencoderHubInterface(OmegaConf.create({"generation": OmegaConf.structured(GenerationConfig)}), task, model)
+
+
 def first_batch(task, size=16):
     task.load_dataset("train")
     dataset = task.dataset("train")
@@ -104,18 +115,17 @@ def one_update(task, model, crit, unmoved=()):
     return sample
 
 
-def assert_beam_scores_equal_a_fresh_forward_pass(model, task, sentences, beam=5):
+def assert_beam_scores_equal_a_fresh_forward_pass(autoencoder, sentences, beam=5):
     """Beam search reorders the encoder output and the decoder's cached states at every step: if it
     mixed them up, the scores it reports would differ from teacher-forcing its own hypotheses from
-    scratch. Checks every hypothesis of every sentence; returns how many."""
+    scratch. Checks every hypothesis of every sentence of a Python interface's model; returns how many."""
     import torch
     from fairseq.sequence_generator import SequenceGenerator
 
-    from fairseq_wae.inference import to_batch
-
-    eos = task.target_dictionary.eos()
-    tokens, lengths = to_batch(task, sentences)
-    generator = SequenceGenerator([model], task.target_dictionary, beam_size=beam)
+    model, dictionary = autoencoder.model, autoencoder.dictionary
+    eos = dictionary.eos()
+    tokens, lengths = next(autoencoder.batches(sentences, tokenize=False))
+    generator = SequenceGenerator([model], dictionary, beam_size=beam)
     checked = 0
     with torch.no_grad():
         results = generator.generate([model], {"net_input": {"src_tokens": tokens, "src_lengths": lengths}})

@@ -139,14 +139,13 @@ def test_evaluate_bad_inputs_fail_clearly_without_partial_json(small_lm, tmp_pat
 def test_latent_metrics_vanish_for_a_collapsed_posterior_and_not_otherwise(toy_data):
     import torch
 
-    from fairseq_wae.inference import to_batch
     from fairseq_wae.latent_space import evaluate_latent_space, mutual_information
-    from helpers import build
+    from helpers import build, interface
 
     task, model, _ = build(toy_data, "lstm_vae_tiny", "vae_kl")
     model.eval()
     sentences = (toy_data.parent / "test.txt").read_text().splitlines()[:60]
-    batches = [to_batch(task, sentences[:30]), to_batch(task, sentences[30:])]
+    batches = list(interface(task, model).batches(sentences, tokenize=False, batch_size=30))
     head = model.encoder.latent_head
     with torch.no_grad():  # q(z|x) = N(0, I) for every x: the posterior has collapsed onto the prior
         for layer in (head.to_mean, head.to_logvar):

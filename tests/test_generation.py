@@ -34,12 +34,13 @@ def test_overfit_dae_reconstructs_every_sentence_exactly_with_greedy_search(over
 def test_beam_search_scores_equal_a_fresh_forward_pass(overfit_dae):
     """(Exact reconstruction is not asked of beam search: fairseq ends a sentence once `beam` hypotheses
     have finished, and on a model this peaked, junk that ends early can fill those slots.)"""
-    from fairseq_wae.inference import load_autoencoder
+    from fairseq_wae import LSTMAutoencoderModel
 
     data, ckpt, _ = overfit_dae
-    model, task = load_autoencoder(str(ckpt / "checkpoint_best.pt"), str(data))
+    autoencoder = LSTMAutoencoderModel.from_pretrained(str(ckpt), checkpoint_file="checkpoint_best.pt",
+                                                       data_name_or_path=str(data))
     sentences = (data.parent / "test.txt").read_text().splitlines()[:8]
-    assert assert_beam_scores_equal_a_fresh_forward_pass(model, task, sentences) == 8 * 5
+    assert assert_beam_scores_equal_a_fresh_forward_pass(autoencoder, sentences) == 8 * 5
 
 
 def test_prior_sampling_gives_exactly_n_sentences_reproducible_per_seed(overfit_dae, tmp_path):

@@ -4,9 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import run, train_command
-from fairseq_wae.inference import decode, to_batch
-from helpers import build, one_update
+from helpers import build, interface, one_update, run, train_command
 
 FLAVOUR_OF_ARCH = {"lstm_ae_paper": ("ae_cross_entropy", []), "lstm_vae_paper": ("vae_kl", []),
                    "lstm_wae_paper": ("wae_mmd", []), "lstm_swae_paper": ("wae_mmd", ["--kl-variance-penalty", "1"])}
@@ -43,7 +41,8 @@ def test_each_model_option_takes_an_update_and_each_decoder_variant_reconstructs
 
     # overfit 8 sentences, then greedy decoding of their codes gives them back
     sentences = [line.strip() for line in open(toy_data.parent / "train.txt")][:8]
-    tokens, lengths = to_batch(task, sentences)
+    autoencoder = interface(task, model)
+    tokens, lengths = next(autoencoder.batches(sentences, tokenize=False))
     prev = torch.cat([torch.full_like(tokens[:, :1], task.target_dictionary.eos()), tokens[:, :-1]], dim=1)
     prev = prev.masked_fill(tokens.eq(task.target_dictionary.pad()), task.target_dictionary.pad())
     sample = {"net_input": {"src_tokens": tokens, "src_lengths": lengths, "prev_output_tokens": prev},
@@ -58,7 +57,7 @@ def test_each_model_option_takes_an_update_and_each_decoder_variant_reconstructs
     model.eval()
     with torch.no_grad():
         z = model.encoder(tokens, lengths)["z"]
-    assert decode(model, task, z) == sentences
+    assert autoencoder.decode(z, tokenize=False) == sentences
 
 
 def test_max_sentence_len_truncates_or_skips(toy_data, tmp_path):

@@ -68,12 +68,13 @@ def test_prior_samples_do_not_depend_on_the_batch_size(overfit_transformer):
 
 
 def test_beam_search_through_the_layer_caches_scores_as_a_fresh_forward_pass(overfit_transformer):
-    from fairseq_wae.inference import load_autoencoder
+    from fairseq_wae import TransformerAutoencoderModel
 
     data, checkpoint = overfit_transformer
-    model, task = load_autoencoder(str(checkpoint), str(data))
+    autoencoder = TransformerAutoencoderModel.from_pretrained(str(checkpoint.parent), checkpoint_file=checkpoint.name,
+                                                              data_name_or_path=str(data))
     sentences = (data.parent / "test.txt").read_text().splitlines()[:8]
-    assert assert_beam_scores_equal_a_fresh_forward_pass(model, task, sentences) == 8 * 5
+    assert assert_beam_scores_equal_a_fresh_forward_pass(autoencoder, sentences) == 8 * 5
 
 
 def test_the_python_interface_interactive_mode_and_the_scripts_take_the_transformer_unchanged(overfit_transformer, tmp_path):

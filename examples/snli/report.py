@@ -128,17 +128,13 @@ def training_summary(log_path):
 def code_activity(checkpoint, data):
     """Active units of the codes (posterior means for a Gaussian head) of the test split, cut to 20 words
     as in training: dimensions whose code varies over the sentences by more than the usual 0.01."""
-    import torch
-
-    from fairseq_wae.inference import encode, load_autoencoder
+    from fairseq_wae.hub_interface import from_checkpoint
     from fairseq_wae.latent_space import active_units
 
     with open(os.path.join(data, "test.txt"), encoding="utf-8") as f:
         sentences = [" ".join(line.split()[:20]) for line in f if line.strip()]
-    model, task = load_autoencoder(checkpoint, data)
-    with torch.no_grad():
-        z = torch.cat([encode(model, task, sentences[i:i + 250]) for i in range(0, len(sentences), 250)])
-    return active_units(z), model.latent_dim
+    autoencoder = from_checkpoint(checkpoint, data)
+    return active_units(autoencoder.encode(sentences, tokenize=False, batch_size=250)), autoencoder.latent_dim
 
 
 def model_row(label, name, folder, log, checkpoint=None, data=None):
@@ -242,7 +238,7 @@ def figure1(args):
     import matplotlib.pyplot as plt
     import torch
 
-    from fairseq_wae.inference import encode, load_autoencoder
+    from fairseq_wae.hub_interface import from_checkpoint
 
     with open(os.path.join(args.data, "test.txt"), encoding="utf-8") as f:
         sentences = [line.strip() for line in f][: args.points]
@@ -250,8 +246,8 @@ def figure1(args):
                                                                                 "checkpoint_last.pt"))]
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 4.5), squeeze=False)
     for ax, name in zip(axes[0], names):
-        model, task = load_autoencoder(os.path.join(args.work, "checkpoints", name, "checkpoint_last.pt"), args.data)
-        z = encode(model, task, sentences).double()
+        autoencoder = from_checkpoint(os.path.join(args.work, "checkpoints", name, "checkpoint_last.pt"), args.data)
+        z = autoencoder.encode(sentences, tokenize=False, batch_size=len(sentences)).double()
         prior = torch.randn(len(sentences), z.size(1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         both = torch.cat([z, prior])
         mean = both.mean(0)
