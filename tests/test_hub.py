@@ -9,13 +9,17 @@ from sacremoses import MosesDetokenizer
 from helpers import CLI_ENV, REPO, USER_DIR, generated_sentences, run
 
 
-@pytest.fixture(scope="module")
-def hub(overfit_dae):
+def load_interface(overfit_dae):
     from fairseq_wae import LSTMAutoencoderModel
 
     data, ckpt, _ = overfit_dae
     return LSTMAutoencoderModel.from_pretrained(str(ckpt), checkpoint_file="checkpoint_best.pt",
                                                 data_name_or_path=str(data))
+
+
+@pytest.fixture(scope="module")
+def hub(overfit_dae):
+    return load_interface(overfit_dae)
 
 
 def training_sentences(data):
@@ -90,6 +94,16 @@ def test_export_then_from_pretrained_gives_the_same_codes_and_sentences(hub, ove
     refused = run([sys.executable, REPO / "scripts" / "export_model.py", "--checkpoint", ckpt / "checkpoint_best.pt",
                    "--data", data, "--out", out], check=False)
     assert refused.returncode != 0 and "notes.txt, not written by an export" in refused.stderr
+
+
+def test_a_half_precision_model_runs_on_the_cpu_and_takes_float32_codes(hub, overfit_dae):
+    """Codes are cast to the model's dtype: those of a float32 model, or prior samples, decode on a half one."""
+    half = load_interface(overfit_dae).half()
+    sentences = training_sentences(overfit_dae[0])[:10]
+    assert half.encode(sentences, tokenize=False).dtype == torch.float16
+    assert half.reconstruct(sentences, tokenize=False) == sentences
+    assert half.decode(hub.encode(sentences, tokenize=False), tokenize=False) == sentences
+    assert len(half.sample(3, seed=2)) == 3
 
 
 def test_bad_arguments_are_refused_naming_them(hub, overfit_dae, tmp_path):
