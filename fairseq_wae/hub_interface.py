@@ -5,22 +5,25 @@
     z = wae.encode(["A man is playing a guitar."])                      # raw text -> (1, latent_dim)
     wae.decode(z)                                                        # -> detokenised sentences
 
-Raw text goes through the tokeniser the data was prepared with (lower-cased sacremoses, or the
-sentencepiece model of ``--spm-vocab-size``); ``tokenize=False`` takes and returns tokenised text.
-Decoding is fairseq's own search: ``beam``, ``sampling``, ``sampling_topk``, ``sampling_topp``,
-``temperature``, ``max_len_b``, ... as in fairseq-generate.
+Raw text goes through the tokeniser the data was prepared with (fairseq_wae/tokenizer.py: normalised,
+lower-cased sacremoses, then the sentencepiece model of ``--spm-vocab-size``); ``tokenize=False`` takes
+and returns the dictionary's tokens. Decoding is fairseq's own search: ``beam``, ``sampling``,
+``sampling_topk``, ``sampling_topp``, ``temperature`` (the softmax temperature of ``sampling``),
+``max_len_b``, ... as in fairseq-generate; the scale of prior codes is ``latent_temperature``.
 """
 import copy
 import logging
 import math
 import os
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from omegaconf import open_dict
 from torch import Tensor, nn
 
 from fairseq_wae.interpolation import lerp, slerp
+from fairseq_wae.seeding import check_seed
+from fairseq_wae.tokenizer import special_symbols_in
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,11 @@ def sentence_tokens(dictionary, text: str, number: int, what: str, shown: str) -
     tokens = dictionary.encode_line(text, add_if_not_exist=False, append_eos=True).long()
     if len(tokens) == 1:
         raise ValueError(f"{what}: sentence {number} is empty")
+    special = special_symbols_in(dictionary, tokens[:-1])
+    if special:
+        raise ValueError(f"{what}: sentence {number} ({shown!r}) holds {' '.join(special)}, a special symbol of the "
+                         "dictionary that no prepared sentence holds: leave it out (given as raw text, with "
+                         "tokenisation on, it is read as the characters it is made of)")
     if tokens[:-1].eq(dictionary.unk()).all():
         raise ValueError(f"{what}: sentence {number} ({shown!r}) has no word in the model's dictionary")
     return tokens
@@ -61,29 +69,34 @@ def pad_batch(encoded: Sequence[Tensor], pad: int) -> Tuple[Tensor, Tensor]:
 
 
 class TextCodec:
-    """Raw text <-> the tokens of a data folder: lower-cased Moses tokenisation (what scripts/prepare_*.py
-    do), then the folder's sentencepiece model when it has one (``spm.model``, ``--spm-vocab-size``)."""
+    """Raw text <-> the tokens of a data folder, as fairseq-interactive reads and writes them with
+    ``--tokenizer normalized_moses`` (fairseq_wae/tokenizer.py: what preparation did) and, for a folder
+    with a sentencepiece model (``spm.model``, ``--spm-vocab-size``), ``--bpe sentencepiece``: the same
+    classes, so the Python interface, fairseq-wae-interpolate and fairseq-interactive agree."""
 
     def __init__(self, folder: str):
-        from sacremoses import MosesDetokenizer
+        from fairseq.data.encoders.sentencepiece_bpe import SentencepieceBPE, SentencepieceConfig
 
-        from fairseq_wae.corpus import Tokenizer
+        from fairseq_wae.tokenizer import NormalizedMosesTokenizer
 
-        self.moses, self.detokenizer = Tokenizer(), MosesDetokenizer(lang="en")
+        self.tokenizer = NormalizedMosesTokenizer()
         spm_model = os.path.join(folder, "spm.model")
-        self.sentencepiece = None
-        if os.path.isfile(spm_model):
-            import sentencepiece as spm
-
-            self.sentencepiece = spm.SentencePieceProcessor(model_file=spm_model)
+        self.bpe = SentencepieceBPE(SentencepieceConfig(sentencepiece_model=spm_model)) \
+            if os.path.isfile(spm_model) else None
 
     def encode(self, sentence: str) -> str:
-        words = self.moses(sentence)
-        return " ".join(self.sentencepiece.encode(words, out_type=str)) if self.sentencepiece is not None else words
+        """The dictionary's tokens of a raw sentence (``""`` when nothing visible is left)."""
+        words = self.tokenizer.encode(sentence)
+        return self.bpe.encode(words) if self.bpe is not None and words else words
+
+    def words(self, tokens: str) -> str:
+        """The corpus's words (as in its train.txt): sentencepiece pieces joined, as
+        ``fairseq-generate --post-process sentencepiece`` does; other tokens are words already."""
+        return self.bpe.decode(tokens) if self.bpe is not None else tokens
 
     def decode(self, tokens: str) -> str:
-        words = self.sentencepiece.decode(tokens.split()) if self.sentencepiece is not None else tokens
-        return self.detokenizer.detokenize(words.split())
+        """Detokenised text."""
+        return self.tokenizer.decode(self.words(tokens))
 
 
 class AutoencoderHubInterface(nn.Module):
@@ -168,6 +181,9 @@ class AutoencoderHubInterface(nn.Module):
 
     def _generator(self, beam: int, options: Dict):
         _check_count("beam", beam)
+        if options.get("temperature", 1.0) != 1.0 and not options.get("sampling") and beam == 1:
+            logger.warning("temperature= is fairseq's softmax temperature: it changes nothing in greedy decoding "
+                           "(add sampling=True); the scale of prior codes is latent_temperature=")
         generation = copy.deepcopy(self.cfg.generation)
         with open_dict(generation):
             generation.beam = beam
@@ -183,43 +199,91 @@ class AutoencoderHubInterface(nn.Module):
         """Sentences decoded from codes with fairseq's search (greedy by default)."""
         z = self._check_codes(z)
         generator = self._generator(beam, search)
-        eos = self.dictionary.eos()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        _check_count("batch_size", batch_size)
         sentences = []
         for start in progress(range(0, z.size(0), batch_size), "decode"):
-            chunk = z[start:start + batch_size]
-            sample = {"net_input": {"src_tokens": torch.full((chunk.size(0), 1), eos, dtype=torch.long, device=self.device),
-                                    "src_lengths": torch.ones(chunk.size(0), dtype=torch.long, device=self.device),
-                                    "latent": chunk}}
-            hypotheses = generator.generate([self.model], sample)
-            sentences += [self._to_text(h[0]["tokens"], tokenize) for h in hypotheses]
+            sentences += self._decode_batch(z[start:start + batch_size], generator, tokenize)
         return sentences
+
+    @torch.no_grad()
+    def _decode_batch(self, z: Tensor, generator, tokenize: bool) -> List[str]:
+        eos = self.dictionary.eos()
+        sample = {"net_input": {"src_tokens": torch.full((z.size(0), 1), eos, dtype=torch.long, device=self.device),
+                                "src_lengths": torch.ones(z.size(0), dtype=torch.long, device=self.device),
+                                "latent": z}}
+        return [self._to_text(h[0]["tokens"], tokenize) for h in generator.generate([self.model], sample)]
 
     def reconstruct(self, sentences: Sequence[str], beam: int = 1, tokenize: bool = True, batch_size: int = 256,
                     **search) -> List[str]:
         return self.decode(self.encode(sentences, tokenize, batch_size=batch_size), beam, tokenize, batch_size,
                            **search)
 
-    def prior_codes(self, n: int, seed: int = 1, temperature: float = 1.0) -> Tensor:
-        """The codes ``fairseq-generate --task prior_sampling --seed SEED`` decodes (the same for any batch)."""
+    #: The most sentences ``sample`` returns in one list (and codes ``prior_codes`` returns in one tensor):
+    #: beyond it, ``iter_sample`` holds one batch at a time.
+    SAMPLE_LIST_LIMIT = 1_000_000
+
+    def _check_prior(self, n: int, seed: int, latent_temperature: float, listed_by: Optional[str] = None) -> None:
+        """Refuses bad arguments, naming them; ``listed_by``: the method that would return all ``n`` at once."""
+        _check_count("n", n)
+        check_seed(seed)
+        if isinstance(latent_temperature, bool) or not isinstance(latent_temperature, (int, float)) \
+                or not 0 < latent_temperature < math.inf:
+            raise ValueError(f"latent_temperature must be a finite number > 0, got {latent_temperature!r}")
+        if listed_by and n > self.SAMPLE_LIST_LIMIT:
+            raise ValueError(f"{listed_by}(n={n:,}) would hold all of them at once (more than "
+                             f"{self.SAMPLE_LIST_LIMIT:,}): use iter_sample(n, ...), which draws and decodes batch_size "
+                             "codes at a time, e.g. f.writelines(s + '\\n' for s in model.iter_sample(n))")
+
+    def _prior_codes(self, ids: range, seed: int, latent_temperature: float) -> Tensor:
         from fairseq_wae.tasks.prior_sampling import prior_codes
 
-        _check_count("n", n)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an integer, got {seed!r}")
-        if not 0 < temperature < math.inf:
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-        return prior_codes(torch.arange(n), self.latent_dim, seed, temperature)
+        return prior_codes(ids, self.latent_dim, seed, latent_temperature,
+                           dtype=next(self.model.parameters()).dtype, what="latent_temperature")
 
-    def sample(self, n: int, seed: int = 1, temperature: float = 1.0, beam: int = 1, tokenize: bool = True,
+    def prior_codes(self, n: int, seed: int = 1, latent_temperature: float = 1.0) -> Tensor:
+        """The codes ``fairseq-generate --task prior_sampling --seed SEED --latent-temperature T`` decodes
+        (the same for any batch): z ~ N(0, T^2 I). At most ``SAMPLE_LIST_LIMIT`` of them."""
+        self._check_prior(n, seed, latent_temperature, listed_by="prior_codes")
+        return self._prior_codes(range(n), seed, latent_temperature)
+
+    def sample(self, n: int, seed: int = 1, latent_temperature: float = 1.0, beam: int = 1, tokenize: bool = True,
                batch_size: int = 256, **search) -> List[str]:
-        """``n`` sentences decoded from z ~ N(0, temperature^2 I); ``temperature=`` in ``search`` is the
-        softmax temperature of fairseq's sampling, as in fairseq-generate."""
-        z = self.prior_codes(n, seed, temperature)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(seed)  # the search's own sampling, reproducible, the caller's generator untouched
-            return self.decode(z, beam, tokenize, batch_size, **search)
+        """``n`` sentences decoded from z ~ N(0, latent_temperature^2 I), the samples of ``fairseq-generate
+        --task prior_sampling --seed SEED --latent-temperature T``, in a list of at most ``SAMPLE_LIST_LIMIT``
+        (use ``iter_sample`` beyond). ``search`` is fairseq's: its ``temperature=`` is the softmax
+        temperature of ``sampling=True``, as fairseq-generate's ``--temperature``."""
+        self._check_prior(n, seed, latent_temperature, listed_by="sample")
+        return list(self.iter_sample(n, seed, latent_temperature, beam, tokenize, batch_size, **search))
+
+    def iter_sample(self, n: int, seed: int = 1, latent_temperature: float = 1.0, beam: int = 1,
+                    tokenize: bool = True, batch_size: int = 256, **search) -> Iterator[str]:
+        """The sentences of ``sample``, one at a time, for any ``n``: ``batch_size`` codes are drawn and
+        decoded at a time, so memory is bounded by the batch. The arguments are checked at the call."""
+        self._check_prior(n, seed, latent_temperature)
+        _check_count("batch_size", batch_size)
+        return self._sentences_from_prior(n, seed, latent_temperature, self._generator(beam, search), tokenize,
+                                          batch_size)
+
+    @torch.no_grad()
+    def _sentences_from_prior(self, n: int, seed: int, latent_temperature: float, generator, tokenize: bool,
+                              batch_size: int) -> Iterator[str]:
+        # the search's own sampling draws from torch's generator, seeded with `seed` once, as fairseq-generate
+        # does; its state is carried from batch to batch here, so the caller's generator stays untouched even
+        # between the sentences it takes
+        cuda = self.device.type == "cuda"
+        states = None
+        for start in progress(range(0, n, batch_size), "sample"):
+            z = self._prior_codes(range(start, min(start + batch_size, n)), seed, latent_temperature)
+            with torch.random.fork_rng(devices=[self.device] if cuda else []):
+                if states is None:
+                    torch.manual_seed(seed)
+                else:
+                    torch.set_rng_state(states[0])
+                    if cuda:
+                        torch.cuda.set_rng_state(states[1], self.device)
+                sentences = self._decode_batch(self._check_codes(z), generator, tokenize)
+                states = (torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if cuda else None)
+            yield from sentences
 
     def interpolate(self, start: str, end: str, steps: int = 8, method: str = "linear", tokenize: bool = True,
                     **search) -> List[str]:

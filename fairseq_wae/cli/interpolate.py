@@ -4,7 +4,10 @@
     python scripts/interpolate.py --path ckpt.pt --data bin "a man is playing a guitar ." "two dogs run in the snow ." --steps 8
     python scripts/interpolate.py --path ckpt.pt --data bin --analogy "A" "B" "C"      # decodes z_A - z_B + z_C
 
-Sentences are tokenised and lower-cased as by the preprocessing scripts; the output is tokenised text.
+Sentences are normalised, lower-cased and tokenised as by the preprocessing scripts (the Python
+interface's codec, fairseq_wae/tokenizer.py); the output is the corpus's words, as in its train.txt (a
+sentencepiece corpus's pieces joined, as fairseq-generate --post-process sentencepiece prints them).
+With --no-tokenize, the dictionary's tokens go in and come out.
 Decoding is greedy unless --beam. The same in Python: LSTMAutoencoderModel.from_pretrained(...).interpolate.
 """
 import argparse
@@ -22,7 +25,9 @@ def main(argv=None):
     parser.add_argument("--method", choices=["linear", "spherical"], default="linear")
     parser.add_argument("--analogy", action="store_true", help="decode z_1 - z_2 + z_3 of three sentences")
     parser.add_argument("--beam", type=int, default=1)
-    parser.add_argument("--no-tokenize", action="store_true", help="the sentences are already tokenised")
+    parser.add_argument("--no-tokenize", action="store_true",
+                        help="the sentences are the dictionary's tokens (a sentencepiece corpus's pieces), and so "
+                             "is the output")
     args = parser.parse_args(argv)
     expected = 3 if args.analogy else 2
     if len(args.sentences) != expected:
@@ -44,8 +49,9 @@ def main(argv=None):
     else:
         walk = slerp if args.method == "spherical" else lerp
         points = torch.stack([walk(z[0], z[1], i / (args.steps - 1)) for i in range(args.steps)])
-    for i, sentence in enumerate(autoencoder.decode(points, beam=args.beam, tokenize=False)):
-        print(f"{i}\t{sentence}")
+    shown = (lambda tokens: tokens) if args.no_tokenize else autoencoder.codec.words
+    for i, tokens in enumerate(autoencoder.decode(points, beam=args.beam, tokenize=False)):
+        print(f"{i}\t{shown(tokens)}")
 
 
 if __name__ == "__main__":
