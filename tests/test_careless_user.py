@@ -320,6 +320,10 @@ def test_the_quick_start_works_every_time_it_is_run(tmp_path):
     for name in os.listdir(tmp_path / "qs" / "data"):
         os.remove(tmp_path / "qs" / "data" / name)
     assert sampled() == first
+    # each rerun kept the earlier runs' logs: the first run's training is in train.log.1
+    logs = {name: (tmp_path / "qs" / name).read_text() for name in ("train.log.1", "train.log.2", "train.log")}
+    assert "epoch 001" in logs["train.log.1"] and "epoch 001 |" not in logs["train.log.2"]
+    assert (tmp_path / "qs" / "prepare.log.2").exists() and (tmp_path / "qs" / "generate.log.2").exists()
 
 
 # 7. evaluation counts every line
@@ -470,6 +474,216 @@ def test_a_checkpoint_without_a_fingerprint_is_refused_everywhere_until_bound(pr
     assert f"this run's dictionary is {plain / 'dict.txt'}" in failure(generate_command(plain, old))
     run(train_command(data, old_dir, arch="lstm_ae_tiny", criterion="ae_cross_entropy", epochs=3))
     assert checkpoint_dictionary(load_checkpoint_state(str(old)))["path"] == str(data / "dict.txt")
+
+
+# 9. text as it is typed: Unicode, invisible characters, special symbols, sentencepiece pieces
+
+NFC_CAFE, NFD_CAFE = "caf\u00e9", "cafe\u0301"
+INVISIBLE = "\u200b\ufeff\u00ad\u200d"  # zero-width space, byte-order mark, soft hyphen, zero-width joiner
+
+
+def interactive(data, checkpoint, lines, *flags):
+    """fairseq-interactive's (S-, H-) lines for ``lines`` typed one per line, or its failure's output."""
+    result = subprocess.run(["fairseq-interactive", str(data), "--user-dir", USER_DIR, "--task", "sentence_autoencoding",
+                             "--path", str(checkpoint), "--cpu", "--beam", "1", *map(str, flags)],
+                            input="".join(line + "\n" for line in lines), capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"})
+    if result.returncode != 0:
+        return result.stdout + result.stderr
+    out = result.stdout.splitlines()
+    return ([line.split("\t")[1] for line in out if line.startswith("S-")],
+            [line.split("\t")[-1] for line in out if line.startswith("H-")])
+
+
+@pytest.fixture(scope="module")
+def unicode_corpus(tmp_path_factory):
+    """A corpus whose input holds the same word composed and decomposed, invisible characters inside
+    lines and a line of invisible characters alone, and a tiny DAE trained on it:
+    (data, checkpoint, number of the invisible line)."""
+    folder = tmp_path_factory.mktemp("unicode")
+    lines = toy_sentences(300) + [f"A man drinks {NFC_CAFE} .", f"A man drinks {NFD_CAFE} .",
+                                  f"the {NFD_CAFE} is o\u00adpen .", f"\ufeffa wo\u200bman likes {NFC_CAFE}\u200d .",
+                                  INVISIBLE]
+    source = folder / "sentences.txt"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = folder / "data"
+    run([*PREPARE_CORPUS, "--input", source, "--out", data])
+    run(train_command(data, folder / "ckpt", arch="lstm_ae_tiny", criterion="ae_cross_entropy", epochs=2))
+    return data, folder / "ckpt" / "checkpoint_last.pt", len(lines)
+
+
+def test_text_is_normalised_alike_in_preparation_the_interface_interpolation_and_interactive(unicode_corpus):
+    import unicodedata
+
+    from fairseq_wae.hub_interface import from_checkpoint
+
+    data, checkpoint, invisible_line = unicode_corpus
+    written = sum(((data / f"{split}.txt").read_text(encoding="utf-8").splitlines()
+                   for split in ("train", "valid", "test")), [])
+    assert not [line for line in written if any(unicodedata.category(c) == "Cf" for c in line)]
+    assert written.count("a man drinks café .") == 1  # composed and decomposed: one sentence
+    assert {"the café is open .", "a woman likes café ."} <= set(written)
+    words = [line.split()[0] for line in (data / "dict.txt").read_text(encoding="utf-8").splitlines()]
+    assert NFC_CAFE in words and not [w for w in words if unicodedata.normalize("NFC", w) != w or "\u0301" in w]
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["skipped_lines"][0]["skipped"] == {"empty": {"count": 1, "first_lines": [invisible_line]}}
+
+    hub = from_checkpoint(str(checkpoint), str(data))
+    typed = [f"A man drinks {NFD_CAFE}.", f"A man drinks {NFC_CAFE}.", f"A\u200b man drinks\ufeff {NFC_CAFE}\u00ad."]
+    assert len({hub.codec.encode(t) for t in typed}) == 1 and hub.codec.encode(typed[0]) == "a man drinks café ."
+    codes = hub.encode(typed)
+    assert (codes[0] == codes[1]).all() and (codes[0] == codes[2]).all()
+    with pytest.raises(ValueError, match="sentence 2 is empty"):
+        hub.encode(["a man .", INVISIBLE])
+
+    walks = [run([*INTERPOLATE, "--path", checkpoint, "--data", data, "--steps", "3", first, "a dog runs ."]).stdout
+             for first in typed]
+    assert walks[0] == walks[1] == walks[2]
+    assert "sentence 1 is empty" in failure([*INTERPOLATE, "--path", checkpoint, "--data", data, INVISIBLE, "a ."])
+
+    sources, hypotheses = interactive(data, checkpoint, typed, "--tokenizer", "normalized_moses")
+    assert sources == ["a man drinks café ."] * 3 and len(set(hypotheses)) == 1
+
+
+def test_special_symbols_typed_as_tokens_are_refused_and_read_as_text_otherwise(prepared, tmp_path):
+    from fairseq_wae.hub_interface import from_checkpoint
+
+    data, save_dir = prepared
+    checkpoint = save_dir / "checkpoint_last.pt"
+    hub = from_checkpoint(str(checkpoint), str(data))
+    for symbol in ("<pad>", "</s>", "<s>"):
+        with pytest.raises(ValueError, match=f"sentence 2 \\('a {symbol} man .'\\) holds {symbol}, a special symbol"):
+            hub.encode(["a man .", f"a {symbol} man ."], tokenize=False)
+        assert f"holds {symbol}, a special symbol" in failure(
+            [*INTERPOLATE, "--path", checkpoint, "--data", data, "--no-tokenize", "a man .", f"{symbol} a man ."])
+        assert f"the typed line '{symbol} a man .' holds {symbol}" in interactive(data, checkpoint,
+                                                                                   [f"{symbol} a man ."])
+        # as raw text, the characters they are made of, as preparation read them
+        assert hub.codec.encode(f"a {symbol} man") == f"a < {symbol.strip('<>').replace('/', '/ ')} > man"
+    unknown = hub.encode(["<unk> man ."], tokenize=False)  # <unk> is what an out-of-vocabulary word is
+    assert (unknown == hub.encode(["xyzzy man ."], tokenize=False)).all()
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("spm")
+    data = folder / "data"
+    run([*PREPARE_CORPUS, "--input", write_sentences(folder / "s.txt", 300), "--out", data, "--spm-vocab-size", "80"])
+    run(train_command(data, folder / "ckpt", arch="lstm_ae_tiny", criterion="ae_cross_entropy", epochs=2))
+    return data, folder / "ckpt" / "checkpoint_last.pt"
+
+
+def test_interpolation_on_a_sentencepiece_corpus_prints_words(sentencepiece_corpus):
+    from fairseq_wae.hub_interface import from_checkpoint
+
+    data, checkpoint = sentencepiece_corpus
+    hub = from_checkpoint(str(checkpoint), str(data))
+    a, b = "A man is playing a guitar.", "Two dogs run in the snow."
+    words = run([*INTERPOLATE, "--path", checkpoint, "--data", data, a, b, "--steps", "4"]).stdout.splitlines()
+    pieces = run([*INTERPOLATE, "--path", checkpoint, "--data", data, "--no-tokenize", "--steps", "4",
+                  hub.codec.encode(a), hub.codec.encode(b)]).stdout.splitlines()
+    assert len(words) == 4 and "\u2581" in "".join(pieces) and "\u2581" not in "".join(words)
+    # pieces joined as fairseq-generate --post-process sentencepiece joins them
+    assert words == [p.replace(" ", "").replace("\u2581", " ").strip().replace("\t ", "\t") for p in pieces]
+    # fairseq-interactive with the same tokenizer and fairseq's sentencepiece reads text as the interface does
+    sources, _ = interactive(data, checkpoint, [a, b], "--tokenizer", "normalized_moses", "--bpe", "sentencepiece",
+                             "--sentencepiece-model", data / "spm.model")
+    assert sources == [hub.codec.encode(a), hub.codec.encode(b)]
+
+
+# 10. samples: streaming, the size of a list, temperatures, seeds
+
+def test_samples_stream_in_batches_and_a_list_beyond_the_limit_is_refused(prepared):
+    import torch
+
+    from fairseq_wae.hub_interface import from_checkpoint
+
+    data, save_dir = prepared
+    hub = from_checkpoint(str(save_dir / "checkpoint_last.pt"), str(data))
+    drawn = []
+    draw = hub._prior_codes
+    hub._prior_codes = lambda ids, *args: drawn.append(len(ids)) or draw(ids, *args)
+    stream = hub.iter_sample(10**9, seed=3, batch_size=4, sampling=True)  # nothing is drawn before it is read
+    assert drawn == []
+    state = torch.get_rng_state()
+    first = [next(stream) for _ in range(8)]
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's generator is untouched between sentences
+    assert drawn == [4, 4]  # memory bounded by the batch, not by n
+    hub._prior_codes = draw
+    # sampled words depend on the batches, as in fairseq-generate: the same batches, the same sentences
+    assert hub.sample(8, seed=3, batch_size=4, sampling=True) == first
+    assert list(hub.iter_sample(6, seed=3, batch_size=5, tokenize=False)) == hub.sample(6, seed=3, tokenize=False)
+    with pytest.raises(ValueError, match="sample\\(n=1,000,001\\) would hold all of them at once .* use iter_sample"):
+        hub.sample(hub.SAMPLE_LIST_LIMIT + 1)
+
+
+def test_latent_and_softmax_temperatures_and_seeds_are_told_apart_and_checked(prepared, caplog):
+    import torch
+
+    from fairseq_wae.hub_interface import from_checkpoint
+
+    data, save_dir = prepared
+    checkpoint = save_dir / "checkpoint_last.pt"
+    hub = from_checkpoint(str(checkpoint), str(data))
+    assert torch.allclose(hub.prior_codes(3, seed=2, latent_temperature=2.5), 2.5 * hub.prior_codes(3, seed=2))
+    # temperature= is fairseq's softmax temperature: the same codes, other sampled words
+    hot = hub.sample(8, seed=2, sampling=True, temperature=50.0, tokenize=False)
+    assert hot != hub.sample(8, seed=2, sampling=True, tokenize=False)
+    hub.sample(2, temperature=0.5)
+    assert "it changes nothing in greedy decoding" in caplog.text
+    for call, message in (
+            (lambda: hub.sample(2, latent_temperature=1e39), "latent_temperature 1e+39 draws codes beyond the range"),
+            (lambda: hub.sample(2, seed=2**70), "seed must be in 0 .. 2**32 - 1"),
+            (lambda: hub.iter_sample(2, seed=-1), "seed must be in 0 .. 2**32 - 1")):
+        with pytest.raises(ValueError) as caught:
+            call()
+        assert message in str(caught.value)
+    message = failure(["fairseq-generate", data, "--user-dir", USER_DIR, "--task", "prior_sampling", "--num-samples",
+                       "2", "--latent-temperature", "1e39", "--path", checkpoint, "--cpu"])
+    assert "--latent-temperature 1e+39 draws codes beyond the range of the model's torch.float32" in message
+    assert "AssertionError" not in message
+
+
+# 11. what reads its input as a stream, and sentences too long for fairseq's batches
+
+def test_a_fifo_or_a_pipe_is_read_like_the_file_it_carries(tmp_path):
+    from fairseq_wae.corpus import sha256_of
+
+    text = write_sentences(tmp_path / "s.txt", 80)
+    run([*PREPARE_CORPUS, "--input", text, "--out", tmp_path / "file"])
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["cp", str(text), str(fifo)])
+    run([*PREPARE_CORPUS, "--input", fifo, "--out", tmp_path / "from_fifo"])
+    writer.wait()
+    piped = subprocess.run(f"cat {text} | {sys.executable} {REPO / 'scripts' / 'prepare_corpus.py'} "
+                           f"--input /dev/stdin --out {tmp_path / 'piped'}", shell=True, capture_output=True, text=True)
+    assert piped.returncode == 0, piped.stderr[-2000:]
+    for out in ("from_fifo", "piped"):
+        assert (tmp_path / out / "train.txt").read_text() == (tmp_path / "file" / "train.txt").read_text()
+        assert json.loads((tmp_path / out / "manifest.json").read_text())["inputs"][0]["sha256"] == sha256_of(text)
+    empty = tmp_path / "empty_fifo"
+    os.mkfifo(empty)
+    writer = subprocess.Popen(["cp", "/dev/null", str(empty)])
+    assert f"{empty} is empty" in failure([*PREPARE_CORPUS, "--input", empty, "--out", tmp_path / "e"])
+    writer.wait()
+
+
+def test_a_sentence_longer_than_fairseq_batches_is_refused_not_dropped(tmp_path):
+    from helpers import parse_json_log, preprocess
+
+    sentences = toy_sentences(40)
+    longest = " ".join(["a man"] * 550)  # 1,100 words: fairseq's default 1,024 positions would drop it
+    data = preprocess(tmp_path, {"train": sentences[:30] + [longest], "valid": sentences[30:35],
+                                 "test": sentences[35:]})
+    options = dict(arch="lstm_ae_tiny", criterion="ae_cross_entropy", epochs=1, batch_size=40)
+    message = failure(train_command(data, tmp_path / "c1", **options))
+    assert "1 sentence(s) of the train split are longer than fairseq can batch" in message
+    assert "the longest has 1,101 tokens with EOS" in message and "--max-sentence-len N" in message
+    for flags in (["--max-sentence-len", "50"], ["--max-target-positions", "2000"]):
+        log = run(train_command(data, tmp_path / flags[0], *flags, **options))
+        trained = [record for record in parse_json_log(log.stdout + log.stderr) if "train_loss" in record]
+        assert trained[-1]["train_bsz"] == "31", flags  # every sentence, the long one too, in the one batch
 
 
 class RunsACommand:
