@@ -6,11 +6,12 @@
 DATA: a fairseq-preprocess --only-source folder (the README's toy corpus, or data/snli from the SNLI
 recipe). Prints a markdown table; every figure is measured here, now, on this machine:
 
-- training words/s of lstm_{ae,vae,wae}_paper through fairseq-train, against fairseq's built-in `lstm`
+- training words/s of lstm_{ae,vae,wae,aae}_paper through fairseq-train, against fairseq's built-in `lstm`
   (same embedding and hidden sizes, same vocabulary and batches) through the same fairseq-train path;
 - the ceiling: words/s of the output layer alone (projection + log-softmax + cross-entropy, forward
   and backward) at the same batch shape, and our training words/s as a fraction of it;
 - the penalty's cost: criterion step time with lambda = 0 against the full criterion, batch 32/128/512;
+- the adversarial autoencoder's training step against the WAE's (``--adversarial``: that alone);
 - generation: prior samples/s (greedy, beam 5) against reconstructions/s of the same count;
 - evaluation: seconds to score 10k samples (BLEU, trigram-LM NLL, UnigramKL) and the KenLM build time
   per million words;
@@ -49,6 +50,7 @@ OURS = {
     "lstm_ae_paper + ae_cross_entropy": ["--arch", "lstm_ae_paper", "--criterion", "ae_cross_entropy"],
     "lstm_vae_paper + vae_kl": ["--arch", "lstm_vae_paper", "--criterion", "vae_kl"],
     "lstm_wae_paper + wae_mmd": ["--arch", "lstm_wae_paper", "--criterion", "wae_mmd"],
+    "lstm_aae_paper + aae": ["--arch", "lstm_aae_paper", "--criterion", "aae"],
 }
 # fairseq's built-in LSTM encoder-decoder at the same sizes, no attention, on the same data
 BUILTIN = ["--arch", "lstm", "--criterion", "cross_entropy", "--encoder-embed-dim", "300", "--decoder-embed-dim", "300",
@@ -464,6 +466,58 @@ def penalty_cost(data, batch_sizes, repeats=10):
     return rows
 
 
+def adversarial_cost(data, batch_sizes, repeats=10):
+    """The adversarial autoencoder's whole training step (forward, backward and an Adam step over the
+    model's and the discriminator's parameters) against the WAE's, paper sizes, on the same batch of real
+    sentences, timed alternately (medians): the discriminator's two games should cost little next to
+    the output layer (target: at most 1.1x the WAE's step at batch 128)."""
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    steps = {}
+    for arch, criterion in (("lstm_wae_paper", "wae_mmd"), ("lstm_aae_paper", "aae")):
+        parser = options.get_training_parser()
+        args = options.parse_args_and_arch(parser, [data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding",
+                                                    "--arch", arch, "--criterion", criterion, "--cpu"])
+        cfg = convert_namespace_to_omegaconf(args)
+        task = tasks.setup_task(cfg.task)
+        model, crit = task.build_model(cfg.model), task.build_criterion(cfg.criterion)
+        task.load_dataset("train")
+        optimizer = torch.optim.Adam([*model.parameters(), *crit.parameters()], lr=1e-4)
+        model.train()
+        steps[criterion] = (task.dataset("train"), model, crit, optimizer)
+
+    def step(criterion, sample):
+        _, model, crit, optimizer = steps[criterion]
+        optimizer.zero_grad()
+        crit(model, sample)[0].backward()
+        optimizer.step()
+
+    rows = []
+    for batch in batch_sizes:
+        dataset = steps["wae_mmd"][0]
+        sample = dataset.collater([dataset[i] for i in range(batch)])
+        times = {name: [] for name in steps}
+        for _ in range(2):
+            for name in steps:
+                step(name, sample)
+        for _ in range(repeats):
+            for name in steps:
+                started = time.perf_counter()
+                step(name, sample)
+                times[name].append(time.perf_counter() - started)
+        wae, aae = statistics.median(times["wae_mmd"]), statistics.median(times["aae"])
+        rows.append({"batch": batch, "wae_ms": 1000 * wae, "aae_ms": 1000 * aae, "ratio": aae / wae})
+    return rows
+
+
+def print_adversarial_cost(rows):
+    print("\n| batch | wae_mmd step ms (median) | aae step ms (median) | aae / wae_mmd (target <= 1.1 at 128) |"
+          "\n|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['batch']} | {row['wae_ms']:.1f} | {row['aae_ms']:.1f} | {row['ratio']:.3f} |")
+
+
 def mmd_scaling(batch_sizes, dim=100, repeats=20):
     from fairseq_wae.penalties import mmd_unbiased
 
@@ -596,6 +650,8 @@ def main():
     parser.add_argument("--startup", type=int, metavar="N",
                         help="only fairseq-train's start-up on N sentences, against fairseq's language_modeling")
     parser.add_argument("--snli", default=SNLI_SENTENCES, help="the folder of SNLI *.gz sentence files for --startup")
+    parser.add_argument("--adversarial", action="store_true",
+                        help="only the adversarial autoencoder's training step against the WAE's")
     args = parser.parse_args()
     if args.startup:
         print_startup_speed(startup_speed(args.startup, args.snli))
@@ -607,6 +663,10 @@ def main():
         builtin, ours, sampling = transformer_speed(args.data, args.updates, args.checkpoint,
                                                     args.transformer_checkpoint, count)
         print_transformer_speed(builtin, ours, sampling, count)
+        return
+    if args.adversarial:
+        torch.set_num_threads(1)
+        print_adversarial_cost(adversarial_cost(args.data, (32, 128, 512)))
         return
     if args.hub:
         if not args.checkpoint:
@@ -654,6 +714,8 @@ def main():
     for row in report["penalty"]:
         print(f"| {row['criterion']} | {row['batch']} | {row['step_ms']:.1f} | {row['penalty_ms']:.2f} | "
               f"{100 * row['penalty_share']:.2f}% |")
+    report["adversarial"] = adversarial_cost(args.data, (32, 128, 512))
+    print_adversarial_cost(report["adversarial"])
     report["mmd_scaling"] = mmd_scaling((32, 128, 512, 2048))
     print("\n| batch | MMD forward+backward ms (O(N^2)) |\n|---|---|")
     for row in report["mmd_scaling"]:

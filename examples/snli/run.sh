@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the paper's Table 1, Table 2 and Figure 3 (and Figure 1) on SNLI. See README.md here.
-#   bash examples/snli/run.sh prepare | train NAME|all|transformers | table1 | table2 | figure3 | figure1 | transformer
+#   bash examples/snli/run.sh prepare | train NAME|all|transformers|extras | table1 | table2 | figure3 | figure1 | transformer
 # Settings come from the environment (SNLI, DATA, WORK, RESULTS, EPOCHS, BATCH, LR, JOBS, MAX_LEN): README.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,6 +23,8 @@ shared_snli=$repo/../shared/data/snli
 MODELS="dae vae wae3 wae10 swae"
 SWEEP="vae-const0.01 vae-const0.1 vae-const0.5 vae-const1"
 TRANSFORMERS="tdae tvae twae"
+# beyond the paper: text-autoencoders' models (Shen et al. 2020) and VAEs that do not collapse
+EXTRAS="dae-noise aae laae daae vae-improved vae-bn tvae-fixed tvae-bn"
 
 prepare() {
     local inputs=()
@@ -58,6 +60,16 @@ vae_schedule() {
           --word-dropout 0 --word-dropout-increment 0.05 --word-dropout-max 0.5"
 }
 
+# cyclical KL annealing (Fu et al. 2019) in cycles of $1 epochs: half rising, half at the full weight
+cycles_of() {
+    echo "--kl-anneal cyclical --kl-anneal-steps $(($1 * $(wc -l < "$DATA/train.txt") / BATCH))"
+}
+
+# text-autoencoders' AAE family on the paper's LSTM: its lambda_adv 10 and lambda_p 0.01 weigh a
+# cross-entropy summed over a sentence; here it is a mean over its ~11 tokens, hence 1 and 0.001.
+# Adam betas (0.5, 0.999) as text-autoencoders trains the autoencoder and the discriminator.
+aae="--arch lstm_aae_paper --criterion aae --adversarial-lambda 1 --adam-betas (0.5,0.999)"
+
 model_args() {
     case "$1" in
         dae)   echo "--arch lstm_ae_paper --criterion ae_cross_entropy" ;;
@@ -71,7 +83,19 @@ model_args() {
         twae)  echo "--arch transformer_wae_small --criterion wae_mmd --mmd-lambda 3" ;;
         # centred at 10/3 epochs (as for the LSTM, whatever TRANSFORMER_EPOCHS): past its peak in 6 epochs
         tvae)  echo "--arch transformer_vae_small $(vae_schedule 10 3)" ;;
-        *) echo "unknown model $1; choose from: $MODELS $SWEEP $TRANSFORMERS all" >&2; return 1 ;;
+        # DAE with text-autoencoders' input noise: each encoder input word dropped with probability 0.3
+        dae-noise) echo "--arch lstm_ae_paper --criterion ae_cross_entropy --noise-drop 0.3" ;;
+        aae)   echo "$aae" ;;
+        laae)  echo "$aae --logvar-l1 0.001" ;;
+        daae)  echo "$aae --noise-drop 0.3" ;;
+        # against collapse: cyclical annealing, 0.5 free nats per dimension and word dropout 0.2 (on
+        # SNLI-30k, 3 epochs of the Transformer kept 100 of 100 units active), cycles of 15 and 3 epochs
+        vae-improved) echo "--arch lstm_vae_paper --criterion vae_kl $(cycles_of 15) --kl-free-bits 0.5 --word-dropout 0.2" ;;
+        tvae-fixed) echo "--arch transformer_vae_small --criterion vae_kl $(cycles_of 3) --kl-free-bits 0.5 --word-dropout 0.2" ;;
+        # BN-VAE: posterior means batch-normalised at scale 0.6, so KL >= 0.5 * 100 * 0.36 = 18 nats per sentence
+        vae-bn)  echo "--arch lstm_vae_paper --criterion vae_kl --bn-posterior-mean 0.6 --word-dropout 0.2" ;;
+        tvae-bn) echo "--arch transformer_vae_small --criterion vae_kl --bn-posterior-mean 0.6 --word-dropout 0.2" ;;
+        *) echo "unknown model $1; choose from: $MODELS $SWEEP $TRANSFORMERS $EXTRAS all" >&2; return 1 ;;
     esac
 }
 
@@ -81,7 +105,7 @@ train_one() {
     local family=("${lstm[@]}")
     case "$name" in
         vae-const*) epochs=$SWEEP_EPOCHS ;;
-        t?ae) epochs=$TRANSFORMER_EPOCHS family=("${transformer[@]}") ;;
+        t?ae|t?ae-*) epochs=$TRANSFORMER_EPOCHS family=("${transformer[@]}") ;;
     esac
     local log=$WORK/logs/$name.log
     mkdir -p "$WORK/logs" "$WORK/checkpoints/$name"
@@ -138,9 +162,11 @@ case "${1:-}" in
             printf '%s\n' $MODELS $SWEEP | xargs -P "$JOBS" -I{} bash "$0" train {}
         elif [ "$2" = transformers ]; then
             printf '%s\n' $TRANSFORMERS | xargs -P "$JOBS" -I{} bash "$0" train {}
+        elif [ "$2" = extras ]; then
+            printf '%s\n' $EXTRAS | xargs -P "$JOBS" -I{} bash "$0" train {}
         else
             train_one "$2"
         fi ;;
-    *) echo "usage: $0 prepare | train NAME|all|transformers | table1 | table2 | figure3 | figure1 | transformer | collect" >&2
+    *) echo "usage: $0 prepare | train NAME|all|transformers|extras | table1 | table2 | figure3 | figure1 | transformer | collect" >&2
        exit 2 ;;
 esac
