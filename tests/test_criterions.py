@@ -261,9 +261,9 @@ def test_reconstruction_loss_and_its_gradient_match_pytorch_cross_entropy():
 def test_a_penalty_key_the_criterion_does_not_declare_is_an_error_not_a_lost_metric(toy_data):
     from fairseq_wae.criterions.wae_mmd import WaeMmdCriterion
 
-    for arch, name in (("lstm_ae_tiny", "ae_cross_entropy"), ("lstm_vae_tiny", "vae_kl"),
-                       ("lstm_vae_tiny", "wae_mmd"), ("lstm_wae_tiny", "wae_mmd"), ("lstm_aae_tiny", "aae"),
-                       ("lstm_wae_tiny", "aae")):
+    # (the WAE last: it is the criterion given a new penalty below)
+    for arch, name in (("lstm_ae_tiny", "ae_cross_entropy"), ("lstm_vae_tiny", "vae_kl"), ("lstm_aae_tiny", "aae"),
+                       ("lstm_wae_tiny", "aae"), ("lstm_vae_tiny", "wae_mmd"), ("lstm_wae_tiny", "wae_mmd")):
         task, model, crit = build(toy_data, arch, name)
         _, _, log = crit(model, first_batch(task))  # every key each criterion logs is declared
         declared = set(crit.sentence_mean_metrics) | set(crit.count_metrics) | set(crit.summed_statistics)
