@@ -1,7 +1,8 @@
 """What is checked of a data folder: by the task when it starts and loads a split, and by fairseq-wae-verify.
 
 The task loads a split on every worker and, with shards (``DATA=a:b:c``), every epoch: there it checks
-only what costs the same for any corpus and is decisive. At start-up (``check_dictionaries``): every
+only what costs the same for any corpus and is decisive. At start-up (``check_dictionaries``), after
+``check_not_mid_preparation`` (a folder whose files a preparation was replacing when it stopped): every
 folder's dict.txt against the checksum its manifest.json records (a small file), and every shard's
 dictionary against the first folder's. At each load (``check_split``), with a manifest (our
 preparation tools): the .bin/.idx against the sizes it records, and the largest token id recorded at
@@ -19,13 +20,32 @@ from typing import List
 
 import numpy as np
 
-from fairseq_wae.corpus import MANIFEST, largest_token_id, read_manifest, sha256_of
+from fairseq_wae.corpus import JOURNAL, MANIFEST, largest_token_id, read_manifest, sha256_of
 
 logger = logging.getLogger(__name__)
 
 #: Tokens read from each end of a .bin that has no manifest, at every load.
 WINDOW = 1 << 16
 PREPARE_AGAIN = "prepare the folder again with scripts/prepare_corpus.py (fairseq-wae-prepare)"
+
+
+def mid_preparation_problem(folder: str):
+    """Why ``folder`` cannot be read while a preparation's journal is in it, or None: its files were being
+    replaced by another corpus's when the preparation stopped (killed, or still running), so they may
+    come from two corpora whose ids mean other words. Costs one stat."""
+    journal = os.path.join(folder, JOURNAL)
+    if not os.path.exists(journal):
+        return None
+    return (f"{folder} is in the middle of a preparation: {journal} says its files were being replaced by another "
+            f"corpus's when the preparation stopped (killed, or still running), so they may come from two corpora. "
+            f"Run the preparation command again: the same command finishes it, the one that made the earlier corpus "
+            f"restores that corpus")
+
+
+def check_not_mid_preparation(folder: str) -> None:
+    problem = mid_preparation_problem(folder)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def check_dictionaries(folders: List[str], dictionary) -> None:
@@ -77,6 +97,7 @@ def check_split(folder: str, split: str, dictionary, dictionary_path: str, sente
     """The checks of one split at load time (``sentences``: fairseq's dataset of it, ``dictionary``:
     the first folder's), at a cost that does not grow with the corpus; but a manifest with checksums
     and no sizes is hashed in full."""
+    check_not_mid_preparation(folder)  # a preparation may have started since start-up
     manifest = read_manifest(folder) or {}
     names = (f"{split}.bin", f"{split}.idx")
     if "sizes" in manifest:
@@ -154,6 +175,7 @@ def verify_folder(folder: str, dictionary, first_dictionary_path: str) -> (List[
     from fairseq.data.indexed_dataset import MMapIndexedDataset
 
     problems, read = [], {"files": 0, "tokens": 0, "splits": 0}
+    problems += filter(None, [mid_preparation_problem(folder)])
     manifest = read_manifest(folder)
     if manifest is None and os.path.exists(os.path.join(folder, MANIFEST)):
         problems.append(f"{os.path.join(folder, MANIFEST)} is not a JSON object: {PREPARE_AGAIN}")

@@ -2,6 +2,7 @@
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -801,3 +802,111 @@ def test_an_interrupted_export_is_cleaned_up_by_the_next_and_bad_export_inputs_g
             message = failure(command)
             assert f"{path} {expected}" in message and "give a checkpoint written by fairseq-train" in message
             assert "KeyError" not in message
+
+
+# 13. a preparation killed at any instant of putting its files in place
+
+KILLED = 77
+
+
+def prepare_in_a_child(argv, log, stop_at_move=None):
+    """prepare_corpus.main(argv) in a forked child (this process's imports: no start-up cost). With
+    ``stop_at_move`` k the child dies (os._exit: no cleanup runs, as under kill -9) as it begins its
+    k-th file move; without, it prints how many moves it made. Returns its exit status; its output is
+    in ``log``."""
+    pid = os.fork()
+    if pid:
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    import logging
+    import traceback
+
+    status = 1
+    try:  # the child never returns into pytest
+        sys.stdout = sys.stderr = open(log, "w", buffering=1)
+        logging.getLogger().handlers = [logging.StreamHandler(sys.stderr)]  # pytest's capture handler sat there
+        logging.getLogger().setLevel(logging.INFO)
+        from fairseq_wae import corpus
+        from fairseq_wae.cli import prepare_corpus
+
+        moves, move = [], corpus._move
+
+        def counted_move(source, destination):
+            moves.append(destination)
+            if len(moves) == stop_at_move:
+                os._exit(KILLED)
+            move(source, destination)
+
+        corpus._move = counted_move
+        try:
+            prepare_corpus.main([str(a) for a in argv])
+            status = 0
+        except SystemExit as e:
+            print(e.code, file=sys.stderr)
+            status = e.code if isinstance(e.code, int) else 1
+        print(f"moves: {len(moves)}")
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(status)
+
+
+def test_a_preparation_killed_at_any_file_move_leaves_a_corpus_or_one_the_next_run_repairs(tmp_path):
+    from fairseq_wae.corpus import JOURNAL
+    from fairseq_wae.tasks.sentence_autoencoding import SentenceAutoencodingConfig, SentenceAutoencodingTask
+
+    old_text, new_text = write_sentences(tmp_path / "old.txt", 60, seed=1), write_sentences(tmp_path / "new.txt", 60, seed=2)
+    old_command = lambda out: ["--input", old_text, "--out", out, "--vocab-size", "40"]  # noqa: E731
+    new_command = lambda out: ["--input", new_text, "--out", out, "--force"]  # noqa: E731
+    log = tmp_path / "child.log"
+
+    def prepared(command, out, stop_at_move=None, expected=(0,)):
+        status = prepare_in_a_child(command(out), log, stop_at_move)
+        assert status in expected, log.read_text()[-3000:]
+        return log.read_text()
+
+    def leftovers(out):
+        return sorted(p.name for p in out.iterdir() if p.name.startswith(".") or p.name == JOURNAL)
+
+    for name, command in (("old", old_command), ("new", new_command)):
+        prepared(command, tmp_path / name)
+    old, new = snapshot(tmp_path / "old"), snapshot(tmp_path / "new")
+    assert old != new and set(old) == set(new)
+    pristine = tmp_path / "pristine"
+    shutil.copytree(tmp_path / "old", pristine)
+    (pristine / "notes.md").write_text("mine")  # a file the tool did not write: it must survive everything
+    old, new = {**old, "notes.md": b"mine"}, {**new, "notes.md": b"mine"}
+
+    shutil.copytree(pristine, tmp_path / "counted")
+    moves = int(prepared(new_command, tmp_path / "counted").rsplit("moves: ", 1)[1])
+    assert snapshot(tmp_path / "counted") == new and moves == 2 + 2 * len(json.loads(old["manifest.json"])["files"]) + 2
+    trained_on_a_half = False
+    for k in range(1, moves + 1):
+        killed = tmp_path / f"killed-{k}"
+        shutil.copytree(pristine, killed)
+        prepared(new_command, killed, stop_at_move=k, expected=(KILLED,))
+        if (killed / JOURNAL).exists():
+            with pytest.raises(ValueError, match=f"{killed} is in the middle of a preparation"):
+                SentenceAutoencodingTask.setup_task(SentenceAutoencodingConfig(data=str(killed)))
+            if not trained_on_a_half and k > moves // 2:  # once through the real command
+                message = failure(train_command(killed, tmp_path / "ckpt", arch="lstm_ae_tiny",
+                                                criterion="ae_cross_entropy", epochs=1))
+                assert f"{killed} is in the middle of a preparation" in message
+                trained_on_a_half = True
+        else:
+            assert snapshot(killed) == old, k  # killed before its journal: nothing of the old corpus moved
+        copies = {name: tmp_path / f"{name}-{k}" for name in ("back", "forward")}
+        for copy in copies.values():
+            shutil.copytree(killed, copy)
+
+        # the original command brings the earlier corpus back; the same command finishes the new one
+        prepared(old_command, copies["back"])
+        assert snapshot(copies["back"]) == old and not leftovers(copies["back"]), k
+        prepared(new_command, copies["forward"])
+        assert snapshot(copies["forward"]) == new and not leftovers(copies["forward"]), k
+        # a repair killed after its first move (an undo of one move is done by then) is repaired in turn
+        if (killed / JOURNAL).exists() and prepared(old_command, killed, stop_at_move=2, expected=(0, KILLED)):
+            assert (killed / JOURNAL).exists() or snapshot(killed) == old
+        prepared(new_command, killed)
+        assert snapshot(killed) == new and not leftovers(killed), k
+    assert trained_on_a_half

@@ -22,7 +22,7 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, open_dict
 
 from fairseq_wae.checkpoints import CheckpointError, check_checkpoint, dictionary_fingerprint, guard_save_dir
-from fairseq_wae.data_checks import check_dictionaries, check_split
+from fairseq_wae.data_checks import check_dictionaries, check_not_mid_preparation, check_split
 from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
 from fairseq_wae.options import resolved
 from fairseq_wae.tokenizer import special_symbols_in
@@ -107,6 +107,7 @@ class SentenceAutoencodingTask(FairseqTask):
                 problem = "is a file" if os.path.exists(folder) else "does not exist"
                 raise FileNotFoundError(f"the data folder {folder} {problem}: give the output folder of "
                                         "fairseq-preprocess or scripts/prepare_corpus.py")
+            check_not_mid_preparation(folder)  # before its dict.txt, which may be the other corpus's
         dict_path = os.path.join(utils.split_paths(cfg.data)[0], "dict.txt")
         if not os.path.isfile(dict_path):
             raise FileNotFoundError(f"no dictionary at {dict_path}: is {cfg.data} a fairseq-preprocess output folder?")
