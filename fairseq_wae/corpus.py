@@ -11,8 +11,9 @@ import os
 import random
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 from fairseq_wae.tokenizer import DESCRIPTION as TOKENIZER_DESCRIPTION
 from fairseq_wae.tokenizer import NormalizedMosesTokenizer, without_invisible_characters
@@ -101,19 +102,55 @@ def _open_binary(path: str):
     f = gzip.open(source, "rb") if magic.startswith(GZIP_MAGIC) else open(source, "rb")
     try:
         head = f.peek(8192)[:8192] if hasattr(f, "peek") else b""
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         f.close()
-        raise CorpusError(f"{path}: cannot read it as gzip ({e})")
+        raise CorpusError(f"{path} is cut short or damaged: it starts as gzip but does not inflate ({e}). Copy or "
+                          "download it again (gzip -t checks a .gz file)")
     if b"\x00" in head:
         f.close()
         raise CorpusError(f"{path} looks like a binary file (it holds NUL bytes), not one sentence a line")
     return f
 
 
-def _decoded_lines(raw_lines: Iterable[bytes], report: ReadReport, strict: bool):
-    """(line number, text) of the non-empty UTF-8 lines; bad ones are skipped and counted, or fatal.
-    A line of invisible characters alone (a zero-width space, a byte-order mark) is an empty line."""
-    for number, raw in enumerate(raw_lines, start=1):
+def text_lines(f, block_size: int = 1 << 20) -> Iterator[bytes]:
+    """The lines of a binary stream without their ends; a line ends at \\n, \\r\\n or a lone \\r (old
+    Mac files). Python's binary line iteration knows only \\n, which made a CR-only file one sentence.
+    Read in blocks of ``block_size`` bytes; a \\r\\n split between two blocks is one line end."""
+    pending = b""
+    for block in iter(lambda: f.read(block_size), b""):
+        data = pending + block
+        held = data.endswith(b"\r")  # may be the first half of a \r\n
+        if held:
+            data = data[:-1]
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = data.split(b"\n")
+        pending = lines.pop() + (b"\r" if held else b"")
+        yield from lines
+    if pending:
+        lines = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        yield from lines[:-1] if lines[-1] == b"" else lines
+
+
+def _lines_of(f, path: str) -> Iterator[bytes]:
+    """``text_lines`` of an opened input, a damaged one refused naming ``path``: gzip cut short (an
+    interrupted download or copy) or corrupt, a zip member that does not inflate, a read error."""
+    number = 0
+    try:
+        for number, line in enumerate(text_lines(f), start=1):
+            yield line
+    except (EOFError, zlib.error, zipfile.BadZipFile, gzip.BadGzipFile) as e:
+        raise CorpusError(f"{path} is cut short or damaged: its compressed data breaks off after line {number} "
+                          f"({e}). Copy or download it again (gzip -t checks a .gz file)")
+    except OSError as e:
+        raise CorpusError(f"{path}: reading failed after line {number} ({e.strerror or e})")
+
+
+def _decoded_lines(f, path: str, report: ReadReport, strict: bool):
+    """(line number, text) of the non-empty UTF-8 lines of the opened input ``f``; bad ones are skipped
+    and counted, or fatal. A line of invisible characters alone (a zero-width space, a byte-order mark)
+    is an empty line."""
+    for number, raw in enumerate(_lines_of(f, path), start=1):
         try:
             text = without_invisible_characters(raw.decode("utf-8")).strip()
         except UnicodeDecodeError:
@@ -134,7 +171,7 @@ def read_plain_sentences(path: str, strict: bool = False) -> (List[str], ReadRep
     report = ReadReport(path)
     sentences = []
     with _open_binary(path) as f:
-        for number, text in _decoded_lines(f, report, strict):
+        for number, text in _decoded_lines(f, path, report, strict):
             if not sentences and text.startswith("{") and _is_json(text):
                 raise CorpusError(f"{path} looks like JSON lines, not one sentence a line "
                                   "(for SNLI jsonl use scripts/prepare_snli.py --snli-path)")
@@ -173,7 +210,8 @@ def read_snli_sentences(path: str, splits: Sequence[str] = ("train",), strict: b
                 reports.append(report)
         return sentences, reports
     with _open_binary(path) as f:
-        first_text = next((line.decode("utf-8-sig", errors="replace").strip() for line in f if line.strip()), "")
+        first_text = next((line.decode("utf-8-sig", errors="replace").strip() for line in _lines_of(f, path)
+                           if line.strip()), "")
     if first_text.startswith("{") and _is_json(first_text) or first_text.startswith("gold_label\t"):
         with _open_binary(path) as f:
             sentences, report = _read_snli_records(f, path, strict)
@@ -185,7 +223,7 @@ def read_snli_sentences(path: str, splits: Sequence[str] = ("train",), strict: b
 def _read_snli_records(f, name: str, strict: bool):
     report = ReadReport(name)
     sentences, header = [], None
-    for number, text in _decoded_lines(f, report, strict):
+    for number, text in _decoded_lines(f, name, report, strict):
         if text.startswith("{"):
             try:
                 record = json.loads(text)
@@ -572,8 +610,8 @@ def write_corpus(out: str, splits: Dict[str, List[str]], manifest: Dict, vocab_s
     these options or the earlier ones, finishes or undoes the replacement.
     """
     finish_interrupted_preparation(out, manifest, force)
-    existing = set()
-    if os.path.isdir(out):
+    existing, out_existed = set(), os.path.isdir(out)
+    if out_existed:
         _remove_stale_staging(out)
         existing = {name for name in os.listdir(out) if not name.startswith((STAGING_PREFIX, PREVIOUS_PREFIX))}
     previous = read_manifest(out) if existing else None
@@ -595,11 +633,9 @@ def write_corpus(out: str, splits: Dict[str, List[str]], manifest: Dict, vocab_s
             else "files that no manifest.json of this tool lists"
         raise CorpusError(f"--out {out} already holds {what}: choose another --out, or pass --force to replace "
                           "what an earlier preparation wrote there (other files are never touched)")
-    os.makedirs(out, exist_ok=True)
     staging = os.path.join(out, f"{STAGING_PREFIX}{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
     try:
+        _make_staging_folder(out, staging)
         for name, sentences in splits.items():
             with open(os.path.join(staging, f"{name}.txt"), "w", encoding="utf-8") as f:
                 f.write("\n".join(sentences) + "\n")
@@ -622,12 +658,30 @@ def write_corpus(out: str, splits: Dict[str, List[str]], manifest: Dict, vocab_s
                     "sha256": previous.get("files")} if previous else None
         replace_corpus(out, staging, [name for name in ours if os.path.isfile(os.path.join(out, name))],
                        produced + [MANIFEST], old_head, manifest)
+    except OSError as e:  # disk full, a file-size limit (Python ignores SIGXFSZ: the write fails instead)
+        where = f" ({e.filename})" if e.filename else ""
+        state = (f"{os.path.join(out, JOURNAL)} remains: the next run repairs --out" if
+                 os.path.exists(os.path.join(out, JOURNAL)) else "--out is as it was")
+        raise CorpusError(f"writing the corpus into --out {out} failed: {e.strerror or e}{where}. {state}; free some "
+                          "space (or raise the file-size limit, ulimit -f) and run again") from e
     finally:
         if not os.path.exists(os.path.join(out, JOURNAL)):  # else the journal needs the staging folder
             shutil.rmtree(staging, ignore_errors=True)
-        if not existing and os.path.isdir(out) and not os.listdir(out):
-            os.rmdir(out)
+        if not out_existed and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)  # made by this run, which failed
     return manifest
+
+
+def _make_staging_folder(out: str, staging: str) -> None:
+    """``out`` (when new) and the staging folder in it; a folder this process may not write into is
+    refused, naming it."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+    except OSError as e:
+        raise CorpusError(f"cannot write into --out {out} ({e.strerror or e}): choose a folder you can write to, "
+                          "or make this one writable") from None
 
 
 def _read_splits(folder: str, suffix: str) -> Dict[str, List[str]]:

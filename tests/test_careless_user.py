@@ -809,8 +809,8 @@ def test_an_interrupted_export_is_cleaned_up_by_the_next_and_bad_export_inputs_g
 KILLED = 77
 
 
-def prepare_in_a_child(argv, log, stop_at_move=None):
-    """prepare_corpus.main(argv) in a forked child (this process's imports: no start-up cost). With
+def prepare_in_a_child(argv, log, stop_at_move=None, tool="prepare_corpus"):
+    """fairseq_wae.cli.<tool>.main(argv) in a forked child (this process's imports: no start-up cost). With
     ``stop_at_move`` k the child dies (os._exit: no cleanup runs, as under kill -9) as it begins its
     k-th file move; without, it prints how many moves it made. Returns its exit status; its output is
     in ``log``."""
@@ -825,8 +825,9 @@ def prepare_in_a_child(argv, log, stop_at_move=None):
         sys.stdout = sys.stderr = open(log, "w", buffering=1)
         logging.getLogger().handlers = [logging.StreamHandler(sys.stderr)]  # pytest's capture handler sat there
         logging.getLogger().setLevel(logging.INFO)
+        import importlib
+
         from fairseq_wae import corpus
-        from fairseq_wae.cli import prepare_corpus
 
         moves, move = [], corpus._move
 
@@ -838,7 +839,7 @@ def prepare_in_a_child(argv, log, stop_at_move=None):
 
         corpus._move = counted_move
         try:
-            prepare_corpus.main([str(a) for a in argv])
+            importlib.import_module(f"fairseq_wae.cli.{tool}").main([str(a) for a in argv])
             status = 0
         except SystemExit as e:
             print(e.code, file=sys.stderr)
@@ -910,3 +911,71 @@ def test_a_preparation_killed_at_any_file_move_leaves_a_corpus_or_one_the_next_r
         prepared(new_command, killed)
         assert snapshot(killed) == new and not leftovers(killed), k
     assert trained_on_a_half
+
+
+# 14. line endings, a damaged gzip, an --out that cannot be written
+
+def test_cr_and_crlf_line_endings_end_sentences_in_every_reader(tmp_path):
+    sentences = toy_sentences(300, seed=3)
+    log = tmp_path / "child.log"
+
+    def prepared(out, *argv, tool="prepare_corpus"):
+        flags = ["--num-sentences", "all"] if tool == "prepare_snli" else []
+        status = prepare_in_a_child([*argv, "--out", out, "--split", "0.8,0.1,0.1", *flags], log, tool=tool)
+        assert status == 0, log.read_text()[-3000:]
+        return {name: (out / name).read_bytes() for name in ("train.txt", "valid.txt", "test.txt", "dict.txt",
+                                                               "train.bin", "train.idx")}
+
+    def lines(items, end):
+        return "".join(item + end for item in items).encode()
+
+    (tmp_path / "lf.txt").write_bytes(lines(sentences, "\n"))
+    reference = prepared(tmp_path / "lf", "--input", tmp_path / "lf.txt")
+    (tmp_path / "cr.txt").write_bytes(lines(sentences, "\r"))  # old Mac
+    (tmp_path / "crlf.txt").write_bytes(lines(sentences, "\r\n"))
+    (tmp_path / "mixed.txt").write_bytes(lines(sentences[:50], "\r") + lines(sentences[50:], "\n"))
+    (tmp_path / "cr.gz").write_bytes(gzip.compress(lines(sentences, "\r")))
+    (tmp_path / "first.txt").write_bytes(lines(sentences[:150], "\r"))
+    (tmp_path / "second.txt").write_bytes(lines(sentences[150:], "\n"))
+    for name, inputs in (("cr", ["cr.txt"]), ("crlf", ["crlf.txt"]), ("mixed", ["mixed.txt"]), ("gz", ["cr.gz"]),
+                         ("two", ["first.txt", "second.txt"])):
+        flags = [flag for path in inputs for flag in ("--input", tmp_path / path)]
+        assert prepared(tmp_path / name, *flags) == reference, name
+
+    # SNLI's readers: jsonl, tab-separated txt and the official zip, each with CR line ends
+    pairs = list(zip(sentences[0::2], sentences[1::2]))
+    records = [json.dumps({"gold_label": "neutral", "sentence1": a, "sentence2": b}) for a, b in pairs]
+    table = ["gold_label\tsentence1\tsentence2"] + [f"neutral\t{a}\t{b}" for a, b in pairs]
+    (tmp_path / "lf.jsonl").write_bytes(lines(records, "\n"))
+    snli_reference = prepared(tmp_path / "snli-lf", "--snli-path", tmp_path / "lf.jsonl", tool="prepare_snli")
+    (tmp_path / "cr.jsonl").write_bytes(lines(records, "\r"))
+    (tmp_path / "cr_tab.txt").write_bytes(lines(table, "\r"))
+    with __import__("zipfile").ZipFile(tmp_path / "snli_1.0.zip", "w") as archive:
+        archive.writestr("snli_1.0/snli_1.0_train.jsonl", lines(records, "\r"))
+    for name in ("cr.jsonl", "cr_tab.txt", "snli_1.0.zip"):
+        assert prepared(tmp_path / f"snli-{name}", "--snli-path", tmp_path / name, tool="prepare_snli") == \
+            snli_reference, name
+
+
+def test_a_cut_gzip_and_an_unwritable_out_are_refused_naming_them(tmp_path):
+    log = tmp_path / "child.log"
+
+    def refused(*argv):
+        assert prepare_in_a_child(argv, log) == 1
+        message = log.read_text()
+        assert "Traceback" not in message and "Error:" not in message, message[-3000:]
+        return message
+
+    whole = gzip.compress(("\n".join(toy_sentences(2000)) + "\n").encode())
+    for cut in (len(whole) // 2, 15):  # cut after many lines, or inside the first block
+        damaged = tmp_path / f"cut{cut}.txt.gz"
+        damaged.write_bytes(whole[:cut])
+        message = refused("--input", damaged, "--out", tmp_path / "o")
+        assert f"{damaged} is cut short or damaged" in message and "gzip -t" in message
+        assert not (tmp_path / "o").exists()
+
+    text = write_sentences(tmp_path / "s.txt", 60)
+    unwritable = unwritable_folder(tmp_path)
+    for out in (unwritable, os.path.join(unwritable, "new")):
+        assert f"cannot write into --out {out} (" in refused("--input", text, "--out", out)
+    assert os.path.isdir(unwritable) and not os.listdir(unwritable)
