@@ -23,6 +23,7 @@ from omegaconf import II, open_dict
 
 from fairseq_wae.checkpoints import CheckpointError, check_checkpoint, dictionary_fingerprint, guard_save_dir
 from fairseq_wae.data_checks import check_dictionaries, check_not_mid_preparation, check_split
+from fairseq_wae.models.architectures import check_named_architecture
 from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
 from fairseq_wae.options import resolved
 from fairseq_wae.tokenizer import special_symbols_in
@@ -187,6 +188,8 @@ class SentenceAutoencodingTask(FairseqTask):
         return super().get_batch_iterator(dataset, *args, required_batch_size_multiple=1, **kwargs)
 
     def build_model(self, cfg, from_checkpoint=False):
+        if not from_checkpoint:
+            check_named_architecture(cfg)  # fairseq-hydra-train would build another network than the name's
         if from_checkpoint and getattr(cfg, "embed_path", None):
             # the checkpoint holds the trained embeddings: the file need not be read, nor even exist
             with open_dict(cfg):
