@@ -253,6 +253,8 @@ def lock_save_dir(save_dir: str) -> str:
                     pid_text, _, host = f.read().strip().partition(" ")
             except FileNotFoundError:
                 continue
+            if f"{pid_text} {host}" == me:
+                return lock  # taken by an earlier training in this process (one Python session), not a rival
             if pid_text.isdigit() and process_alive(int(pid_text), host or None):
                 raise CheckpointError(
                     f"--save-dir {save_dir} is in use by another training (process {pid_text} on {host or '?'}, "

@@ -1,7 +1,7 @@
 """What the tests share: running the real CLI, the toy corpus, fairseq-train command lines, json logs, and
 the criterions built in process by fairseq's own option parsing. Fixtures live in conftest.py."""
 import os
-import subprocess
+import subprocess as _subprocess
 import sys
 from pathlib import Path
 
@@ -11,14 +11,67 @@ USER_DIR = str(REPO / "fairseq_wae")
 CLI_ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
 
 
-def run(cmd, cwd=None, check=True, timeout=600):
-    """Runs a command (a list), returning the CompletedProcess; on failure shows its output."""
-    result = subprocess.run([str(c) for c in cmd], cwd=cwd, env=CLI_ENV, capture_output=True, text=True,
-                            timeout=timeout)
+#: fairseq's own commands that the tests run in this process (fairseq's own tests do the same): a new
+#: process would only add its start-up (importing torch and fairseq). ``run(..., subprocess=True)``
+#: keeps a real process where it is the point (kill -9, a lock held by another process, stdin);
+#: TESTS_IN_SUBPROCESSES=1 runs every command in a process of its own.
+IN_PROCESS = {"fairseq-train": "fairseq_cli.train", "fairseq-generate": "fairseq_cli.generate",
+              "fairseq-validate": "fairseq_cli.validate", "fairseq-preprocess": "fairseq_cli.preprocess"}
+
+
+def run(cmd, cwd=None, check=True, timeout=600, subprocess=False):
+    """Runs a command (a list), returning a CompletedProcess; on failure shows its output."""
+    cmd = [str(c) for c in cmd]
+    if cmd[0] in IN_PROCESS and cwd is None and not subprocess and not os.environ.get("TESTS_IN_SUBPROCESSES"):
+        result = run_in_process(cmd)
+    else:
+        result = _subprocess.run(cmd, cwd=cwd, env=CLI_ENV, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
                              f"{result.stderr[-5000:]}")
     return result
+
+
+def run_in_process(cmd):
+    """One of fairseq's commands through its own ``cli_main``, in this process: what it prints and
+    logs comes back as stdout (fairseq logs there), an exception's traceback as stderr, and its exit
+    status as the return code."""
+    import contextlib
+    import importlib
+    import io
+    import logging
+    import traceback
+
+    from fairseq import checkpoint_utils
+
+    module = importlib.import_module(IN_PROCESS[cmd[0]])
+    # fairseq keeps a run's best validation loss on these functions: a new process starts without it
+    for keeper in (checkpoint_utils.save_checkpoint, getattr(module, "should_stop_early", None)):
+        for name in ("best", "num_runs"):
+            if hasattr(keeper, name):
+                delattr(keeper, name)
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s"))
+    root = logging.getLogger()
+    saved = sys.argv, root.handlers[:], root.level
+    sys.argv, root.handlers = cmd, [handler]
+    root.setLevel(logging.INFO)
+    returncode = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            module.cli_main()
+    except SystemExit as e:  # argparse's refusals, and commands that exit with a status
+        returncode = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if e.code is not None and not isinstance(e.code, int):
+            err.write(f"{e.code}\n")
+    except Exception:
+        err.write(traceback.format_exc())
+        returncode = 1
+    finally:
+        sys.argv, root.handlers = saved[0], saved[1]
+        root.setLevel(saved[2])
+    return _subprocess.CompletedProcess(cmd, returncode, out.getvalue(), err.getvalue())
 
 
 def toy_sentences(n, seed=1):
@@ -67,7 +120,7 @@ def configure(data, arch, criterion, *flags):
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(parser, [
         str(data), "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--arch", arch,
-        "--criterion", criterion, "--cpu", "--batch-size", "16", *flags,
+        "--criterion", criterion, "--cpu", "--batch-size", "16", "--no-save", *flags,
     ])
     cfg = convert_namespace_to_omegaconf(args)
     return tasks.setup_task(cfg.task), cfg

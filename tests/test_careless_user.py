@@ -255,14 +255,14 @@ def test_a_save_dir_in_use_is_refused_and_a_stale_lock_taken_over(prepared, tmp_
     hostname = os.uname().nodename
     lock.write_text(f"{os.getpid()} {hostname}\n")  # a live process holds it: this test's
     command = train_command(data, save_dir, arch="lstm_ae_tiny", criterion="ae_cross_entropy", epochs=1)
-    message = failure(command)
+    message = failure(command, subprocess=True)
     assert f"--save-dir {save_dir} is in use by another training (process {os.getpid()}" in message
     assert not (save_dir / "checkpoint_last.pt").exists() and lock.read_text().startswith(str(os.getpid()))
 
     finished = subprocess.Popen(["true"])
     finished.wait()
     lock.write_text(f"{finished.pid} {hostname}\n")
-    log = run(command)
+    log = run(command, subprocess=True)
     assert f"taking over {lock}, left by process {finished.pid}, which no longer runs" in log.stdout + log.stderr
     assert (save_dir / "checkpoint_last.pt").exists() and not lock.exists()  # released at exit
 
