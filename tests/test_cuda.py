@@ -33,6 +33,10 @@ def test_kl_terms_on_cuda_equal_the_cpu():
     assert torch.allclose(variance_kl(logvar), variance_kl(logvar.cuda()).cpu(), atol=1e-5)
 
 
+#: The unit roundoff of each format (tests/test_precision.py explains the 16u allowed below).
+UNIT_ROUNDOFF = {torch.float32: 2.0**-23, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+
+
 @pytest.mark.parametrize("arch,criterion,flags", [
     ("lstm_ae_tiny", "ae_cross_entropy", ["--word-dropout", "0.3"]),
     ("lstm_vae_tiny", "vae_kl", ["--kl-weight", "0.5"]),
@@ -40,17 +44,35 @@ def test_kl_terms_on_cuda_equal_the_cpu():
     ("lstm_vae_tiny", "wae_mmd", ["--kl-variance-penalty", "1"]),
 ])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_a_training_step_on_cuda_is_finite_and_reaches_the_encoder(toy_data, arch, criterion, flags, dtype):
+def test_a_training_step_on_cuda_logs_the_cpu_float32_values_and_reaches_the_encoder(toy_data, arch, criterion, flags,
+                                                                                    dtype):
+    """The same model and batch on the CPU in float32 and on CUDA in ``dtype``: every logged value within
+    16 unit roundoffs of the format (float32: cuBLAS may sum in another order, and may use TF32, whose
+    10-bit mantissa is float16's), the draws being the same (they come from CPU-seeded generators)."""
+    import copy
+
     from helpers import build, first_batch
 
     task, model, crit = build(toy_data, arch, criterion, *flags)
     sample = first_batch(task)
-    model = model.cuda().to(dtype).train()
-    sample = {"net_input": {k: v.cuda() for k, v in sample["net_input"].items()},
-              "target": sample["target"].cuda(), "ntokens": sample["ntokens"]}
-    crit.set_training_progress(3, 2)
-    loss, _, log = crit(model, sample)
-    loss.backward()
-    assert torch.isfinite(loss)
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.encoder.parameters()
+
+    def step(network, batch):
+        crit.set_training_progress(98, 2)
+        crit.set_training_progress(3, 2)  # a new update: the same draws on both devices
+        loss, _, log = crit(network.train(), batch)
+        loss.backward()
+        return loss, log
+
+    _, reference = step(copy.deepcopy(model), sample)
+    network = copy.deepcopy(model).cuda().to(dtype)
+    on_cuda = {"net_input": {k: v.cuda() for k, v in sample["net_input"].items()},
+               "target": sample["target"].cuda(), "ntokens": sample["ntokens"]}
+    loss, log = step(network, on_cuda)
+    assert torch.isfinite(loss) and list(log) == list(reference)
+    tolerance = 16 * UNIT_ROUNDOFF[torch.float16 if dtype == torch.float32 else dtype]
+    for key, value in log.items():
+        value, expected = torch.as_tensor(value).double().cpu(), torch.as_tensor(reference[key]).double()
+        scale = expected.abs().max().clamp_min(1e-6)
+        assert ((value - expected).abs() <= tolerance * scale).all(), (key, value, expected)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in network.encoder.parameters()
                if p.requires_grad)
