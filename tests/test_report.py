@@ -54,13 +54,26 @@ def test_transformer_rows_next_to_the_committed_lstm_rows_keep_the_written_readi
         "2026-11-26 16:00:00 | INFO | train | " + json.dumps({"epoch": e, "train_train_wall": str(w),
                                                               "train_num_updates": str(u), "train_wall": "20"}) + "\n"
         for e, w, u in epochs))
+    # the LSTM rows come from a results folder (by default the committed one): here, one made for the test
+    lstm = tmp_path / "lstm"
+    (lstm / "eval").mkdir(parents=True)
+    (lstm / "logs").mkdir()
+    (lstm / "eval" / "vae.json").write_text(json.dumps({"name": "vae", "metrics": {
+        "bleu": 8.336, "nll_bits_per_word": 8.064, "unigram_kl": 0.5631, "entropy": 3.834, "avg_len": 9.94}}))
+    (lstm / "eval" / "vae.latent.json").write_text(json.dumps({"kl": 6.153, "mutual_information": 4.436,
+                                                               "active_units": 11}))
+    (lstm / "logs" / "vae.jsonl").write_text("".join(
+        "train " + json.dumps({"epoch": e, "train_train_wall": "60", "train_num_updates": str(418 * e)}) + "\n"
+        for e in (1, 2)))
     out = tmp_path / "transformer.md"
     out.write_text("# old\n\n## Reading\n\nWhat the numbers say.\n")
-    run([*REPORT, "transformer", "--work", work, "--data", data, "--out", out])
+    run([*REPORT, "transformer", "--work", work, "--data", data, "--out", out, "--lstm-results", lstm])
     text = out.read_text()
     assert ("| Transformer VAE (annealed) | 1.30 | 7.71 | 2.065 | 1.77 | 7.0 | 0.00 | -0.40 | 0 / 100 | "
             "3 epochs, 1,254 updates, 15 min |") in text
-    assert "| LSTM VAE (annealed) | 8.34 |" in text  # from the committed results/eval/vae.json
+    assert ("| LSTM VAE (annealed) | 8.34 | 8.06 | 0.563 | 3.83 | 9.9 | 6.15 | 4.44 | 11 / 100 | "
+            "2 epochs, 836 updates, 2 min |") in text
+    assert "| LSTM DAE |" not in text and "| LSTM WAE" not in text  # not in that folder, no row
     assert "- sample 4\n" in text and "sample 5" not in text
     assert "# old" not in text and text.rstrip().endswith("## Reading\n\nWhat the numbers say.")
     assert "| Transformer DAE |" not in text  # no evaluation, no row

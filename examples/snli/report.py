@@ -162,7 +162,7 @@ def model_row(label, name, folder, log, checkpoint=None, data=None):
 def transformer(args):
     """Table 1 rows, latent statistics and samples of the Transformer models next to the LSTM's; keeps
     the hand-written reading (the section from READING on) of an existing file."""
-    results = os.path.dirname(os.path.abspath(__file__)) + "/results"
+    results = args.lstm_results
     header = ["| model | BLEU | NLL | UnigramKL | Entropy | AvgLen | KL | MI | active units | training |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     rows, samples = [], []
@@ -267,6 +267,9 @@ def main():
     parser.add_argument("what", choices=["table1", "table2", "figure3", "figure1", "transformer"])
     parser.add_argument("--work", required=True)
     parser.add_argument("--data")
+    parser.add_argument("--lstm-results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
+                        help="transformer: the folder whose eval/ and logs/ hold the LSTM rows (default: the "
+                             "committed results)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--rows", type=int, default=5)
     parser.add_argument("--points", type=int, default=1000)
