@@ -1,10 +1,16 @@
 """Sentence corpora to fairseq binaries: reading, tokenising, splitting and binarizing.
 
-Used by ``scripts/prepare_snli.py`` and ``scripts/prepare_corpus.py``; the binarization itself is
-fairseq-preprocess (through its Python entry point), never a re-implementation.
+Used by ``scripts/prepare_snli.py`` and ``scripts/prepare_corpus.py``. The corpus streams through:
+sentences are read as they are tokenised (by ``--workers`` processes) into a file, de-duplicated and
+split by offset, so memory does not hold the sentences. The binaries are what fairseq-preprocess
+--only-source writes, byte for byte (a test compares), made with fairseq's own Dictionary and mmap
+index writer; only the word lookup is done in bulk rather than a tensor per sentence.
 """
+import array
+import collections
 import gzip
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -14,6 +20,8 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence
+
+import numpy as np
 
 from fairseq_wae.tokenizer import DESCRIPTION as TOKENIZER_DESCRIPTION
 from fairseq_wae.tokenizer import NormalizedMosesTokenizer, without_invisible_characters
@@ -29,23 +37,28 @@ class CorpusError(ValueError):
 
 @dataclass
 class ReadReport:
-    """What reading skipped, by reason, with the first few line numbers."""
+    """What reading skipped, by reason: how many lines, and the first ten line numbers (a count, not a
+    list of every line, whatever the file's size)."""
 
     path: str
     kept: int = 0
-    skipped: Dict[str, List[int]] = field(default_factory=dict)
+    skipped: Dict[str, int] = field(default_factory=dict)
+    first_lines: Dict[str, List[int]] = field(default_factory=dict)
 
     def skip(self, reason: str, line_number: int) -> None:
-        self.skipped.setdefault(reason, []).append(line_number)
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        lines = self.first_lines.setdefault(reason, [])
+        if len(lines) < 10:
+            lines.append(line_number)
 
     def as_json(self) -> Dict:
         return {"path": os.path.basename(self.path), "kept": self.kept,
-                "skipped": {reason: {"count": len(lines), "first_lines": lines[:10]}
-                            for reason, lines in self.skipped.items()}}
+                "skipped": {reason: {"count": count, "first_lines": self.first_lines[reason]}
+                            for reason, count in self.skipped.items()}}
 
     def summary(self) -> str:
-        parts = [f"{len(lines)} {reason} (lines {', '.join(map(str, lines[:5]))}{', ...' if len(lines) > 5 else ''})"
-                 for reason, lines in self.skipped.items()]
+        parts = [f"{count} {reason} (lines {', '.join(map(str, self.first_lines[reason][:5]))}"
+                 f"{', ...' if count > 5 else ''})" for reason, count in self.skipped.items()]
         return f"{self.path}: kept {self.kept}" + (f", skipped {'; '.join(parts)}" if parts else "")
 
 
@@ -166,20 +179,35 @@ def _decoded_lines(f, path: str, report: ReadReport, strict: bool):
         yield number, text
 
 
-def read_plain_sentences(path: str, strict: bool = False) -> (List[str], ReadReport):
-    """One sentence a line (``.gz`` allowed). JSON lines are refused: they are not plain text."""
-    report = ReadReport(path)
-    sentences = []
+def plain_sentences(path: str, strict: bool, reports: List[ReadReport]) -> Iterator[str]:
+    """The sentences of a one-sentence-a-line file (``.gz`` allowed), read as they are iterated; what
+    reading skips goes into a report appended to ``reports``. The file is checked at once (it exists,
+    holds text, is not JSON lines: that is not plain text), so a wrong input is refused before anything
+    is read in full."""
     with _open_binary(path) as f:
-        for number, text in _decoded_lines(f, path, report, strict):
-            if not sentences and text.startswith("{") and _is_json(text):
-                raise CorpusError(f"{path} looks like JSON lines, not one sentence a line "
-                                  "(for SNLI jsonl use scripts/prepare_snli.py --snli-path)")
-            sentences.append(text)
-    report.kept = len(sentences)
-    if not sentences:
+        first = next((text for _, text in _decoded_lines(f, path, ReadReport(path), strict=False)), "")
+    if first.startswith("{") and _is_json(first):
+        raise CorpusError(f"{path} looks like JSON lines, not one sentence a line "
+                          "(for SNLI jsonl use scripts/prepare_snli.py --snli-path)")
+    report = ReadReport(path)
+    reports.append(report)
+    return _plain_sentences(path, strict, report)
+
+
+def _plain_sentences(path: str, strict: bool, report: ReadReport) -> Iterator[str]:
+    with _open_binary(path) as f:
+        for _, text in _decoded_lines(f, path, report, strict):
+            report.kept += 1
+            yield text
+    if not report.kept:
         raise CorpusError(f"{path} holds no sentence: {report.summary()}")
-    return sentences, report
+
+
+def read_plain_sentences(path: str, strict: bool = False) -> (List[str], ReadReport):
+    """``plain_sentences`` as a list (for files that fit in memory), with its report."""
+    reports = []
+    sentences = list(plain_sentences(path, strict, reports))
+    return sentences, reports[0]
 
 
 def _is_json(text: str) -> bool:
@@ -189,8 +217,9 @@ def _is_json(text: str) -> bool:
         return False
 
 
-def read_snli_sentences(path: str, splits: Sequence[str] = ("train",), strict: bool = False):
-    """Premises and hypotheses from SNLI in any of its forms.
+def snli_sentences(path: str, splits: Sequence[str], strict: bool, reports: List[ReadReport]) -> Iterator[str]:
+    """Premises and hypotheses from SNLI in any of its forms, read as they are iterated (a report per
+    file or zip member appended to ``reports``); the input is checked at once.
 
     ``path`` is the official ``snli_1.0.zip`` (the members for ``splits`` are read), an SNLI
     ``.jsonl`` or ``.txt`` (tab-separated with a header) file, or a plain one-sentence-a-line file.
@@ -198,31 +227,46 @@ def read_snli_sentences(path: str, splits: Sequence[str] = ("train",), strict: b
     if path.endswith(".zip"):
         if not os.path.exists(path):
             raise CorpusError(f"no such file: {path}")
-        sentences, reports = [], []
-        with zipfile.ZipFile(readable_copy(path)) as archive:
-            for split in splits:
-                member = next((n for n in archive.namelist() if n.endswith(f"snli_1.0_{split}.jsonl")), None)
-                if member is None:
-                    raise CorpusError(f"{path} has no snli_1.0_{split}.jsonl: is it the official SNLI 1.0 zip?")
-                with archive.open(member) as f:
-                    found, report = _read_snli_records(f, f"{path}:{member}", strict)
-                sentences += found
-                reports.append(report)
-        return sentences, reports
+        try:
+            with zipfile.ZipFile(readable_copy(path)) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile as e:
+            raise CorpusError(f"{path} is not a readable zip archive ({e}): download the official SNLI 1.0 zip "
+                              "again, or give its jsonl files")
+        members = []
+        for split in splits:
+            member = next((n for n in names if n.endswith(f"snli_1.0_{split}.jsonl")), None)
+            if member is None:
+                raise CorpusError(f"{path} has no snli_1.0_{split}.jsonl: is it the official SNLI 1.0 zip?")
+            members.append(member)
+        return _zip_records(path, members, strict, reports)
     with _open_binary(path) as f:
         first_text = next((line.decode("utf-8-sig", errors="replace").strip() for line in _lines_of(f, path)
                            if line.strip()), "")
     if first_text.startswith("{") and _is_json(first_text) or first_text.startswith("gold_label\t"):
-        with _open_binary(path) as f:
-            sentences, report = _read_snli_records(f, path, strict)
-        return sentences, [report]
-    sentences, report = read_plain_sentences(path, strict)
-    return sentences, [report]
+        report = ReadReport(path)
+        reports.append(report)
+        return _file_records(path, strict, report)
+    return plain_sentences(path, strict, reports)
 
 
-def _read_snli_records(f, name: str, strict: bool):
-    report = ReadReport(name)
-    sentences, header = [], None
+def _zip_records(path: str, members: Sequence[str], strict: bool, reports: List[ReadReport]) -> Iterator[str]:
+    with zipfile.ZipFile(readable_copy(path)) as archive:
+        for member in members:
+            report = ReadReport(f"{path}:{member}")
+            reports.append(report)
+            with archive.open(member) as f:
+                yield from _snli_records(f, report.path, strict, report)
+
+
+def _file_records(path: str, strict: bool, report: ReadReport) -> Iterator[str]:
+    with _open_binary(path) as f:
+        yield from _snli_records(f, path, strict, report)
+
+
+def _snli_records(f, name: str, strict: bool, report: ReadReport) -> Iterator[str]:
+    """The sentences of SNLI jsonl or tab-separated lines (with their header row)."""
+    header = None
     for number, text in _decoded_lines(f, name, report, strict):
         if text.startswith("{"):
             try:
@@ -243,11 +287,10 @@ def _read_snli_records(f, name: str, strict: bool):
         for key in ("sentence1", "sentence2"):
             sentence = without_invisible_characters(record.get(key) or "").strip()
             if sentence:
-                sentences.append(sentence)
+                report.kept += 1
+                yield sentence
             else:
                 report.skip(f"missing {key}", number)
-    report.kept = len(sentences)
-    return sentences, report
 
 
 class Tokenizer:
@@ -262,19 +305,131 @@ class Tokenizer:
         return " ".join(tokens[:max_len] if max_len else tokens)
 
 
-def unique(sentences: Iterable[str]) -> List[str]:
-    """De-duplicated, first-seen order kept."""
-    return list(dict.fromkeys(sentences))
+#: Raw sentences a tokenising worker gets at a time: sending them costs little beside tokenising them
+#: (about 0.1%), and the batches in flight hold little memory.
+BATCH_SENTENCES = 2000
+_tokenizer: Optional[Tokenizer] = None
 
 
-def parse_split(text: str, available: int, num_sentences: Optional[int]) -> List[int]:
-    """``90000,5000,5000`` (counts) or ``0.9,0.05,0.05`` (fractions of the subset) to three counts."""
+def tokenized_batch(sentences: Sequence[str], max_len: Optional[int]) -> (bytes, bytes, bytes):
+    """What ``TokenizedSentences`` keeps of a batch: the sentences' non-empty tokenisations as UTF-8
+    lines in one block, each line's length in bytes (int64) and its 8-byte blake2b digest. Runs in a
+    worker, or in the main process with one worker: the same bytes either way."""
+    tokenize = _shared_tokenizer()
+    lines = [(tokens + "\n").encode("utf-8") for tokens in (tokenize(s, max_len) for s in sentences) if tokens]
+    return (b"".join(lines), array.array("q", map(len, lines)).tobytes(),
+            b"".join(hashlib.blake2b(line, digest_size=8).digest() for line in lines))
+
+
+def _shared_tokenizer() -> Tokenizer:
+    """This process's Tokenizer, made at the first call (before the workers fork, which then share it
+    and its Unicode tables instead of each building them)."""
+    global _tokenizer
+    if _tokenizer is None:
+        _tokenizer = Tokenizer()
+        _tokenizer("warm")  # builds the tables normalisation uses
+    return _tokenizer
+
+
+def _batched(items: Iterable, size: int) -> Iterator[List]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+class TokenizedSentences:
+    """The tokenised sentences of a preparation in input order, in a file in the staging folder (one a
+    line) instead of Python objects: memory holds 16 bytes a sentence (its length and a hash) while
+    reading, about 40 while de-duplicating, whatever the sentences' length. Lines are read back by
+    offset (``os.pread``: page cache, not this process's memory)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.file = open(path, "w+b")
+        self._lengths, self._digests = array.array("q"), bytearray()
+        self.offsets = self.hashes = None
+
+    def add(self, block: bytes, lengths: bytes, digests: bytes) -> None:
+        self.file.write(block)
+        self._lengths.frombytes(lengths)
+        self._digests += digests
+
+    def __len__(self) -> int:
+        return len(self._lengths) if self.offsets is None else len(self.offsets) - 1
+
+    def finish(self) -> None:
+        """Reading is over: offsets and hashes become numpy arrays."""
+        self.file.flush()
+        self.offsets = np.zeros(len(self._lengths) + 1, dtype=np.int64)
+        np.cumsum(np.frombuffer(self._lengths, dtype=np.int64), out=self.offsets[1:])
+        self.hashes = np.frombuffer(bytes(self._digests), dtype=np.uint64)
+        self._lengths, self._digests = array.array("q"), bytearray()
+
+    def line(self, i: int) -> bytes:
+        return os.pread(self.file.fileno(), int(self.offsets[i + 1] - self.offsets[i]), int(self.offsets[i]))
+
+    def first_occurrences(self):
+        """The positions of the first occurrence of each distinct line, in input order (the old
+        ``list(dict.fromkeys(...))``, without the dict). Lines are grouped by hash with a stable sort; in
+        a group of several, the lines are compared byte for byte, so two lines that only share a hash
+        both stay."""
+        order = np.argsort(self.hashes, kind="stable")
+        sorted_hashes = self.hashes[order]
+        runs = np.zeros(len(self) + 1, dtype=np.int8)  # 1 where a sorted position repeats the one before
+        runs[1:-1] = sorted_hashes[1:] == sorted_hashes[:-1]
+        del sorted_hashes
+        edges = np.diff(runs)  # 1: a group of equal hashes starts one before; -1: it ends here
+        keep = np.ones(len(self), dtype=bool)
+        for start, end in zip(np.flatnonzero(edges == 1).tolist(), (np.flatnonzero(edges == -1) + 1).tolist()):
+            seen = set()
+            for position in order[start:end].tolist():  # ascending: the stable sort kept input order
+                text = self.line(position)
+                if text in seen:
+                    keep[position] = False
+                seen.add(text)
+        return np.flatnonzero(keep)
+
+    def close(self) -> None:
+        self.file.close()
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+
+def tokenize_into(store: TokenizedSentences, sentences: Iterable[str], max_len: Optional[int], workers: int) -> None:
+    """Tokenises ``sentences`` into ``store`` in input order, with ``workers`` processes (forked: they
+    share this process's imports). At most 2 x workers + 1 batches are in flight, so memory does not
+    grow with the corpus however fast the input is read."""
+    if workers == 1:
+        for batch in _batched(sentences, BATCH_SENTENCES):
+            store.add(*tokenized_batch(batch, max_len))
+        return
+    import multiprocessing
+
+    _shared_tokenizer()
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        in_flight = collections.deque()
+        for batch in _batched(sentences, BATCH_SENTENCES):
+            in_flight.append(pool.apply_async(tokenized_batch, (batch, max_len)))
+            if len(in_flight) > 2 * workers:
+                store.add(*in_flight.popleft().get())
+        while in_flight:
+            store.add(*in_flight.popleft().get())
+
+
+def split_parts(text: str) -> List[float]:
+    """``--split``'s three numbers, refusing any other form (checked before the input is read)."""
     try:
         parts = [float(p) for p in text.split(",")]
     except ValueError:
         raise CorpusError(f"--split must be three comma-separated numbers, got {text!r}")
     if len(parts) != 3 or min(parts) < 0:
         raise CorpusError(f"--split must be three non-negative numbers (train,valid,test), got {text!r}")
+    return parts
+
+
+def parse_split(text: str, available: int, num_sentences: Optional[int]) -> List[int]:
+    """``90000,5000,5000`` (counts) or ``0.9,0.05,0.05`` (fractions of the subset) to three counts."""
+    parts = split_parts(text)
     if all(p.is_integer() for p in parts) and sum(parts) > 1:
         counts = [int(p) for p in parts]
     elif abs(sum(parts) - 1.0) < 1e-6:
@@ -295,60 +450,127 @@ def parse_split(text: str, available: int, num_sentences: Optional[int]) -> List
     return counts
 
 
-def split_corpus(sentences: Sequence[str], counts: Sequence[int], seed: int) -> Dict[str, List[str]]:
-    """A seeded random subset of ``sum(counts)`` sentences, cut into train/valid/test."""
-    order = list(range(len(sentences)))
+def write_splits(folder: str, store: TokenizedSentences, kept, counts: Sequence[int], seed: int) -> None:
+    """A seeded random subset of ``sum(counts)`` of the distinct sentences (``kept``: their positions in
+    ``store``), cut into {split}.txt. The order is random.Random(seed).shuffle of their indices, as it
+    always was (the same files for the same seed); an array of int64, not a list of ints, is shuffled."""
+    order = array.array("q", range(len(kept)))
     random.Random(seed).shuffle(order)
-    splits, start = {}, 0
+    picked, start = np.frombuffer(order, dtype=np.int64), 0
     for name, count in zip(SPLITS, counts):
-        splits[name] = [sentences[i] for i in order[start:start + count]]
+        with open(os.path.join(folder, f"{name}.txt"), "wb") as f:
+            for first in range(start, start + count, 1 << 16):
+                rows = kept[picked[first:min(first + (1 << 16), start + count)]]
+                f.write(b"".join(map(store.line, rows.tolist())))
         start += count
-    return splits
 
 
-def binarize(folder: str, vocab_size: int, text_suffix: str = ".txt", workers: int = 1) -> None:
-    """fairseq-preprocess --only-source on train/valid/test{suffix}, written into ``folder``."""
-    from fairseq import options
-    from fairseq_cli import preprocess
+def binarize(folder: str, vocab_size: int, text_suffix: str = ".txt") -> None:
+    """dict.txt and {split}.bin/.idx in ``folder`` from train/valid/test{suffix}, the bytes
+    ``fairseq-preprocess --only-source --nwordssrc vocab_size`` writes: its dictionary (fairseq's
+    Dictionary: the words of train counted with one end of sentence a line, ``finalize`` keeping the
+    most frequent, ties by spelling, padded to a multiple of 8) and its binaries (each line's ids and
+    EOS, in the smallest id type that fits, and the mmap index: fairseq's header, then each sentence's
+    size and byte offset). fairseq-preprocess makes a tensor for every sentence and a Python int for
+    every offset; a dict lookup a word, block writes and numpy offsets are about 10x faster, hold 8
+    bytes a sentence, and leave no work to share among workers."""
+    import struct
 
-    parser = options.get_preprocessing_parser()
-    args = parser.parse_args([
-        "--only-source", "--destdir", folder, "--workers", str(workers), "--nwordssrc", str(vocab_size),
-        *(f"--{'train' if s == 'train' else s}pref={os.path.join(folder, s + text_suffix)}" for s in SPLITS),
-    ])
-    preprocess.main(args)
+    from fairseq.data import Dictionary
+    from fairseq.data.indexed_dataset import MMapIndexedDataset, _dtype_header_code, best_fitting_int_dtype
+
+    counts, lines = collections.Counter(), 0
+    with open(os.path.join(folder, "train" + text_suffix), encoding="utf-8") as f:
+        for line in f:
+            counts.update(line.split())
+            lines += 1
+    dictionary = Dictionary()
+    for word, count in sorted(counts.items()):
+        dictionary.add_symbol(word, count)
+    dictionary.add_symbol(dictionary.eos_word, lines)
+    del counts
+    dictionary.finalize(threshold=0, nwords=vocab_size, padding_factor=8)
+    dictionary.save(os.path.join(folder, "dict.txt"))
+    dtype = best_fitting_int_dtype(len(dictionary))
+    lookup, unk, eos = dictionary.indices.get, dictionary.unk(), dictionary.eos()
+    for split in SPLITS:
+        sizes = array.array("q")
+        with open(os.path.join(folder, split + text_suffix), encoding="utf-8") as source, \
+                open(os.path.join(folder, f"{split}.bin"), "wb") as data:
+            for block in _batched(source, 1 << 14):
+                ids = []
+                for line in block:
+                    words = line.split()
+                    ids += [lookup(word, unk) for word in words]
+                    ids.append(eos)
+                    sizes.append(len(words) + 1)
+                data.write(np.array(ids, dtype=dtype).tobytes())
+        sizes = np.frombuffer(sizes, dtype=np.int64)
+        with open(os.path.join(folder, f"{split}.idx"), "wb") as index:  # MMapIndexedDataset.Index.writer's bytes
+            index.write(MMapIndexedDataset.Index._HDR_MAGIC + struct.pack("<Q", 1) +
+                        struct.pack("<B", _dtype_header_code(dtype)) + struct.pack("<Q", len(sizes)))
+            index.write(sizes.astype(np.int32).tobytes())
+            index.write((np.dtype(dtype).itemsize * (np.cumsum(sizes) - sizes)).astype(np.int64).tobytes())
 
 
-def vocabulary_stats(folder: str, splits: Dict[str, List[str]]) -> Dict[str, float]:
+def vocabulary_stats(folder: str, counts: Dict[str, int]) -> Dict[str, float]:
+    """The dictionary's size, and each split's OOV rate and average length (in tokens, EOS excluded),
+    counted in its binaries (``counts``: its sentences): the words fairseq-preprocess mapped to
+    ``<unk>`` are the ones the dictionary lacks. Read in chunks, whatever the corpus size."""
     from fairseq.data import Dictionary
 
     dictionary = Dictionary.load(os.path.join(folder, "dict.txt"))
     stats = {"vocabulary_size": len(dictionary)}
-    for name, sentences in splits.items():
-        tokens = [t for s in sentences for t in s.split()]
-        unknown = sum(dictionary.index(t) == dictionary.unk() for t in tokens)
-        stats[f"{name}_oov_rate"] = unknown / max(len(tokens), 1)
-        stats[f"{name}_avg_len"] = len(tokens) / max(len(sentences), 1)
+    for name in SPLITS:
+        tokens = unknown = 0
+        for ids in token_id_chunks(os.path.join(folder, name)):
+            tokens += len(ids)
+            unknown += int(np.count_nonzero(ids == dictionary.unk()))
+        tokens -= counts[name]  # each sentence's end-of-sentence id
+        stats[f"{name}_oov_rate"] = unknown / max(tokens, 1)
+        stats[f"{name}_avg_len"] = tokens / max(counts[name], 1)
     return stats
 
 
-def train_sentencepiece(folder: str, vocab_size: int) -> None:
-    """Trains a sentencepiece model on train.txt (deterministic: no sampling of the input) and writes
-    {split}.spm.txt for every split."""
+#: Sentences sentencepiece trains on at most (``--spm-input-sentences``): it holds its whole input in
+#: memory, several times the text's size. Its own recommendation for large corpora; a corpus whose
+#: train split is smaller is read whole, as before this bound existed.
+SPM_INPUT_SENTENCES = 1_000_000
+
+
+def train_sentencepiece(folder: str, vocab_size: int, input_sentences: int = SPM_INPUT_SENTENCES) -> None:
+    """Trains a sentencepiece model on train.txt and writes {split}.spm.txt for every split.
+
+    With more than ``input_sentences`` training sentences (0: no bound), sentencepiece trains on a
+    sample of that many (its own reservoir sampling, with a fixed seed: the same model for the same
+    train.txt). With fewer it is not told of a bound (spm.model records the options it was given), so
+    it reads them all and learns the pieces it learnt before the bound existed.
+
+    spm.model also records the paths it was given: it trains in ``folder`` on relative names, so the
+    same corpus gives the same bytes wherever it is built (the staging folder's name holds a process id)."""
     import sentencepiece as spm
 
+    with open(os.path.join(folder, "train.txt"), "rb") as f:
+        sampled = 0 < input_sentences < sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
     prefix = os.path.join(folder, "spm")
-    spm.SentencePieceTrainer.train(
-        input=os.path.join(folder, "train.txt"), model_prefix=prefix, vocab_size=vocab_size,
-        character_coverage=1.0, model_type="unigram", num_threads=1, hard_vocab_limit=False,
-        bos_id=-1, eos_id=-1, unk_id=0, minloglevel=2,
-    )
+    started_in = os.getcwd()
+    os.chdir(folder)
+    try:
+        spm.SentencePieceTrainer.train(
+            input="train.txt", model_prefix="spm", vocab_size=vocab_size,
+            character_coverage=1.0, model_type="unigram", num_threads=1, hard_vocab_limit=False,
+            bos_id=-1, eos_id=-1, unk_id=0, minloglevel=2,
+            **({"input_sentence_size": input_sentences, "shuffle_input_sentence": True} if sampled else {}),
+        )
+    finally:
+        os.chdir(started_in)
     processor = spm.SentencePieceProcessor(model_file=prefix + ".model")
     for split in SPLITS:
-        with open(os.path.join(folder, f"{split}.txt"), encoding="utf-8") as f:
-            encoded = [" ".join(processor.encode(line.strip(), out_type=str)) for line in f]
-        with open(os.path.join(folder, f"{split}.spm.txt"), "w", encoding="utf-8") as f:
-            f.write("\n".join(encoded) + "\n")
+        with open(os.path.join(folder, f"{split}.txt"), encoding="utf-8") as source, \
+                open(os.path.join(folder, f"{split}.spm.txt"), "w", encoding="utf-8") as target:
+            for lines in _batched(source, 10000):
+                pieces = processor.encode([line.strip() for line in lines], out_type=str)
+                target.write("".join(" ".join(sentence) + "\n" for sentence in pieces))
 
 
 MANIFEST = "manifest.json"
@@ -378,23 +600,22 @@ def files_written(manifest: Dict) -> List[str]:
     return sorted(manifest.get("files", {})) + [MANIFEST] if "files" in manifest else list(_UNLISTED_OUTPUTS)
 
 
-def token_ids(prefix: str):
-    """Every token id of ``{prefix}.bin`` (fairseq's mmap format), memory-mapped in the type its .idx
-    names: reading it costs no memory beyond the page cache, whatever the corpus size."""
-    import numpy as np
+def token_id_chunks(prefix: str, chunk: int = 1 << 22) -> Iterator:
+    """Every token id of ``{prefix}.bin`` (fairseq's mmap format), in the type its .idx names, ``chunk``
+    ids at a time: read, not memory-mapped, so this process's memory stays a chunk whatever the size
+    (mapped pages count in its resident memory)."""
     from fairseq.data.indexed_dataset import MMapIndexedDataset
 
     dtype = MMapIndexedDataset.Index(prefix + ".idx").dtype
-    if os.path.getsize(prefix + ".bin") == 0:
-        return np.zeros(0, dtype=dtype)
-    return np.memmap(prefix + ".bin", dtype=dtype, mode="r")
+    with open(prefix + ".bin", "rb") as f:
+        while len(ids := np.fromfile(f, dtype=dtype, count=chunk)):
+            yield ids
 
 
 def largest_token_id(prefix: str) -> int:
     """The largest token id in ``{prefix}.bin`` (-1 when it holds none): a dictionary with fewer
     entries does not belong to these binaries. Reads every token."""
-    ids = token_ids(prefix)
-    return int(ids.max()) if len(ids) else -1
+    return max((int(ids.max()) for ids in token_id_chunks(prefix)), default=-1)
 
 
 def describe_files(folder: str, names: Sequence[str]) -> Dict:
@@ -595,37 +816,34 @@ def check_output_folder(out: str, inputs: Sequence[str]) -> None:
             raise CorpusError(f"--out {out} contains the input {path}: write the corpus to another folder")
 
 
-def write_corpus(out: str, splits: Dict[str, List[str]], manifest: Dict, vocab_size: int,
-                 spm_vocab_size: Optional[int], force: bool) -> Dict:
-    """Writes the splits, binaries and manifest.json into ``out``, touching no file it did not write.
+def output_names(spm: bool) -> List[str]:
+    """The files a preparation writes besides manifest.json."""
+    names = ["dict.txt"] + [f"{split}{ext}" for split in SPLITS for ext in (".txt", ".bin", ".idx")]
+    if spm:
+        names += ["spm.model", "spm.vocab"] + [f"{split}.spm.txt" for split in SPLITS]
+    return sorted(names)
 
-    ``manifest.json`` lists every file written with its checksum and size, and each split's largest
-    token id. A rerun with the same inputs and options does nothing when those files are intact and
-    rewrites them when any is missing or changed, or when the manifest records no sizes (an earlier
-    version's).
-    An ``out`` that holds another corpus is replaced only with ``force``, and then only the files its
-    manifest lists; a file of the same name that no manifest lists is never overwritten. Everything is
-    built in a staging folder inside ``out`` first and moved in by ``replace_corpus``: killed at any
-    instant, ``out`` holds the old corpus, the new one, or a journal with which the next run, with
-    these options or the earlier ones, finishes or undoes the replacement.
-    """
-    finish_interrupted_preparation(out, manifest, force)
-    existing, out_existed = set(), os.path.isdir(out)
-    if out_existed:
+
+def _existing_corpus(out: str, head: Dict, spm: bool, force: bool, strict: bool):
+    """What --out holds, decided before anything is read: (the manifest to return when it already holds
+    this corpus, intact, else None; the files of the corpus there that this run may replace). Refuses
+    another corpus without ``force`` and files no manifest lists, which nothing replaces."""
+    finish_interrupted_preparation(out, head, force)
+    existing = set()
+    if os.path.isdir(out):
         _remove_stale_staging(out)
         existing = {name for name in os.listdir(out) if not name.startswith((STAGING_PREFIX, PREVIOUS_PREFIX))}
     previous = read_manifest(out) if existing else None
     ours = set(files_written(previous)) if previous is not None else set()
-    if previous is not None and previous.get("inputs") == manifest["inputs"] \
-            and previous.get("options") == manifest["options"]:
+    if previous is not None and previous.get("inputs") == head["inputs"] and previous.get("options") == head["options"]:
         damaged = damaged_files(out, previous)
-        if not damaged and "sizes" in previous:
+        if not damaged and "sizes" in previous and not (strict and previous.get("skipped_lines")):
             logger.info(f"{out} already holds this corpus (same inputs and options, files intact): nothing to do")
-            return previous
+            return previous, ours
         if damaged:
             logger.warning(f"{out} holds this corpus but these files are missing or changed: {', '.join(damaged)}; "
                            "writing them again")
-        else:
+        elif "sizes" not in previous:
             logger.warning(f"{out} holds this corpus, but its manifest.json (from an earlier fairseq-wae) records no "
                            "file sizes, so every load hashes every file: writing it again with sizes")
     elif existing and not force:
@@ -633,43 +851,54 @@ def write_corpus(out: str, splits: Dict[str, List[str]], manifest: Dict, vocab_s
             else "files that no manifest.json of this tool lists"
         raise CorpusError(f"--out {out} already holds {what}: choose another --out, or pass --force to replace "
                           "what an earlier preparation wrote there (other files are never touched)")
-    staging = os.path.join(out, f"{STAGING_PREFIX}{os.getpid()}")
+    clashes = [name for name in output_names(spm) + [MANIFEST] if name in existing and name not in ours]
+    if clashes:
+        raise CorpusError(f"--out {out} holds {', '.join(clashes)}, which no manifest.json of this tool lists: "
+                          "refusing to overwrite; choose another --out")
+    return None, {name for name in ours if os.path.isfile(os.path.join(out, name))}
+
+
+@dataclass
+class BuildOptions:
+    """How a corpus is built from its sentences (what ``prepare`` checked and records)."""
+
+    num_sentences: Optional[int]
+    split: str
+    seed: int
+    vocab_size: int
+    max_len: Optional[int]
+    spm_vocab_size: Optional[int]
+    spm_input_sentences: int
+    workers: int
+
+
+def build_corpus(staging: str, sentences: Iterable[str], reports: Sequence[ReadReport], build: BuildOptions) -> Dict:
+    """Every file of the corpus, in ``staging``: the sentences tokenised (by ``build.workers``
+    processes), de-duplicated, split and binarized (``binarize``); returns what the manifest records
+    of them. Streams: this process holds tens of bytes per sentence, not the
+    sentences (see ``TokenizedSentences``)."""
+    store = TokenizedSentences(os.path.join(staging, "tokenized.tmp"))
     try:
-        _make_staging_folder(out, staging)
-        for name, sentences in splits.items():
-            with open(os.path.join(staging, f"{name}.txt"), "w", encoding="utf-8") as f:
-                f.write("\n".join(sentences) + "\n")
-        if spm_vocab_size:
-            train_sentencepiece(staging, spm_vocab_size)
-        binarize(staging, vocab_size, ".spm.txt" if spm_vocab_size else ".txt")
-        log = os.path.join(staging, "preprocess.log")
-        if os.path.exists(log):
-            os.remove(log)  # holds absolute paths: not reproducible
-        produced = sorted(os.listdir(staging))
-        clashes = [name for name in produced + [MANIFEST] if name in existing and name not in ours]
-        if clashes:
-            raise CorpusError(f"--out {out} holds {', '.join(clashes)}, which no manifest.json of this tool lists: "
-                              "refusing to overwrite; choose another --out")
-        manifest = {**manifest, "counts": {name: len(s) for name, s in splits.items()},
-                    **vocabulary_stats(staging, splits if not spm_vocab_size else _read_splits(staging, ".spm.txt")),
-                    **describe_files(staging, produced)}
-        write_manifest(staging, manifest)
-        old_head = {"inputs": previous.get("inputs"), "options": previous.get("options"),
-                    "sha256": previous.get("files")} if previous else None
-        replace_corpus(out, staging, [name for name in ours if os.path.isfile(os.path.join(out, name))],
-                       produced + [MANIFEST], old_head, manifest)
-    except OSError as e:  # disk full, a file-size limit (Python ignores SIGXFSZ: the write fails instead)
-        where = f" ({e.filename})" if e.filename else ""
-        state = (f"{os.path.join(out, JOURNAL)} remains: the next run repairs --out" if
-                 os.path.exists(os.path.join(out, JOURNAL)) else "--out is as it was")
-        raise CorpusError(f"writing the corpus into --out {out} failed: {e.strerror or e}{where}. {state}; free some "
-                          "space (or raise the file-size limit, ulimit -f) and run again") from e
+        tokenize_into(store, sentences, build.max_len, build.workers)
+        for report in reports:
+            logger.info(report.summary())
+        store.finish()
+        kept = store.first_occurrences()
+        counts = parse_split(build.split, len(kept), build.num_sentences)
+        write_splits(staging, store, kept, counts, build.seed)
     finally:
-        if not os.path.exists(os.path.join(out, JOURNAL)):  # else the journal needs the staging folder
-            shutil.rmtree(staging, ignore_errors=True)
-        if not out_existed and os.path.isdir(out) and not os.listdir(out):
-            os.rmdir(out)  # made by this run, which failed
-    return manifest
+        store.close()
+    if build.spm_vocab_size:
+        train_sentencepiece(staging, build.spm_vocab_size, build.spm_input_sentences)
+    binarize(staging, build.vocab_size, ".spm.txt" if build.spm_vocab_size else ".txt")
+    produced = output_names(bool(build.spm_vocab_size))
+    if sorted(os.listdir(staging)) != produced:
+        raise RuntimeError(f"{staging} holds {sorted(os.listdir(staging))}, not the files a preparation writes "
+                           f"({produced}): fairseq-preprocess changed what it writes?")
+    split_counts = dict(zip(SPLITS, counts))
+    return {"unique_sentences": len(kept), "counts": split_counts,
+            "skipped_lines": [report.as_json() for report in reports if report.skipped],
+            **vocabulary_stats(staging, split_counts), **describe_files(staging, produced)}
 
 
 def _make_staging_folder(out: str, staging: str) -> None:
@@ -684,35 +913,66 @@ def _make_staging_folder(out: str, staging: str) -> None:
                           "or make this one writable") from None
 
 
-def _read_splits(folder: str, suffix: str) -> Dict[str, List[str]]:
-    splits = {}
-    for name in SPLITS:
-        with open(os.path.join(folder, name + suffix), encoding="utf-8") as f:
-            splits[name] = [line.strip() for line in f]
-    return splits
-
-
-def prepare(inputs: Sequence[str], sentences: List[str], out: str, *, num_sentences: Optional[int], split: str,
+def prepare(inputs: Sequence[str], sentences: Iterable[str], out: str, *, num_sentences: Optional[int], split: str,
             seed: int, vocab_size: int, max_len: Optional[int], spm_vocab_size: Optional[int], force: bool,
-            reports: Sequence[ReadReport] = (), extra_options: Optional[Dict] = None) -> Dict:
-    """Tokenise, de-duplicate, subset, split and binarize ``sentences`` read from ``inputs``
-    (``reports``: what reading them skipped, kept in the manifest)."""
+            reports: Sequence[ReadReport] = (), extra_options: Optional[Dict] = None, workers: int = 1,
+            strict: bool = False, spm_input_sentences: int = SPM_INPUT_SENTENCES) -> Dict:
+    """Tokenise, de-duplicate, subset, split and binarize ``sentences`` (an iterable read as it goes)
+    read from ``inputs`` (``reports``: what reading them skips, filled while they are read, kept in the
+    manifest), into ``out``, touching no file it did not write.
+
+    ``manifest.json`` lists every file written with its checksum and size, and each split's largest
+    token id. A rerun with the same inputs and options does nothing when those files are intact (decided
+    before reading) and rewrites them when any is missing or changed, or when the manifest records no
+    sizes (an earlier version's). An ``out`` that holds another corpus is replaced only with ``force``,
+    and then only the files its manifest lists; a file of the same name that no manifest lists is never
+    overwritten. Everything is built in a staging folder inside ``out`` first and moved in by
+    ``replace_corpus``: killed at any instant, ``out`` holds the old corpus, the new one, or a journal
+    with which the next run, with these options or the earlier ones, finishes or undoes the replacement.
+    ``workers`` changes the speed, not a byte of the output; ``strict`` refuses skipped lines.
+    """
     check_output_folder(out, inputs)
     if vocab_size < 1:
         raise CorpusError(f"--vocab-size must be at least 1, got {vocab_size}")
     if max_len is not None and max_len < 1:
         raise CorpusError(f"--max-len must be at least 1, got {max_len}")
-    tokenize = Tokenizer()
-    corpus = unique(t for t in (tokenize(s, max_len) for s in sentences) if t)
-    counts = parse_split(split, len(corpus), num_sentences)
-    splits = split_corpus(corpus, counts, seed)
+    if workers < 1:
+        raise CorpusError(f"--workers must be at least 1, got {workers}")
+    if spm_input_sentences < 0 or 0 < spm_input_sentences <= 100:
+        raise CorpusError(f"--spm-input-sentences must be 0 (all) or more than 100 (sentencepiece's least), got "
+                          f"{spm_input_sentences}")
+    split_parts(split)  # its form now; what it asks of the input once the distinct sentences are counted
     options = {"num_sentences": num_sentences if num_sentences is not None else "all", "split": split,
                "seed": seed, "vocab_size": vocab_size, "max_len": max_len, "spm_vocab_size": spm_vocab_size,
                "tokenizer": TOKENIZER_DESCRIPTION, **(extra_options or {})}
-    manifest = {
-        "inputs": [{"path": os.path.basename(p), "sha256": sha256_of(readable_copy(p))} for p in inputs],
-        "options": options,
-        "unique_sentences": len(corpus),
-        "skipped_lines": [report.as_json() for report in reports if report.skipped],
-    }
-    return write_corpus(out, splits, manifest, vocab_size, spm_vocab_size, force)
+    if spm_vocab_size and spm_input_sentences != SPM_INPUT_SENTENCES:
+        options["spm_input_sentences"] = spm_input_sentences  # the default is not recorded: earlier manifests hold
+    head = {"inputs": [{"path": os.path.basename(p), "sha256": sha256_of(readable_copy(p))} for p in inputs],
+            "options": options}
+    done, replaced = _existing_corpus(out, head, bool(spm_vocab_size), force, strict)
+    if done is not None:
+        return done
+    build = BuildOptions(num_sentences, split, seed, vocab_size, max_len, spm_vocab_size, spm_input_sentences, workers)
+    out_existed = os.path.isdir(out)
+    staging = os.path.join(out, f"{STAGING_PREFIX}{os.getpid()}")
+    try:
+        _make_staging_folder(out, staging)
+        manifest = {**head, **build_corpus(staging, sentences, reports, build)}
+        write_manifest(staging, manifest)
+        previous = read_manifest(out) if replaced else None
+        old_head = {"inputs": previous.get("inputs"), "options": previous.get("options"),
+                    "sha256": previous.get("files")} if previous else None
+        replace_corpus(out, staging, sorted(replaced), output_names(bool(spm_vocab_size)) + [MANIFEST], old_head,
+                       manifest)
+    except OSError as e:  # disk full, a file-size limit (Python ignores SIGXFSZ: the write fails instead)
+        where = f" ({e.filename})" if e.filename else ""
+        state = (f"{os.path.join(out, JOURNAL)} remains: the next run repairs --out" if
+                 os.path.exists(os.path.join(out, JOURNAL)) else "--out is as it was")
+        raise CorpusError(f"writing the corpus into --out {out} failed: {e.strerror or e}{where}. {state}; free some "
+                          "space (or raise the file-size limit, ulimit -f) and run again") from e
+    finally:
+        if not os.path.exists(os.path.join(out, JOURNAL)):  # else the journal needs the staging folder
+            shutil.rmtree(staging, ignore_errors=True)
+        if not out_existed and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)  # made by this run, which failed
+    return manifest

@@ -24,6 +24,10 @@ recipe). Prints a markdown table; every figure is measured here, now, on this ma
 - ``--startup N``: seconds from fairseq-train's start to its first update on a prepared corpus of N
   distinct sentences (SNLI's with a counter appended, written in a temporary folder and deleted
   afterwards), against fairseq's own `language_modeling` task on the same binaries (before and after ours).
+- ``--prepare N``: prepare_corpus.py on N distinct news sentences (../shared/data/lm, each followed by
+  the number of times the file has been gone through), sentences/s and peak memory of the whole
+  process tree with 1 and 2 workers, beside ``fairseq-preprocess --workers 2`` on the same text, and
+  (``--prepare-baseline REV``) the preparation of git revision REV, whose output must be identical.
 
 The built-in lstm is measured before and after our models, and both runs are printed: their spread
 is the noise of this machine during the run.
@@ -204,6 +208,142 @@ def print_startup_speed(row):
         print(f"| fairseq language_modeling, lstm_lm ({label} ours) | {seconds:.1f} | {seconds / lm:.2f} |")
     print(f"| sentence_autoencoding, lstm_ae_tiny | {row['ours_seconds']:.1f} | {row['ours_seconds'] / lm:.2f} |")
     print(f"\nlanguage_modeling: the mean of its two runs, {lm:.1f} s, is the 1.00 of the ratios")
+
+
+NEWS = os.path.join(REPO, "..", "shared", "data", "lm")
+
+
+def write_news_corpus(path, count, news_folder):
+    """``count`` distinct lines: the news sentences (``*.gz``) in order, each followed by the number of
+    times the list has been gone through, until there are ``count``. Returns the lines the news holds."""
+    import glob
+    import gzip
+
+    base = []
+    for source in sorted(glob.glob(os.path.join(news_folder, "*.gz"))):
+        with gzip.open(source, "rt", encoding="utf-8") as f:
+            base += [line.rstrip("\n") for line in f]
+    with open(path, "w", encoding="utf-8") as f:
+        for index in range(count):
+            f.write(f"{base[index % len(base)]} {index // len(base)}\n")
+    return len(base)
+
+
+def tree_memory(pid):
+    """(resident memory of process ``pid``, of it and its descendants, their proportional memory) in MB:
+    the sum of RSS counts pages that forked workers share once per worker; PSS divides them among the
+    sharers."""
+    children, found = {}, [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    for process in found:
+        found += children.get(process, [])
+    main = rss = pss = 0
+    for process in found:
+        try:
+            with open(f"/proc/{process}/smaps_rollup") as f:
+                fields = dict(line.split(":", 1) for line in f if line.startswith(("Rss:", "Pss:")))
+            rss += int(fields["Rss"].split()[0])
+            pss += int(fields["Pss"].split()[0])
+            main = main or int(fields["Rss"].split()[0])
+        except (OSError, KeyError, ValueError):
+            pass  # ended between the listing and the read
+    return main / 1024, rss / 1024, pss / 1024
+
+
+def measured_run(cmd, env=ENV):
+    """Runs ``cmd``: its seconds and the peaks of ``tree_memory`` (MB, sampled every 0.2 s)."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as log:  # a pipe nobody reads would fill and stop the command
+        process = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, text=True)
+        peaks = [0.0, 0.0, 0.0]
+        while process.poll() is None:
+            peaks = [max(peak, now) for peak, now in zip(peaks, tree_memory(process.pid))]
+            time.sleep(0.2)
+        seconds = time.perf_counter() - started
+        if process.returncode != 0:
+            log.seek(0)
+            raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{log.read()[-3000:]}")
+    return {"seconds": seconds, "peak_rss_mb": peaks[0], "peak_tree_rss_mb": peaks[1], "peak_tree_pss_mb": peaks[2]}
+
+
+def revision_checkout(revision, folder):
+    """fairseq_wae and scripts of git revision ``revision``, extracted into ``folder``."""
+    archive = subprocess.run(["git", "-C", REPO, "archive", revision, "fairseq_wae", "scripts"], capture_output=True,
+                             check=True).stdout
+    os.makedirs(folder)
+    subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+    return folder
+
+
+def load_average():
+    return os.getloadavg()[0]
+
+
+def prepare_speed(count, news_folder, baseline_revision=None):
+    """prepare_corpus.py on ``count`` distinct news sentences with 1 and 2 workers (and at
+    ``baseline_revision``), and fairseq-preprocess --workers 2 on the same text, in a temporary folder
+    deleted afterwards."""
+    needed = count * 700  # bytes: the text, the tokenised copy, the splits and binaries, twice, and slack
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    if free < needed:
+        raise RuntimeError(f"{count:,} sentences need about {needed / 1e9:.1f} GB and {free / 1e9:.1f} GB are free")
+    folder = tempfile.mkdtemp(prefix="fairseq-wae-bench-prepare-")
+    try:
+        text = os.path.join(folder, "news.txt")
+        news_lines = write_news_corpus(text, count, news_folder)
+        ours = os.path.join(REPO, "scripts", "prepare_corpus.py")
+        runs, outputs = [], {}
+        legs = [("ours", 1, ours, ENV), ("ours", 2, ours, ENV)]
+        if baseline_revision:
+            old = revision_checkout(baseline_revision, os.path.join(folder, "baseline"))
+            legs.insert(0, (f"prepare_corpus.py at {baseline_revision}", 1, os.path.join(old, "scripts",
+                                                                                      "prepare_corpus.py"),
+                            {**ENV, "PYTHONPATH": old}))
+        for label, workers, script, env in legs:
+            out = os.path.join(folder, f"out-{len(runs)}")
+            flags = ["--workers", str(workers)] if label == "ours" else []
+            load = load_average()
+            measured = measured_run([sys.executable, script, "--input", text, "--out", out, *flags], env)
+            runs.append({"run": label, "workers": workers, **measured, "load_before": load,
+                         "load_after": load_average()})
+            outputs[len(runs) - 1] = {name: corpus_digest(os.path.join(out, name)) for name in sorted(os.listdir(out))}
+            shutil.rmtree(out)
+        load = load_average()
+        measured = measured_run(["fairseq-preprocess", "--only-source", "--trainpref", text, "--destdir",
+                                 os.path.join(folder, "fairseq"), "--workers", "2", "--nwordssrc", "20000"])
+        runs.append({"run": "fairseq-preprocess (whitespace split, train only)", "workers": 2, **measured,
+                     "load_before": load, "load_after": load_average()})
+        identical = all(outputs[i] == outputs[0] for i in outputs)
+        return {"sentences": count, "news_lines": news_lines, "runs": runs, "identical_outputs": identical}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def corpus_digest(path):
+    from fairseq_wae.corpus import sha256_of
+
+    return sha256_of(path)
+
+
+def print_prepare_speed(row):
+    print(f"{row['sentences']:,} distinct news sentences ({row['news_lines']:,} lines of news, each with a counter); "
+          f"every run's files identical: {row['identical_outputs']}\n")
+    base = row["runs"][0]
+    print(f"| preparation | workers | seconds | sentences/s | vs {base['run']} | peak RSS MB (main process) | "
+          "peak RSS MB (sum over the process tree) | peak PSS MB (process tree) | load average before / after |"
+          "\n|---|---|---|---|---|---|---|---|---|")
+    for run in row["runs"]:
+        rate = row["sentences"] / run["seconds"]
+        print(f"| {run['run']} | {run['workers']} | {run['seconds']:.0f} | {rate:,.0f} | "
+              f"{base['seconds'] / run['seconds']:.2f} | {run['peak_rss_mb']:.0f} | {run['peak_tree_rss_mb']:.0f} | "
+              f"{run['peak_tree_pss_mb']:.0f} | {run['load_before']:.1f} / {run['load_after']:.1f} |")
 
 
 def translation_view(data):
@@ -650,11 +790,24 @@ def main():
     parser.add_argument("--startup", type=int, metavar="N",
                         help="only fairseq-train's start-up on N sentences, against fairseq's language_modeling")
     parser.add_argument("--snli", default=SNLI_SENTENCES, help="the folder of SNLI *.gz sentence files for --startup")
+    parser.add_argument("--prepare", type=int, metavar="N",
+                        help="only prepare_corpus.py on N distinct news sentences (1 and 2 workers), beside "
+                             "fairseq-preprocess --workers 2")
+    parser.add_argument("--prepare-baseline", metavar="REV",
+                        help="with --prepare: also the preparation of git revision REV, the 1.00 of the ratios")
+    parser.add_argument("--news", default=NEWS, help="the folder of news *.gz sentence files for --prepare")
     parser.add_argument("--adversarial", action="store_true",
                         help="only the adversarial autoencoder's training step against the WAE's")
     args = parser.parse_args()
     if args.startup:
         print_startup_speed(startup_speed(args.startup, args.snli))
+        return
+    if args.prepare:
+        row = prepare_speed(args.prepare, args.news, args.prepare_baseline)
+        print_prepare_speed(row)
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(row, f, indent=2)
         return
     if not args.data:
         parser.error("--data is needed (but with --startup)")

@@ -181,6 +181,13 @@ def test_bad_inputs_get_clear_errors(tmp_path):
         [*PREPARE_CORPUS, "--input", tmp_path / "bad2.txt", "--out", out, "--strict"])
     lenient = run([*PREPARE_CORPUS, "--input", bad, "--out", out, "--split", "1,1,1"])
     assert "skipped 1 empty (lines 2); 1 non-UTF-8 (lines 3)" in lenient.stderr
+    # the same corpus again, but --strict: read again (not "nothing to do") and refused at its first bad line
+    assert "bad.txt, line 2: empty line" in failure([*PREPARE_CORPUS, "--input", bad, "--out", out, "--split", "1,1,1",
+                                                     "--strict"])
+    for flags, expected in ((["--workers", "0"], "--workers must be at least 1"),
+                            (["--spm-vocab-size", "50", "--spm-input-sentences", "50"],
+                             "--spm-input-sentences must be 0 (all) or more than 100")):
+        assert expected in failure([*PREPARE_CORPUS, "--input", bad, "--out", tmp_path / "o4", *flags])
     assert "needs 30 sentences but the input has only 3" in failure(
         [*PREPARE_CORPUS, "--input", bad, "--out", tmp_path / "o2", "--split", "10,10,10"])
     assert "--num-sentences must be" in failure([*PREPARE_CORPUS, "--input", bad, "--out", tmp_path / "o3",
@@ -200,3 +207,117 @@ def test_an_output_folder_with_other_data_is_refused_unless_forced(tmp_path):
     run([*PREPARE_CORPUS, "--input", second, "--out", out, "--force"])
     assert (out / "train.txt").read_bytes() != before["train.txt"]
     assert not [p for p in out.iterdir() if p.name.startswith(".staging")]
+
+
+# streaming preparation: workers, de-duplication on disk, memory, sentencepiece's sample
+
+def corpus_files(folder):
+    return {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+
+
+def test_any_number_of_workers_writes_the_bytes_of_the_in_memory_algorithm(tmp_path):
+    """Several batches (BATCH_SENTENCES) and duplicates across them: 1 and 3 workers write the same
+    files, and the splits are what the in-memory algorithm (a dict for de-duplication, a list shuffled by
+    random.Random(seed)) makes of the same lines."""
+    import random
+
+    from fairseq_wae.corpus import BATCH_SENTENCES, Tokenizer
+
+    lines = toy_sentences(2 * BATCH_SENTENCES + 500, seed=4)
+    lines = lines + [line.upper() for line in lines[::3]]  # duplicates once lower-cased, in later batches
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join(lines) + "\n")
+    for workers in (1, 3):
+        run([*PREPARE_CORPUS, "--input", text, "--out", tmp_path / f"w{workers}", "--workers", workers, "--seed", 5])
+    assert corpus_files(tmp_path / "w1") == corpus_files(tmp_path / "w3")
+
+    tokenize = Tokenizer()
+    distinct = list(dict.fromkeys(tokenize(line) for line in lines))
+    order = list(range(len(distinct)))
+    random.Random(5).shuffle(order)
+    counts = json.loads((tmp_path / "w1" / "manifest.json").read_text())["counts"]
+    assert len(distinct) < len(lines) and sum(counts.values()) == len(distinct)
+    start = 0
+    for name in ("train", "valid", "test"):
+        expected = [distinct[i] for i in order[start:start + counts[name]]]
+        assert read_lines(tmp_path / "w1" / f"{name}.txt") == expected, name
+        start += counts[name]
+
+
+def test_lines_that_share_a_hash_are_told_apart_byte_for_byte(tmp_path):
+    """Every line given the same 8-byte digest: only the true repeats go, first occurrences stay in order."""
+    import array
+
+    from fairseq_wae.corpus import TokenizedSentences
+
+    lines = [b"a b\n", b"c\n", b"a b\n", b"d e f\n", b"c\n", b"a b\n", b"g\n"]
+    store = TokenizedSentences(str(tmp_path / "store"))
+    store.add(b"".join(lines), array.array("q", map(len, lines)).tobytes(), bytes(8 * len(lines)))
+    store.finish()
+    kept = store.first_occurrences()
+    assert kept.tolist() == [0, 1, 3, 6] and [store.line(i) for i in kept] == [b"a b\n", b"c\n", b"d e f\n", b"g\n"]
+    store.close()
+    assert not (tmp_path / "store").exists()
+
+
+def test_memory_grows_by_tens_of_bytes_a_sentence_not_by_the_sentences(tmp_path):
+    """tracemalloc's peak (numpy's arrays included) while preparing n and 3n distinct sentences: the
+    difference per extra sentence is what the preparation keeps of each one. Holding the sentences, as
+    it did before, cost about 1.9 KB a sentence."""
+    import tracemalloc
+
+    from fairseq_wae.corpus import plain_sentences, prepare
+
+    base = toy_sentences(500, seed=6)
+
+    def peak(count):
+        text = tmp_path / f"{count}.txt"
+        text.write_text("".join(f"{base[i % len(base)]} {i // len(base)}\n" for i in range(count)))
+        reports = []
+        sentences = plain_sentences(str(text), False, reports)
+        tracemalloc.start()
+        manifest = prepare([str(text)], sentences, str(tmp_path / f"out{count}"), num_sentences=None,
+                           split="0.9,0.05,0.05", seed=1, vocab_size=1000, max_len=None, spm_vocab_size=None,
+                           force=False, reports=reports)
+        _, highest = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert manifest["unique_sentences"] == len(set(text.read_text().splitlines()))  # the toy's are tokenised
+        return highest
+
+    small, large = peak(4000), peak(12000)
+    assert (large - small) / 8000 < 250, (small, large)
+
+
+def test_sentencepiece_trains_on_a_seeded_sample_only_above_its_bound(tmp_path):
+    """A bound above the train split reads it all, in order: the model of an unbounded run (as before the
+    bound existed); a bound below it trains on a sample, the same one every time. The folders differ:
+    spm.model records no path that would tell them apart."""
+    from fairseq_wae.corpus import train_sentencepiece
+
+    def trained(name, bound):
+        folder = tmp_path / name
+        folder.mkdir()
+        for split, sentences in (("train", toy_sentences(600, seed=8)), ("valid", ["a man ."]), ("test", ["a dog ."])):
+            (folder / f"{split}.txt").write_text("\n".join(sentences) + "\n")
+        train_sentencepiece(str(folder), 60, bound)
+        return corpus_files(folder)
+
+    unbounded = trained("all", 0)
+    assert trained("above", 601) == unbounded
+    sampled = trained("sampled", 200)
+    assert sampled != unbounded and trained("sampled-again", 200) == sampled
+
+
+def test_the_binaries_are_the_bytes_fairseq_preprocess_writes(tmp_path):
+    """dict.txt and every .bin/.idx against fairseq-preprocess run on the prepared text, with a
+    vocabulary smaller than the corpus's (words cut at the size, ties among them, <unk> in the binaries)."""
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join(toy_sentences(400, seed=9)) + "\n")
+    out, reference = tmp_path / "out", tmp_path / "fairseq"
+    run([*PREPARE_CORPUS, "--input", text, "--out", out, "--vocab-size", "40"])
+    run(["fairseq-preprocess", "--only-source", "--destdir", reference, "--workers", "2", "--nwordssrc", "40",
+         "--trainpref", out / "train.txt", "--validpref", out / "valid.txt", "--testpref", out / "test.txt"])
+    names = ["dict.txt"] + [f"{split}.{ext}" for split in ("train", "valid", "test") for ext in ("bin", "idx")]
+    assert {name: (out / name).read_bytes() for name in names} == \
+        {name: (reference / name).read_bytes() for name in names}
+    assert 0 < json.loads((out / "manifest.json").read_text())["train_oov_rate"] < 1

@@ -10,7 +10,9 @@ import json
 import logging
 import sys
 
-from fairseq_wae.corpus import CorpusError, prepare, read_plain_sentences
+import itertools
+
+from fairseq_wae.corpus import SPM_INPUT_SENTENCES, CorpusError, plain_sentences, prepare
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, default_num, default_split) -> None:
@@ -24,6 +26,12 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_num, default_s
     parser.add_argument("--max-len", type=int, default=None, help="truncate sentences to this many tokens")
     parser.add_argument("--spm-vocab-size", type=int, default=None,
                         help="train a sentencepiece model of this size on train and binarize its pieces")
+    parser.add_argument("--spm-input-sentences", type=int, default=SPM_INPUT_SENTENCES,
+                        help="sentencepiece trains on a seeded sample of this many train sentences when there are "
+                             "more (it holds its input in memory); 0: all of them (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes that tokenise and binarize (fairseq-preprocess --workers); the output is "
+                             "the same for any number (default: %(default)s)")
     parser.add_argument("--strict", action="store_true", help="fail on empty or non-UTF-8 lines instead of skipping")
     parser.add_argument("--force", action="store_true",
                         help="replace the files an earlier preparation wrote into --out (listed in its manifest.json); "
@@ -39,12 +47,12 @@ def num_sentences_arg(value: str):
 
 
 def run(args, inputs, sentences, reports, extra_options=None) -> None:
-    for report in reports:
-        logging.info(report.summary())
+    """``prepare`` with the common arguments; ``sentences`` is read as it goes, filling ``reports``."""
     manifest = prepare(inputs, sentences, args.out, num_sentences=num_sentences_arg(str(args.num_sentences)),
                        split=args.split, seed=args.seed, vocab_size=args.vocab_size, max_len=args.max_len,
                        spm_vocab_size=args.spm_vocab_size, force=args.force, reports=reports,
-                       extra_options=extra_options)
+                       extra_options=extra_options, workers=args.workers, strict=args.strict,
+                       spm_input_sentences=args.spm_input_sentences)
     summary = {k: manifest[k] for k in ("unique_sentences", "counts", "vocabulary_size", "test_oov_rate",
                                           "train_avg_len")}
     print(json.dumps(summary))
@@ -57,12 +65,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        sentences, reports = [], []
-        for path in args.input:
-            found, report = read_plain_sentences(path, args.strict)
-            sentences += found
-            reports.append(report)
-        run(args, args.input, sentences, reports)
+        reports = []
+        sources = [plain_sentences(path, args.strict, reports) for path in args.input]  # each checked here
+        run(args, args.input, itertools.chain.from_iterable(sources), reports)
     except CorpusError as e:
         sys.exit(f"prepare_corpus.py: {e}")
 

@@ -9,6 +9,7 @@ PATH: the official zip (its train split is read; --snli-splits to change), an SN
 file, or a plain one-sentence-a-line file (.gz allowed). Several paths are merged and de-duplicated.
 """
 import argparse
+import itertools
 import logging
 import os
 import sys
@@ -16,7 +17,7 @@ import urllib.request
 
 from fairseq_wae.cli.prepare_corpus import add_common_arguments, run
 
-from fairseq_wae.corpus import CorpusError, read_snli_sentences, sha256_of
+from fairseq_wae.corpus import CorpusError, sha256_of, snli_sentences
 
 SNLI_URL = "https://nlp.stanford.edu/projects/snli/snli_1.0.zip"
 
@@ -63,12 +64,10 @@ def main(argv=None):
         if not paths:
             os.makedirs(args.download_dir, exist_ok=True)
             paths = [download(SNLI_URL, os.path.join(args.download_dir, "snli_1.0.zip"), args.expected_sha256)]
-        sentences, reports = [], []
-        for path in paths:
-            found, path_reports = read_snli_sentences(path, args.snli_splits.split(","), args.strict)
-            sentences += found
-            reports += path_reports
-        run(args, paths, sentences, reports, extra_options={"snli_splits": args.snli_splits})
+        reports = []
+        sources = [snli_sentences(path, args.snli_splits.split(","), args.strict, reports) for path in paths]
+        run(args, paths, itertools.chain.from_iterable(sources), reports,
+            extra_options={"snli_splits": args.snli_splits})
     except CorpusError as e:
         sys.exit(f"prepare_snli.py: {e}")
 
