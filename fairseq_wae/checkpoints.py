@@ -303,16 +303,21 @@ def guard_save_dir(save_dir: str, restore_file: str, dictionary_fingerprint: Dic
     with ``model_class``, also that the checkpoint holds a model of that class."""
     if os.path.exists(save_dir) and not os.path.isdir(save_dir):
         raise CheckpointError(f"--save-dir {save_dir} is a file, not a folder")
-    if lock:
-        lock_save_dir(save_dir)
-        recover_last_checkpoint(save_dir)
-    resume = os.path.join(save_dir, "checkpoint_last.pt") if restore_file == "checkpoint_last.pt" else restore_file
-    if os.path.exists(resume):
-        state = load_checkpoint_state(resume)
-        if model_class is not None:
-            check_same_model_class(state, model_class, arch, resume)
-        require_dictionary(state, resume, dictionary_fingerprint, f"{resume}, which this run would resume from,",
-                           ", or train into another --save-dir")
+    taken = lock_save_dir(save_dir) if lock else None
+    try:
+        if lock:
+            recover_last_checkpoint(save_dir)
+        resume = os.path.join(save_dir, "checkpoint_last.pt") if restore_file == "checkpoint_last.pt" else restore_file
+        if os.path.exists(resume):
+            state = load_checkpoint_state(resume)
+            if model_class is not None:
+                check_same_model_class(state, model_class, arch, resume)
+            require_dictionary(state, resume, dictionary_fingerprint, f"{resume}, which this run would resume from,",
+                               ", or train into another --save-dir")
+    except BaseException:
+        if taken is not None:  # a refused run trains nothing: the save dir is free again at once
+            _release(taken, f"{os.getpid()} {socket.gethostname()}")
+        raise
 
 
 # -- binding a checkpoint written before the fingerprint existed ---------------------------------------

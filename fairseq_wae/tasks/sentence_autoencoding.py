@@ -73,6 +73,19 @@ class AutoencodingDataset(LanguagePairDataset):
             return super().ordered_indices()
 
 
+def _built_by_fairseq_train() -> bool:
+    """Whether fairseq-train's ``main`` (fairseq_cli/train.py, also run by fairseq-hydra-train and by each
+    data-parallel worker) is the caller: then the model is built for training, into a save dir it may
+    resume from. Read from the call stack, so that a Python session that also imported fairseq_cli.train
+    builds its other models as models."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "main" and frame.f_code.co_filename.endswith(os.path.join("fairseq_cli", "train.py")):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _rerun_by_nan_detector(model) -> bool:
     """Whether fairseq's trainer is re-running an update under its NanDetector, as it does (hooked into
     every module) when the update's gradients were not finite and no loss scaler took the overflow:
@@ -201,7 +214,7 @@ class SentenceAutoencodingTask(FairseqTask):
                              f"({type(model).__name__}) is not a sentence autoencoder: --task {self.cfg._name} "
                              "needs one of fairseq-wae's (--arch lstm_*_paper, transformer_*_small, their *_tiny "
                              "sizes, lstm_autoencoder or transformer_autoencoder)")
-        if not from_checkpoint and "fairseq_cli.train" in sys.modules and resolved(self.cfg, "save_dir") is not None:
+        if not from_checkpoint and _built_by_fairseq_train() and resolved(self.cfg, "save_dir") is not None:
             # fairseq-train (or fairseq-hydra-train) builds its model here, before it resumes from the save dir
             self.model_in_training = model
             if not self.cfg.no_save:
