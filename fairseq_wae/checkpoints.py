@@ -238,9 +238,9 @@ def process_alive(pid: int, host: Optional[str] = None) -> bool:
     return True
 
 
-def lock_save_dir(save_dir: str) -> str:
+def lock_save_dir(save_dir: str) -> Optional[str]:
     """Takes ``save_dir/fairseq-wae.lock`` for this process until it exits; a lock left by a dead process
-    is taken over with a warning. Returns the lock's path."""
+    is taken over with a warning. Returns the lock's path, or None when this process held it already."""
     os.makedirs(save_dir, exist_ok=True)
     lock = os.path.join(save_dir, LOCK_NAME)
     me = f"{os.getpid()} {socket.gethostname()}"
@@ -254,7 +254,7 @@ def lock_save_dir(save_dir: str) -> str:
             except FileNotFoundError:
                 continue
             if f"{pid_text} {host}" == me:
-                return lock  # taken by an earlier training in this process (one Python session), not a rival
+                return None  # taken by an earlier training in this process (one Python session), not a rival
             if pid_text.isdigit() and process_alive(int(pid_text), host or None):
                 raise CheckpointError(
                     f"--save-dir {save_dir} is in use by another training (process {pid_text} on {host or '?'}, "
@@ -315,7 +315,7 @@ def guard_save_dir(save_dir: str, restore_file: str, dictionary_fingerprint: Dic
             require_dictionary(state, resume, dictionary_fingerprint, f"{resume}, which this run would resume from,",
                                ", or train into another --save-dir")
     except BaseException:
-        if taken is not None:  # a refused run trains nothing: the save dir is free again at once
+        if taken is not None:  # a refused run trains nothing: a lock it took is given back at once
             _release(taken, f"{os.getpid()} {socket.gethostname()}")
         raise
 
