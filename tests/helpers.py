@@ -11,10 +11,10 @@ USER_DIR = str(REPO / "fairseq_wae")
 CLI_ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
 
 
-#: fairseq's own commands that the tests run in this process (fairseq's own tests do the same): a new
-#: process would only add its start-up (importing torch and fairseq). ``run(..., subprocess=True)``
-#: keeps a real process where it is the point (kill -9, a lock held by another process, stdin);
-#: TESTS_IN_SUBPROCESSES=1 runs every command in a process of its own.
+#: fairseq's own commands that the tests can run in this process with TESTS_IN_PROCESS=1 (fairseq's own
+#: tests do the same), saving each one's start-up (importing torch and fairseq). Not yet the default:
+#: the whole suite has not yet passed that way. ``run(..., subprocess=True)`` keeps a real process
+#: where it is the point (kill -9, a lock held by another process, stdin).
 IN_PROCESS = {"fairseq-train": "fairseq_cli.train", "fairseq-generate": "fairseq_cli.generate",
               "fairseq-validate": "fairseq_cli.validate", "fairseq-preprocess": "fairseq_cli.preprocess"}
 
@@ -22,7 +22,7 @@ IN_PROCESS = {"fairseq-train": "fairseq_cli.train", "fairseq-generate": "fairseq
 def run(cmd, cwd=None, check=True, timeout=600, subprocess=False):
     """Runs a command (a list), returning a CompletedProcess; on failure shows its output."""
     cmd = [str(c) for c in cmd]
-    if cmd[0] in IN_PROCESS and cwd is None and not subprocess and not os.environ.get("TESTS_IN_SUBPROCESSES"):
+    if cmd[0] in IN_PROCESS and cwd is None and not subprocess and os.environ.get("TESTS_IN_PROCESS"):
         result = run_in_process(cmd)
     else:
         result = _subprocess.run(cmd, cwd=cwd, env=CLI_ENV, capture_output=True, text=True, timeout=timeout)
