@@ -378,7 +378,7 @@ class TokenizedSentences:
         runs = np.zeros(len(self) + 1, dtype=np.int8)  # 1 where a sorted position repeats the one before
         runs[1:-1] = sorted_hashes[1:] == sorted_hashes[:-1]
         del sorted_hashes
-        edges = np.diff(runs)  # 1: a group of equal hashes starts one before; -1: it ends here
+        edges = np.diff(runs)  # 1 where a group of equal hashes starts, -1 at its last position
         keep = np.ones(len(self), dtype=bool)
         for start, end in zip(np.flatnonzero(edges == 1).tolist(), (np.flatnonzero(edges == -1) + 1).tolist()):
             seen = set()

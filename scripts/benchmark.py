@@ -258,7 +258,9 @@ def tree_memory(pid):
 
 
 def measured_run(cmd, env=ENV):
-    """Runs ``cmd``: its seconds and the peaks of ``tree_memory`` (MB, sampled every 0.2 s)."""
+    """Runs ``cmd``: its seconds, the CPU seconds of its process tree (the work done, which other load on
+    the machine does not change) and the peaks of ``tree_memory`` (MB, sampled every 0.2 s)."""
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as log:  # a pipe nobody reads would fill and stop the command
         process = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, text=True)
@@ -270,7 +272,9 @@ def measured_run(cmd, env=ENV):
         if process.returncode != 0:
             log.seek(0)
             raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{log.read()[-3000:]}")
-    return {"seconds": seconds, "peak_rss_mb": peaks[0], "peak_tree_rss_mb": peaks[1], "peak_tree_pss_mb": peaks[2]}
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers too: each parent waited for its own
+    cpu_seconds = cpu.ru_utime + cpu.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peaks[0], "peak_tree_rss_mb": peaks[1], "peak_tree_pss_mb": peaks[2]}
 
 
 def revision_checkout(revision, folder):
@@ -336,14 +340,15 @@ def print_prepare_speed(row):
     print(f"{row['sentences']:,} distinct news sentences ({row['news_lines']:,} lines of news, each with a counter); "
           f"every run's files identical: {row['identical_outputs']}\n")
     base = row["runs"][0]
-    print(f"| preparation | workers | seconds | sentences/s | vs {base['run']} | peak RSS MB (main process) | "
-          "peak RSS MB (sum over the process tree) | peak PSS MB (process tree) | load average before / after |"
-          "\n|---|---|---|---|---|---|---|---|---|")
+    print(f"| preparation | workers | seconds | sentences/s | vs {base['run']} | CPU seconds (process tree) | "
+          "peak RSS MB (main process) | peak RSS MB (sum over the process tree) | peak PSS MB (process tree) | "
+          "load average before / after |\n|---|---|---|---|---|---|---|---|---|---|")
     for run in row["runs"]:
         rate = row["sentences"] / run["seconds"]
         print(f"| {run['run']} | {run['workers']} | {run['seconds']:.0f} | {rate:,.0f} | "
-              f"{base['seconds'] / run['seconds']:.2f} | {run['peak_rss_mb']:.0f} | {run['peak_tree_rss_mb']:.0f} | "
-              f"{run['peak_tree_pss_mb']:.0f} | {run['load_before']:.1f} / {run['load_after']:.1f} |")
+              f"{base['seconds'] / run['seconds']:.2f} | {run['cpu_seconds']:.0f} | {run['peak_rss_mb']:.0f} | "
+              f"{run['peak_tree_rss_mb']:.0f} | {run['peak_tree_pss_mb']:.0f} | "
+              f"{run['load_before']:.1f} / {run['load_after']:.1f} |")
 
 
 def translation_view(data):
