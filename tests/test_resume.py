@@ -28,10 +28,13 @@ def small_data(tmp_path_factory):
 
 
 def updates(save_dir, data, flavour, *flags):
-    """{update: logged values} of every update (and validation) of one run through the real CLI."""
+    """{update: logged values} of every update (and validation) of one 50-update run through the real
+    CLI that keeps a checkpoint at each epoch's end and at update 35, mid-epoch."""
     arch, criterion, options = FLAVOURS[flavour]
-    result = run(train_command(data, save_dir, *options, "--seed", "3", "--log-interval", "1", *flags,
-                               arch=arch, criterion=criterion, epochs=5, batch_size=16))
+    command = train_command(data, save_dir, *options, "--seed", "3", "--log-interval", "1",
+                            "--save-interval-updates", "35", *flags,
+                            arch=arch, criterion=criterion, epochs=5, batch_size=16)
+    result = run([arg for arg in command if arg != "--no-epoch-checkpoints"])
     by_update = {}
     for record in parse_json_log(result.stdout + result.stderr):
         if "num_updates" in record and "loss" in record:
@@ -47,10 +50,9 @@ def test_resuming_at_an_epoch_boundary_and_mid_epoch_repeats_the_uninterrupted_r
     whole = updates(tmp_path / "whole", small_data, flavour)
     assert [u for u in whole if isinstance(u, int)] == list(range(1, 51))
 
-    updates(tmp_path / "boundary", small_data, flavour, "--max-epoch", "2")
-    boundary = updates(tmp_path / "boundary", small_data, flavour)
-    updates(tmp_path / "mid", small_data, flavour, "--max-update", "35")
-    mid = updates(tmp_path / "mid", small_data, flavour)
+    # restarted from the uninterrupted run's own checkpoints: after epoch 2 and at update 35 of epoch 4
+    boundary = updates(tmp_path / "boundary", small_data, flavour, "--restore-file", tmp_path / "whole" / "checkpoint2.pt")
+    mid = updates(tmp_path / "mid", small_data, flavour, "--restore-file", tmp_path / "whole" / "checkpoint_4_35.pt")
     assert [u for u in boundary if isinstance(u, int)] == list(range(21, 51))
     assert [u for u in mid if isinstance(u, int)] == list(range(36, 51))
     for resumed in (boundary, mid):
