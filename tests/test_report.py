@@ -77,3 +77,30 @@ def test_transformer_rows_next_to_the_committed_lstm_rows_keep_the_written_readi
     assert "- sample 4\n" in text and "sample 5" not in text
     assert "# old" not in text and text.rstrip().endswith("## Reading\n\nWhat the numbers say.")
     assert "| Transformer DAE |" not in text  # no evaluation, no row
+
+
+def test_compare_rows_and_a_trade_off_figure_with_one_point_per_evaluated_model(tmp_path):
+    lstm, transformers = tmp_path / "compare", tmp_path / "results"
+    for folder in (lstm / "eval", lstm / "logs", transformers / "eval"):
+        folder.mkdir(parents=True)
+    aae = {"bleu": 61.234, "nll_bits_per_word": 9.871, "unigram_kl": 0.1234, "entropy": 5.01, "avg_len": 10.44}
+    (lstm / "eval" / "aae.json").write_text(json.dumps({"name": "aae", "metrics": aae}))
+    (lstm / "eval" / "aae.latent.json").write_text(json.dumps({"kl": 40.123, "mutual_information": 6.5,
+                                                               "active_units": 97}))
+    (lstm / "logs" / "aae.jsonl").write_text("".join(
+        "train " + json.dumps({"epoch": e, "train_train_wall": "90", "train_num_updates": str(418 * e)}) + "\n"
+        for e in (1, 2, 3)))
+    twae = {"bleu": 50.04, "nll_bits_per_word": 9.81, "unigram_kl": 0.232, "entropy": 5.17, "avg_len": 10.5}
+    (transformers / "eval" / "twae.json").write_text(json.dumps({"name": "twae", "metrics": twae}))
+    out = tmp_path / "text-autoencoders.md"
+    out.write_text("# old\n\n## Reading\n\nThe AAE wins here.\n")
+    printed = run([*REPORT, "compare", "--work", lstm, "--out", out, "--lstm-results", transformers]).stdout
+    text = out.read_text()
+    assert "| LSTM AAE (`aae`) | 61.23 | 9.87 | 0.123 | 5.01 | 10.4 | 40.12 | 6.50 | 97 | 3 epochs, 1,254 updates, 4 min |" in text
+    assert "| Transformer WAE lambda=3 (`twae`) | 50.04 | 9.81 | 0.232 | 5.17 | 10.5 | - | - | - | - |" in text
+    assert text.count("| LSTM ") == 1 and text.count("| Transformer ") == 1  # evaluated models only
+    assert "no evaluation of dae in" in printed
+    assert "# old" not in text and text.rstrip().endswith("## Reading\n\nThe AAE wins here.")
+    figure = tmp_path / "text-autoencoders.png"
+    assert "![BLEU against sample NLL](text-autoencoders.png)" in text
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000

@@ -6,6 +6,7 @@
     python examples/snli/report.py figure3 --work WORK --out results/figure3.png
     python examples/snli/report.py figure1 --work WORK --data DATA --out results/figure1.png
     python examples/snli/report.py transformer --work WORK --data DATA --out results/ablations/transformer.md
+    python examples/snli/report.py compare --work WORK/compare --data DATA --out results/text-autoencoders.md
 """
 import argparse
 import json
@@ -200,6 +201,94 @@ def transformer(args):
     print("\n".join(lines))
 
 
+# text-autoencoders' models (Shen et al. 2020) beside the paper's, every one trained for the same
+# epochs: (name in run.sh, label, family); the Transformer rows come from the committed results
+COMPARED = (("dae", "DAE", "LSTM"), ("dae-noise", "DAE + input noise (drop 0.3)", "LSTM"),
+            ("aae", "AAE", "LSTM"), ("laae", "LAAE (log-variance L1 0.001)", "LSTM"),
+            ("daae", "DAAE (AAE + drop 0.3)", "LSTM"), ("wae3", "WAE lambda=3", "LSTM"),
+            ("vae", "VAE (paper's annealing)", "LSTM"), ("vae-improved", "VAE (cyclical, free bits, word dropout)", "LSTM"),
+            ("tdae", "DAE", "Transformer"), ("twae", "WAE lambda=3", "Transformer"),
+            ("tvae-fixed", "VAE (cyclical, free bits, word dropout)", "Transformer"))
+
+
+def evaluated(folder, name):
+    """(Table 1 metrics, latent statistics or None, training log path) of ``name`` in ``folder``, or None."""
+    path = os.path.join(folder, "eval", f"{name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        metrics = json.load(f)["metrics"]
+    latent_path = os.path.join(folder, "eval", f"{name}.latent.json")
+    latent = None
+    if os.path.exists(latent_path):
+        with open(latent_path) as f:
+            latent = json.load(f)
+    logs = [os.path.join(folder, "logs", f"{name}{suffix}") for suffix in (".log", ".jsonl")]
+    return metrics, latent, next((log for log in logs if os.path.exists(log)), None)
+
+
+def compare(args):
+    """The comparison table (Table 1's metrics, KL, MI, active units, training) and the trade-off figure:
+    reconstruction BLEU against the LM NLL of the prior samples, one point per model. Keeps the
+    hand-written reading of an existing file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    header = ["| model | BLEU | NLL | UnigramKL | Entropy | AvgLen | KL | MI | active units | training |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    rows, points = [], []
+    for name, label, family in COMPARED:
+        folder = args.work if family == "LSTM" else args.lstm_results
+        found = evaluated(folder, name)
+        if found is None:
+            print(f"no evaluation of {name} in {folder}/eval: left out")
+            continue
+        metrics, latent, log = found
+        kl, mi, units = (("-", "-", "-") if latent is None else
+                         (f"{latent['kl']:.2f}", f"{latent['mutual_information']:.2f}", f"{latent['active_units']}"))
+        trained = training_summary(log) if log else "-"
+        rows.append(f"| {family} {label} (`{name}`) | " + " | ".join(table1_cells(metrics))
+                    + f" | {kl} | {mi} | {units} | {trained} |")
+        points.append((family, label, name, metrics["bleu"], metrics["nll_bits_per_word"]))
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for family, marker in (("LSTM", "o"), ("Transformer", "s")):
+        chosen = [p for p in points if p[0] == family]
+        ax.scatter([p[4] for p in chosen], [p[3] for p in chosen], marker=marker, s=40, label=family)
+        for _, _, name, bleu, nll in chosen:
+            ax.annotate(name, (nll, bleu), textcoords="offset points", xytext=(5, 3), fontsize=8)
+    ax.set_xlabel("LM NLL of 10k prior samples (bits per word; lower: more fluent)")
+    ax.set_ylabel("reconstruction BLEU (test split)")
+    ax.set_title("SNLI: reconstruction against sample quality, same epochs for every model")
+    ax.invert_xaxis()  # better on both axes is up and to the right
+    ax.legend()
+    fig.tight_layout()
+    figure = os.path.splitext(args.out)[0] + ".png"
+    fig.savefig(figure, dpi=120)
+    reading = []
+    if os.path.exists(args.out):
+        with open(args.out, encoding="utf-8") as f:
+            text = f.read()
+        if READING in text:
+            reading = [text[text.index(READING):].rstrip()]
+    lines = ["# Beyond the paper: text-autoencoders' models on SNLI", "",
+             *[paragraph for line in provenance(args)[:1] for paragraph in (line, "")],
+             "Every model trained for the same number of epochs as the Transformer rows (`bash examples/snli/run.sh "
+             "compare`: the LSTMs in `$WORK/compare`, with the paper's settings of Table 1 otherwise; the Transformer "
+             "rows are the committed ones of `ablations/transformer.md` and `ablations/transformer-vae.md`). The "
+             "adversarial models are text-autoencoders' (Shen et al. 2020) on the paper's LSTM: `--criterion aae "
+             "--adversarial-lambda 1`, Adam betas (0.5, 0.999). Metrics as in Table 1 (NLL in bits per word under "
+             "the news trigram LM); KL (nats), MI and active units (of 100) of the Gaussian models on 500 test "
+             "sentences (`latent_metrics.py`). Training: fairseq's train_wall, two trainings at once on the "
+             "2-core CPU.", "", *header, *rows, "",
+             f"![BLEU against sample NLL]({os.path.basename(figure)})", "", *reading]
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines).rstrip() + "\n")
+    print("\n".join(lines))
+    print(f"wrote {figure}")
+
+
 def read_log(path, kind="train_inner"):
     """The ``kind`` records (train_inner, train, valid) of a fairseq json log, in order."""
     with open(path) as f:
@@ -264,12 +353,12 @@ def figure1(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["table1", "table2", "figure3", "figure1", "transformer"])
+    parser.add_argument("what", choices=["table1", "table2", "figure3", "figure1", "transformer", "compare"])
     parser.add_argument("--work", required=True)
     parser.add_argument("--data")
     parser.add_argument("--lstm-results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
-                        help="transformer: the folder whose eval/ and logs/ hold the LSTM rows (default: the "
-                             "committed results)")
+                        help="transformer: the folder whose eval/ and logs/ hold the LSTM rows; compare: the "
+                             "Transformer rows (default: the committed results)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--rows", type=int, default=5)
     parser.add_argument("--points", type=int, default=1000)
@@ -277,7 +366,7 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # importing fairseq sets the root logger to DEBUG
     {"table1": table1, "table2": table2, "figure3": figure3, "figure1": figure1,
-     "transformer": transformer}[args.what](args)
+     "transformer": transformer, "compare": compare}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the paper's Table 1, Table 2 and Figure 3 (and Figure 1) on SNLI. See README.md here.
-#   bash examples/snli/run.sh prepare | train NAME|all|transformers|extras | table1 | table2 | figure3 | figure1 | transformer
+#   bash examples/snli/run.sh prepare | train NAME|all|transformers|extras | table1 | table2 | figure3 | figure1 | transformer | compare
 # Settings come from the environment (SNLI, DATA, WORK, RESULTS, EPOCHS, BATCH, LR, JOBS, MAX_LEN): README.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,6 +25,9 @@ SWEEP="vae-const0.01 vae-const0.1 vae-const0.5 vae-const1"
 TRANSFORMERS="tdae tvae twae"
 # beyond the paper: text-autoencoders' models (Shen et al. 2020) and VAEs that do not collapse
 EXTRAS="dae-noise aae laae daae vae-improved vae-bn tvae-fixed tvae-bn"
+# `compare`: these LSTMs for COMPARE_EPOCHS epochs each (the Transformer rows' length), beside the Transformers
+COMPARED="dae dae-noise aae laae daae wae3 vae vae-improved"
+COMPARE_EPOCHS=${COMPARE_EPOCHS:-6}
 
 prepare() {
     local inputs=()
@@ -62,6 +65,7 @@ vae_schedule() {
 
 # cyclical KL annealing (Fu et al. 2019) in cycles of $1 epochs: half rising, half at the full weight
 cycles_of() {
+    [ "$1" -ge 1 ] || { echo "a KL cycle must last at least one epoch (EPOCHS >= 2)" >&2; return 1; }
     echo "--kl-anneal cyclical --kl-anneal-steps $(($1 * $(wc -l < "$DATA/train.txt") / BATCH))"
 }
 
@@ -88,10 +92,10 @@ model_args() {
         aae)   echo "$aae" ;;
         laae)  echo "$aae --logvar-l1 0.001" ;;
         daae)  echo "$aae --noise-drop 0.3" ;;
-        # against collapse: cyclical annealing, 0.5 free nats per dimension and word dropout 0.2 (on
-        # SNLI-30k, 3 epochs of the Transformer kept 100 of 100 units active), cycles of 15 and 3 epochs
-        vae-improved) echo "--arch lstm_vae_paper --criterion vae_kl $(cycles_of 15) --kl-free-bits 0.5 --word-dropout 0.2" ;;
-        tvae-fixed) echo "--arch transformer_vae_small --criterion vae_kl $(cycles_of 3) --kl-free-bits 0.5 --word-dropout 0.2" ;;
+        # against collapse: cyclical annealing in two cycles over the training, 0.5 free nats per
+        # dimension and word dropout 0.2 (on SNLI-30k, 3 epochs of the Transformer kept 100 of 100 units active)
+        vae-improved) echo "--arch lstm_vae_paper --criterion vae_kl $(cycles_of $((EPOCHS / 2))) --kl-free-bits 0.5 --word-dropout 0.2" ;;
+        tvae-fixed) echo "--arch transformer_vae_small --criterion vae_kl $(cycles_of $((TRANSFORMER_EPOCHS / 2))) --kl-free-bits 0.5 --word-dropout 0.2" ;;
         # BN-VAE: posterior means batch-normalised at scale 0.6, so KL >= 0.5 * 100 * 0.36 = 18 nats per sentence
         vae-bn)  echo "--arch lstm_vae_paper --criterion vae_kl --bn-posterior-mean 0.6 --word-dropout 0.2" ;;
         tvae-bn) echo "--arch transformer_vae_small --criterion vae_kl --bn-posterior-mean 0.6 --word-dropout 0.2" ;;
@@ -126,6 +130,11 @@ evaluate_one() {
         "$WORK/eval/$1" "$NUM_SAMPLES" --max-sentence-len 20 --max-len-b "$MAX_LEN"
 }
 
+# a fairseq log cut to its metrics: one "KIND {json}" line per train_inner, train and valid record
+trimmed_log() {
+    grep -E '\| (train_inner|train|valid) \|' "$1" | sed 's/^.*| \(train_inner\|train\|valid\) | /\1 /'
+}
+
 case "${1:-}" in
     lm) python "$repo/scripts/train_lm.py" --corpus "$LM_CORPUS" --order 3 --out "$LM" ;;
     table1)
@@ -148,14 +157,21 @@ case "${1:-}" in
     figure3) python "$here/report.py" figure3 --work "$WORK" --out "$RESULTS/figure3.png" ;;
     figure1) python "$here/report.py" figure1 --work "$WORK" --data "$DATA" --out "$RESULTS/figure1.png" ;;
     evaluate) evaluate_one "$2" ;;
+    compare)  # results/text-autoencoders.md and .png; metrics and trimmed logs in results/compare
+        [ -s "$LM" ] || bash "$0" lm
+        printf '%s\n' $COMPARED | WORK=$WORK/compare EPOCHS=$COMPARE_EPOCHS LM=$LM xargs -P "$JOBS" -I{} bash "$0" train {}
+        for name in $COMPARED; do
+            [ -s "$WORK/compare/eval/$name.json" ] || WORK=$WORK/compare LM=$LM bash "$0" evaluate "$name"
+        done
+        mkdir -p "$RESULTS/compare/eval" "$RESULTS/compare/logs"
+        cp "$WORK"/compare/eval/*.json "$RESULTS/compare/eval/"
+        for name in $COMPARED; do trimmed_log "$WORK/compare/logs/$name.log" > "$RESULTS/compare/logs/$name.jsonl"; done
+        python "$here/report.py" compare --work "$RESULTS/compare" --data "$DATA" --out "$RESULTS/text-autoencoders.md" ;;
     collect)  # what is committed: metrics JSON, the first 1000 samples per model, logs trimmed to the metrics
         mkdir -p "$RESULTS/eval" "$RESULTS/samples" "$RESULTS/logs"
         cp "$WORK"/eval/*.json "$RESULTS/eval/"
         for f in "$WORK"/eval/*.samples.txt; do head -n 1000 "$f" > "$RESULTS/samples/$(basename "$f")"; done
-        for f in "$WORK"/logs/*.log; do
-            grep -E '\| (train_inner|train|valid) \|' "$f" | sed 's/^.*| \(train_inner\|train\|valid\) | /\1 /' \
-                > "$RESULTS/logs/$(basename "$f" .log).jsonl"
-        done ;;
+        for f in "$WORK"/logs/*.log; do trimmed_log "$f" > "$RESULTS/logs/$(basename "$f" .log).jsonl"; done ;;
     prepare) prepare ;;
     train)
         if [ "${2:-all}" = all ]; then
@@ -167,6 +183,6 @@ case "${1:-}" in
         else
             train_one "$2"
         fi ;;
-    *) echo "usage: $0 prepare | train NAME|all|transformers|extras | table1 | table2 | figure3 | figure1 | transformer | collect" >&2
+    *) echo "usage: $0 prepare | train NAME|all|transformers|extras | table1 | table2 | figure3 | figure1 | transformer | compare | collect" >&2
        exit 2 ;;
 esac
