@@ -28,7 +28,8 @@ setup(
         # fairseq writes --tensorboard-logdir through torch.utils.tensorboard, which needs it
         "tensorboard>=2.10",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    # pytest-xdist runs the tests on every core (pytest.ini: -n auto), sharing the trained fixtures
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"]},
     entry_points={"console_scripts": [
         "fairseq-wae-prepare = fairseq_wae.cli.prepare_corpus:main",
         "fairseq-wae-prepare-snli = fairseq_wae.cli.prepare_snli:main",

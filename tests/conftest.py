@@ -1,9 +1,38 @@
-"""Fixtures: the toy corpus binarized, and a DAE overfit to 50 sentences (helpers are in helpers.py)."""
+"""Fixtures: the toy corpus binarized, and a DAE overfit to 50 sentences (helpers are in helpers.py).
+
+Under pytest-xdist (``-n``, set in pytest.ini) the workers share these: the first worker to ask builds one
+under a file lock, the others wait for it and reuse it, so each is built once per test run."""
+import os
+import pickle
+import shutil
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from helpers import preprocess, toy_sentences, train
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    # one thread per worker: the workers already take every core, and more threads would only contend
+    torch.set_num_threads(1)
+
+
+def built_once(tmp_path_factory, name, build):
+    """``build(folder)``'s value, built once per test run whichever worker asks first."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder every worker's own temporary folder is in
+    folder, value_path = root / name, root / f"{name}.pickle"
+    with FileLock(str(root / f"{name}.lock")):
+        if not value_path.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            value = build(folder)
+            # written by this test run for itself: safe to unpickle, unlike a file a user hands in
+            value_path.write_bytes(pickle.dumps(value))
+        return pickle.loads(value_path.read_bytes())
 
 
 @pytest.fixture(scope="session")
@@ -11,17 +40,23 @@ def toy_data(tmp_path_factory) -> Path:
     """1200 training, 100 validation and 101 test sentences from the toy grammar, binarized.
 
     101 is on purpose: fairseq drops a last batch that is not a multiple of 8 unless the task prevents it."""
-    sentences = toy_sentences(1401)
-    return preprocess(tmp_path_factory.mktemp("toy"),
-                      {"train": sentences[:1200], "valid": sentences[1200:1300], "test": sentences[1300:]})
+    def build(folder):
+        sentences = toy_sentences(1401)
+        return preprocess(folder, {"train": sentences[:1200], "valid": sentences[1200:1300], "test": sentences[1300:]})
+
+    return built_once(tmp_path_factory, "toy", build)
 
 
 @pytest.fixture(scope="session")
 def overfit_dae(tmp_path_factory):
     """A tiny DAE trained on 50 sentences until it reconstructs them: (data, checkpoint dir, log)."""
-    folder = tmp_path_factory.mktemp("overfit")
-    sentences = toy_sentences(50, seed=7)
-    data = preprocess(folder, {"train": sentences, "valid": sentences, "test": sentences})
-    log = train(data, folder / "ckpt", "--lr", "0.01", arch="lstm_ae_tiny", criterion="ae_cross_entropy",
-                epochs=300, batch_size=10)
-    return data, folder / "ckpt", log
+    def build(folder):
+        sentences = toy_sentences(50, seed=7)
+        data = preprocess(folder, {"train": sentences, "valid": sentences, "test": sentences})
+        # validated and saved every 50 epochs, not each: the same weights (training draws are keyed by
+        # update), in half the time
+        log = train(data, folder / "ckpt", "--lr", "0.01", "--validate-interval", "50", "--save-interval", "50",
+                    arch="lstm_ae_tiny", criterion="ae_cross_entropy", epochs=300, batch_size=10)
+        return data, folder / "ckpt", log
+
+    return built_once(tmp_path_factory, "overfit", build)

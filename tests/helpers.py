@@ -9,6 +9,8 @@ REPO = Path(__file__).resolve().parents[1]
 USER_DIR = str(REPO / "fairseq_wae")
 # keep every CLI run on the CPU and quiet about warnings we cannot fix
 CLI_ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest-xdist's workers take every core already (conftest.py)
+    CLI_ENV["OMP_NUM_THREADS"] = "1"
 
 
 #: fairseq's own commands that the tests can run in this process with TESTS_IN_PROCESS=1 (fairseq's own

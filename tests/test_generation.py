@@ -72,9 +72,15 @@ def test_interpolation_endpoints_decode_to_the_inputs(overfit_dae):
                    "--data", data, a, b, "--steps", "5", "--method", method]).stdout.splitlines()
         assert len(out) == 5
         assert out[0] == f"0\t{a}" and out[-1] == f"4\t{b}"
-    analogy = run([sys.executable, REPO / "scripts" / "interpolate.py", "--path", ckpt / "checkpoint_best.pt",
-                   "--data", data, "--analogy", a, b, a]).stdout.splitlines()
-    assert len(analogy) == 1
+    # z_1 - z_2 + z_3 in the order given (z_a - z_a + z_b is z_b); a real analogy is the Python interface's
+    from fairseq_wae.hub_interface import from_checkpoint
+
+    c = (data.parent / "train.txt").read_text().splitlines()[2]
+    real = from_checkpoint(ckpt / "checkpoint_best.pt", data).analogy(a, b, c, tokenize=False)
+    for triple, expected in (((a, a, b), b), ((a, b, c), real)):
+        analogy = run([sys.executable, REPO / "scripts" / "interpolate.py", "--path", ckpt / "checkpoint_best.pt",
+                       "--data", data, "--analogy", *triple]).stdout.splitlines()
+        assert analogy == [f"0\t{expected}"]
 
 
 def test_interactive_mode_reconstructs_a_typed_line(overfit_dae):

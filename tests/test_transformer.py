@@ -41,8 +41,8 @@ def overfit_transformer(tmp_path_factory):
     folder = tmp_path_factory.mktemp("overfit-transformer")
     sentences = toy_sentences(50, seed=7)
     data = preprocess(folder, {"train": sentences, "valid": sentences, "test": sentences})
-    train(data, folder / "ckpt", "--lr", "0.003", arch="transformer_ae_tiny", criterion="ae_cross_entropy",
-          epochs=150, batch_size=10)
+    train(data, folder / "ckpt", "--lr", "0.003", "--validate-interval", "50", "--save-interval", "50",
+          arch="transformer_ae_tiny", criterion="ae_cross_entropy", epochs=150, batch_size=10)
     return data, folder / "ckpt" / "checkpoint_best.pt"
 
 
