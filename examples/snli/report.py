@@ -258,6 +258,13 @@ def compare(args):
         ax.scatter([p[4] for p in chosen], [p[3] for p in chosen], marker=marker, s=40, label=family)
         for _, _, name, bleu, nll in chosen:
             ax.annotate(name, (nll, bleu), textcoords="offset points", xytext=(5, 3), fontsize=8)
+    corpus = os.path.join(args.lstm_results, "eval", "corpus.json")
+    if os.path.exists(corpus):  # below real text's NLL, samples are simpler than real text, not better
+        with open(corpus) as f:
+            real = json.load(f)["metrics"]["nll_bits_per_word"]
+        ax.axvline(real, color="gray", linestyle="--", linewidth=1)
+        ax.annotate(f"real text (test split): {real:.2f}", (real, ax.get_ylim()[0]), textcoords="offset points",
+                    xytext=(4, 6), fontsize=8, color="gray")
     ax.set_xlabel("LM NLL of 10k prior samples (bits per word; lower: more fluent)")
     ax.set_ylabel("reconstruction BLEU (test split)")
     ax.set_title("SNLI: reconstruction against sample quality, same epochs for every model")
