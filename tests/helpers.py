@@ -13,10 +13,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest-xdist's workers take every c
     CLI_ENV["OMP_NUM_THREADS"] = "1"
 
 
-#: fairseq's own commands that the tests can run in this process with TESTS_IN_PROCESS=1 (fairseq's own
-#: tests do the same), saving each one's start-up (importing torch and fairseq). Not yet the default:
-#: the whole suite has not yet passed that way. ``run(..., subprocess=True)`` keeps a real process
-#: where it is the point (kill -9, a lock held by another process, stdin).
+#: fairseq's own commands that the tests run in this process (fairseq's own tests do the same), saving
+#: each one's start-up (importing torch and fairseq); TESTS_IN_PROCESS=0 runs them as processes.
+#: ``run(..., subprocess=True)`` keeps a real process where it is the point (kill -9, a lock held by
+#: another process, stdin).
 IN_PROCESS = {"fairseq-train": "fairseq_cli.train", "fairseq-generate": "fairseq_cli.generate",
               "fairseq-validate": "fairseq_cli.validate", "fairseq-preprocess": "fairseq_cli.preprocess"}
 
@@ -24,7 +24,7 @@ IN_PROCESS = {"fairseq-train": "fairseq_cli.train", "fairseq-generate": "fairseq
 def run(cmd, cwd=None, check=True, timeout=600, subprocess=False):
     """Runs a command (a list), returning a CompletedProcess; on failure shows its output."""
     cmd = [str(c) for c in cmd]
-    if cmd[0] in IN_PROCESS and cwd is None and not subprocess and os.environ.get("TESTS_IN_PROCESS"):
+    if cmd[0] in IN_PROCESS and cwd is None and not subprocess and os.environ.get("TESTS_IN_PROCESS", "1") != "0":
         result = run_in_process(cmd)
     else:
         result = _subprocess.run(cmd, cwd=cwd, env=CLI_ENV, capture_output=True, text=True, timeout=timeout)
@@ -45,6 +45,7 @@ def run_in_process(cmd):
     import traceback
 
     from fairseq import checkpoint_utils
+    from fairseq.logging import progress_bar
 
     module = importlib.import_module(IN_PROCESS[cmd[0]])
     # fairseq keeps a run's best validation loss on these functions: a new process starts without it
@@ -52,6 +53,10 @@ def run_in_process(cmd):
         for name in ("best", "num_runs"):
             if hasattr(keeper, name):
                 delattr(keeper, name)
+    # and its TensorBoard writers by subset alone ("train", "valid"), whatever --tensorboard-logdir says
+    for writer in progress_bar._tensorboard_writers.values():
+        writer.close()
+    progress_bar._tensorboard_writers.clear()
     out, err = io.StringIO(), io.StringIO()
     handler = logging.StreamHandler(out)
     handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s"))

@@ -10,6 +10,9 @@ import torch
 
 from helpers import REPO, USER_DIR, preprocess, run, train, train_command
 
+# its module fixture trains for long: every test of this file on one xdist worker
+pytestmark = pytest.mark.xdist_group("cli")
+
 TRAINING = {
     "dae": ("lstm_ae_tiny", "ae_cross_entropy", [], []),
     "vae": ("lstm_vae_tiny", "vae_kl",

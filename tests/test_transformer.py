@@ -23,6 +23,9 @@ from helpers import (
     train_command,
 )
 
+# its module fixture trains for long: every test of this file on one xdist worker
+pytestmark = pytest.mark.xdist_group("transformer")
+
 FLAVOURS = {"transformer_ae_tiny": ("ae_cross_entropy", []), "transformer_wae_tiny": ("wae_mmd", []),
             "transformer_vae_tiny": ("vae_kl", []), "transformer_swae_tiny": ("wae_mmd", ["--kl-variance-penalty", "1"])}
 # every way of making z and of giving it to the decoder
