@@ -19,13 +19,30 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest-xdist's workers take every c
 #: another process, stdin).
 IN_PROCESS = {"fairseq-train": "fairseq_cli.train", "fairseq-generate": "fairseq_cli.generate",
               "fairseq-validate": "fairseq_cli.validate", "fairseq-preprocess": "fairseq_cli.preprocess"}
+#: and the plugin's own tools, whose scripts/*.py only call these modules' ``main``
+OUR_SCRIPTS = {REPO / "scripts" / f"{script}.py": f"fairseq_wae.cli.{module}" for script, module in (
+    ("prepare_corpus", "prepare_corpus"), ("prepare_snli", "prepare_snli"), ("evaluate", "evaluate"),
+    ("interpolate", "interpolate"), ("export_model", "export"), ("bind_dictionary", "bind_dictionary"),
+    ("verify", "verify"))}
+
+
+def in_process_module(cmd):
+    """The module whose entry point runs ``cmd`` in this process, or None for a real process."""
+    if os.environ.get("TESTS_IN_PROCESS", "1") == "0":
+        return None
+    if cmd[0] in IN_PROCESS:
+        return IN_PROCESS[cmd[0]]
+    if cmd[0] == sys.executable and len(cmd) > 1:
+        return OUR_SCRIPTS.get(Path(cmd[1]))
+    return None
 
 
 def run(cmd, cwd=None, check=True, timeout=600, subprocess=False):
     """Runs a command (a list), returning a CompletedProcess; on failure shows its output."""
     cmd = [str(c) for c in cmd]
-    if cmd[0] in IN_PROCESS and cwd is None and not subprocess and os.environ.get("TESTS_IN_PROCESS", "1") != "0":
-        result = run_in_process(cmd)
+    module = None if cwd is not None or subprocess else in_process_module(cmd)
+    if module:
+        result = run_in_process(module, cmd if module in IN_PROCESS.values() else cmd[1:])
     else:
         result = _subprocess.run(cmd, cwd=cwd, env=CLI_ENV, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
@@ -34,10 +51,11 @@ def run(cmd, cwd=None, check=True, timeout=600, subprocess=False):
     return result
 
 
-def run_in_process(cmd):
-    """One of fairseq's commands through its own ``cli_main``, in this process: what it prints and
-    logs comes back as stdout (fairseq logs there), an exception's traceback as stderr, and its exit
-    status as the return code."""
+def run_in_process(module_name, cmd):
+    """A command through its module's entry point in this process (fairseq's ``cli_main``, the plugin's
+    ``main``) with ``cmd`` as sys.argv: what it prints comes back as stdout, what it logs as stdout for
+    fairseq's commands (fairseq logs there) and as stderr for the plugin's (they log there), an
+    exception's traceback as stderr, and its exit status as the return code."""
     import contextlib
     import importlib
     import io
@@ -47,7 +65,8 @@ def run_in_process(cmd):
     from fairseq import checkpoint_utils
     from fairseq.logging import progress_bar
 
-    module = importlib.import_module(IN_PROCESS[cmd[0]])
+    module = importlib.import_module(module_name)
+    fairseqs = module_name.startswith("fairseq_cli.")
     # fairseq keeps a run's best validation loss on these functions: a new process starts without it
     for keeper in (checkpoint_utils.save_checkpoint, getattr(module, "should_stop_early", None)):
         for name in ("best", "num_runs"):
@@ -58,8 +77,9 @@ def run_in_process(cmd):
         writer.close()
     progress_bar._tensorboard_writers.clear()
     out, err = io.StringIO(), io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s"))
+    handler = logging.StreamHandler(out if fairseqs else err)
+    handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s" if fairseqs
+                                           else "%(message)s"))
     root = logging.getLogger()
     saved = sys.argv, root.handlers[:], root.level
     sys.argv, root.handlers = cmd, [handler]
@@ -67,7 +87,8 @@ def run_in_process(cmd):
     returncode = 0
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            module.cli_main()
+            returned = module.cli_main() if fairseqs else module.main()
+        returncode = returned if isinstance(returned, int) else 0
     except SystemExit as e:  # argparse's refusals, and commands that exit with a status
         returncode = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if e.code is not None and not isinstance(e.code, int):
