@@ -3,36 +3,17 @@
 Under pytest-xdist (``-n``, set in pytest.ini) the workers share these: the first worker to ask builds one
 under a file lock, the others wait for it and reuse it, so each is built once per test run."""
 import os
-import pickle
-import shutil
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
-from helpers import preprocess, toy_sentences, train
+from helpers import built_once, preprocess, toy_sentences, train
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     # one thread per worker: the workers already take every core, and more threads would only contend
     torch.set_num_threads(1)
-
-
-def built_once(tmp_path_factory, name, build):
-    """``build(folder)``'s value, built once per test run whichever worker asks first."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # the folder every worker's own temporary folder is in
-    folder, value_path = root / name, root / f"{name}.pickle"
-    with FileLock(str(root / f"{name}.lock")):
-        if not value_path.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir()
-            value = build(folder)
-            # written by this test run for itself: safe to unpickle, unlike a file a user hands in
-            value_path.write_bytes(pickle.dumps(value))
-        return pickle.loads(value_path.read_bytes())
 
 
 @pytest.fixture(scope="session")

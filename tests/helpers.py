@@ -1,6 +1,8 @@
 """What the tests share: running the real CLI, the toy corpus, fairseq-train command lines, json logs, and
 the criterions built in process by fairseq's own option parsing. Fixtures live in conftest.py."""
 import os
+import pickle
+import shutil
 import subprocess as _subprocess
 import sys
 from pathlib import Path
@@ -230,3 +232,22 @@ def generated_sentences(output: str):
             head, _, text = line.split("\t")
             found[int(head[2:])] = text
     return [found[i] for i in range(len(found))]
+
+
+def built_once(tmp_path_factory, name, build):
+    """``build(folder)``'s value, built once per test run whichever pytest-xdist worker asks first: the
+    workers share one folder, the first builds under a file lock, the others wait and reuse its value."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder every worker's own temporary folder is in
+    folder, value_path = root / name, root / f"{name}.pickle"
+    with FileLock(str(root / f"{name}.lock")):
+        if not value_path.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            value = build(folder)
+            # written by this test run for itself: safe to unpickle, unlike a file a user hands in
+            value_path.write_bytes(pickle.dumps(value))
+        return pickle.loads(value_path.read_bytes())

@@ -8,10 +8,7 @@ import sys
 import pytest
 import torch
 
-from helpers import REPO, USER_DIR, preprocess, run, train, train_command
-
-# its module fixture trains for long: every test of this file on one xdist worker
-pytestmark = pytest.mark.xdist_group("cli")
+from helpers import REPO, USER_DIR, built_once, preprocess, run, train, train_command
 
 TRAINING = {
     "dae": ("lstm_ae_tiny", "ae_cross_entropy", [], []),
@@ -28,14 +25,15 @@ TRAINING = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(toy_data, tmp_path_factory):
-    """Each flavour trained for 8 epochs (304 updates) on the toy data: {name: (checkpoint dir, log)}."""
-    runs = {}
-    for name, (arch, criterion, flags, _) in TRAINING.items():
-        save_dir = tmp_path_factory.mktemp(name)
-        runs[name] = save_dir, train(toy_data, save_dir, *flags, arch=arch, criterion=criterion, epochs=8)
-    return runs
+    """Each flavour trained for 8 epochs (304 updates) on the toy data: {name: (checkpoint dir, log)}.
+    Shared by every worker: a test that trains in one of these folders works on a copy."""
+    def build(folder):
+        return {name: (folder / name, train(toy_data, folder / name, *flags, arch=arch, criterion=criterion, epochs=8))
+                for name, (arch, criterion, flags, _) in TRAINING.items()}
+
+    return built_once(tmp_path_factory, "cli-trained", build)
 
 
 @pytest.mark.parametrize("name", list(TRAINING))

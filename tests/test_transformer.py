@@ -13,6 +13,7 @@ from helpers import (
     USER_DIR,
     assert_beam_scores_equal_a_fresh_forward_pass,
     build,
+    built_once,
     first_batch,
     generated_sentences,
     one_update,
@@ -22,9 +23,6 @@ from helpers import (
     train,
     train_command,
 )
-
-# its module fixture trains for long: every test of this file on one xdist worker
-pytestmark = pytest.mark.xdist_group("transformer")
 
 FLAVOURS = {"transformer_ae_tiny": ("ae_cross_entropy", []), "transformer_wae_tiny": ("wae_mmd", []),
             "transformer_vae_tiny": ("vae_kl", []), "transformer_swae_tiny": ("wae_mmd", ["--kl-variance-penalty", "1"])}
@@ -38,15 +36,17 @@ NETWORK_OPTIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def overfit_transformer(tmp_path_factory):
-    """The tiny Transformer DAE trained on 50 toy sentences until it reconstructs them."""
-    folder = tmp_path_factory.mktemp("overfit-transformer")
-    sentences = toy_sentences(50, seed=7)
-    data = preprocess(folder, {"train": sentences, "valid": sentences, "test": sentences})
-    train(data, folder / "ckpt", "--lr", "0.003", "--validate-interval", "50", "--save-interval", "50",
-          arch="transformer_ae_tiny", criterion="ae_cross_entropy", epochs=150, batch_size=10)
-    return data, folder / "ckpt" / "checkpoint_best.pt"
+    """The tiny Transformer DAE trained on 50 toy sentences until it reconstructs them (shared by every worker)."""
+    def build(folder):
+        sentences = toy_sentences(50, seed=7)
+        data = preprocess(folder, {"train": sentences, "valid": sentences, "test": sentences})
+        train(data, folder / "ckpt", "--lr", "0.003", "--validate-interval", "50", "--save-interval", "50",
+              arch="transformer_ae_tiny", criterion="ae_cross_entropy", epochs=150, batch_size=10)
+        return data, folder / "ckpt" / "checkpoint_best.pt"
+
+    return built_once(tmp_path_factory, "overfit-transformer", build)
 
 
 def generate(data, checkpoint, *flags):
