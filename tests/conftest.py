@@ -16,6 +16,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core and one more, which runs while another waits for a fixture
+    being built or for a command's subprocesses."""
+    return (os.cpu_count() or 1) + 1
+
+
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory) -> Path:
     """1200 training, 100 validation and 101 test sentences from the toy grammar, binarized.

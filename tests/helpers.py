@@ -126,7 +126,9 @@ def train_command(data, save_dir, *extra, arch="lstm_wae_tiny", criterion="wae_m
         "fairseq-train", data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--arch", arch,
         "--criterion", criterion, "--optimizer", "adam", "--lr", "0.005", "--clip-norm", "5",
         "--batch-size", batch_size, "--max-epoch", epochs, "--cpu", "--seed", "1", "--save-dir", save_dir,
-        "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", "10", *extra,
+        "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", "10",
+        # batches made in the training process: the same batches, without a loader process forked each epoch
+        "--num-workers", "0", *extra,
     ]
 
 
