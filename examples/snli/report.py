@@ -113,6 +113,15 @@ TRANSFORMER_ROWS = (("dae", "tdae", "DAE"), ("vae", "tvae", "VAE (annealed)"), (
 READING = "## Reading"
 
 
+def written_reading(path):
+    """The hand-written section of an existing report, from READING on, as a one-item list (or [])."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    return [text[text.index(READING):].rstrip()] if READING in text else []
+
+
 def training_summary(log_path):
     """'E epochs, U updates, T min' from the train records of a fairseq log (or a collected .jsonl). T sums
     each epoch's train_wall (fairseq's wall clock restarts when a run resumes; validation left out)."""
@@ -177,12 +186,7 @@ def transformer(args):
             with open(sample_path, encoding="utf-8") as f:
                 samples += [f"**Transformer {label}**", ""] + [f"- {line.strip()}" for _, line in zip(range(5), f)] + [""]
     rows = [row for row in rows if row is not None]
-    reading = []
-    if os.path.exists(args.out):
-        with open(args.out, encoding="utf-8") as f:
-            text = f.read()
-        if READING in text:
-            reading = [text[text.index(READING):].rstrip()]
+    reading = written_reading(args.out)
     lines = ["# Beyond the paper: the same criterions on a Transformer", "",
              *[paragraph for line in provenance(args)[:1] for paragraph in (line, "")],
              "Transformer rows: `bash examples/snli/run.sh train transformers` (transformer_{ae,vae,wae}_small: "
@@ -273,12 +277,7 @@ def compare(args):
     fig.tight_layout()
     figure = os.path.splitext(args.out)[0] + ".png"
     fig.savefig(figure, dpi=120)
-    reading = []
-    if os.path.exists(args.out):
-        with open(args.out, encoding="utf-8") as f:
-            text = f.read()
-        if READING in text:
-            reading = [text[text.index(READING):].rstrip()]
+    reading = written_reading(args.out)
     lines = ["# Beyond the paper: text-autoencoders' models on SNLI", "",
              *[paragraph for line in provenance(args)[:1] for paragraph in (line, "")],
              "Every model trained for the same number of epochs as the Transformer rows (`bash examples/snli/run.sh "
