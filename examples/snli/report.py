@@ -147,26 +147,43 @@ def code_activity(checkpoint, data):
     return active_units(autoencoder.encode(sentences, tokenize=False, batch_size=250)), autoencoder.latent_dim
 
 
-def model_row(label, name, folder, log, checkpoint=None, data=None):
-    """One row of the Transformer table from ``folder``/eval (None without an evaluation); the active
-    units of a deterministic model's codes are measured from ``checkpoint`` when it is there."""
-    evaluation = os.path.join(folder, "eval", f"{name}.json")
-    if not os.path.exists(evaluation):
+def evaluated(folder, name):
+    """(Table 1 metrics, latent statistics or None, training log path) of ``name`` in ``folder``, or None."""
+    path = os.path.join(folder, "eval", f"{name}.json")
+    if not os.path.exists(path):
         return None
-    with open(evaluation) as f:
-        cells = table1_cells(json.load(f)["metrics"])
+    with open(path) as f:
+        metrics = json.load(f)["metrics"]
     latent_path = os.path.join(folder, "eval", f"{name}.latent.json")
-    kl = mi = units = "-"
+    latent = None
     if os.path.exists(latent_path):
         with open(latent_path) as f:
             latent = json.load(f)
-        kl, mi = f"{latent['kl']:.2f}", f"{latent['mutual_information']:.2f}"
+    logs = [os.path.join(folder, "logs", f"{name}{suffix}") for suffix in (".log", ".jsonl")]
+    return metrics, latent, next((log for log in logs if os.path.exists(log)), None)
+
+
+def latent_cells(latent):
+    """The KL and MI cells of a row from ``latent_metrics.py``'s JSON (or None: "-")."""
+    return ("-", "-") if latent is None else (f"{latent['kl']:.2f}", f"{latent['mutual_information']:.2f}")
+
+
+def model_row(label, name, folder, checkpoint=None, data=None):
+    """One row of the Transformer table from ``folder``'s eval/ and logs/ (None without an evaluation); the
+    active units of a deterministic model's codes are measured from ``checkpoint`` when it is there."""
+    found = evaluated(folder, name)
+    if found is None:
+        return None
+    metrics, latent, log = found
+    kl, mi = latent_cells(latent)
+    units = "-"
+    if latent is not None:
         units = f"{latent['active_units']} / 100"
     elif checkpoint and os.path.exists(checkpoint):
         active, dim = code_activity(checkpoint, data)
         units = f"{active} / {dim}"
-    trained = training_summary(log) if os.path.exists(log) else "-"
-    return f"| {label} | " + " | ".join(cells) + f" | {kl} | {mi} | {units} | {trained} |"
+    trained = training_summary(log) if log else "-"
+    return f"| {label} | " + " | ".join(table1_cells(metrics)) + f" | {kl} | {mi} | {units} | {trained} |"
 
 
 def transformer(args):
@@ -177,8 +194,8 @@ def transformer(args):
               "|---|---|---|---|---|---|---|---|---|---|"]
     rows, samples = [], []
     for lstm, ours, label in TRANSFORMER_ROWS:
-        rows.append(model_row(f"LSTM {label}", lstm, results, os.path.join(results, "logs", f"{lstm}.jsonl")))
-        row = model_row(f"Transformer {label}", ours, args.work, os.path.join(args.work, "logs", f"{ours}.log"),
+        rows.append(model_row(f"LSTM {label}", lstm, results))
+        row = model_row(f"Transformer {label}", ours, args.work,
                         os.path.join(args.work, "checkpoints", ours, "checkpoint_last.pt"), args.data)
         rows.append(row)
         sample_path = os.path.join(args.work, "eval", f"{ours}.samples.txt")
@@ -215,22 +232,6 @@ COMPARED = (("dae", "DAE", "LSTM"), ("dae-noise", "DAE + input noise (drop 0.3)"
             ("tvae-fixed", "VAE (cyclical, free bits, word dropout)", "Transformer"))
 
 
-def evaluated(folder, name):
-    """(Table 1 metrics, latent statistics or None, training log path) of ``name`` in ``folder``, or None."""
-    path = os.path.join(folder, "eval", f"{name}.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        metrics = json.load(f)["metrics"]
-    latent_path = os.path.join(folder, "eval", f"{name}.latent.json")
-    latent = None
-    if os.path.exists(latent_path):
-        with open(latent_path) as f:
-            latent = json.load(f)
-    logs = [os.path.join(folder, "logs", f"{name}{suffix}") for suffix in (".log", ".jsonl")]
-    return metrics, latent, next((log for log in logs if os.path.exists(log)), None)
-
-
 def compare(args):
     """The comparison table (Table 1's metrics, KL, MI, active units, training) and the trade-off figure:
     reconstruction BLEU against the LM NLL of the prior samples, one point per model. Keeps the
@@ -250,8 +251,8 @@ def compare(args):
             print(f"no evaluation of {name} in {folder}/eval: left out")
             continue
         metrics, latent, log = found
-        kl, mi, units = (("-", "-", "-") if latent is None else
-                         (f"{latent['kl']:.2f}", f"{latent['mutual_information']:.2f}", f"{latent['active_units']}"))
+        kl, mi = latent_cells(latent)
+        units = "-" if latent is None else f"{latent['active_units']}"
         trained = training_summary(log) if log else "-"
         rows.append(f"| {family} {label} (`{name}`) | " + " | ".join(table1_cells(metrics))
                     + f" | {kl} | {mi} | {units} | {trained} |")
