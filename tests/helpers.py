@@ -28,23 +28,23 @@ OUR_SCRIPTS = {REPO / "scripts" / f"{script}.py": f"fairseq_wae.cli.{module}" fo
     ("verify", "verify"))}
 
 
-def in_process_module(cmd):
-    """The module whose entry point runs ``cmd`` in this process, or None for a real process."""
+def in_process(cmd):
+    """(the module whose entry point runs ``cmd`` in this process, its sys.argv), or None for a real process."""
     if os.environ.get("TESTS_IN_PROCESS", "1") == "0":
         return None
     if cmd[0] in IN_PROCESS:
-        return IN_PROCESS[cmd[0]]
-    if cmd[0] == sys.executable and len(cmd) > 1:
-        return OUR_SCRIPTS.get(Path(cmd[1]))
+        return IN_PROCESS[cmd[0]], cmd
+    if cmd[0] == sys.executable and len(cmd) > 1 and Path(cmd[1]) in OUR_SCRIPTS:
+        return OUR_SCRIPTS[Path(cmd[1])], cmd[1:]
     return None
 
 
 def run(cmd, cwd=None, check=True, timeout=600, subprocess=False):
     """Runs a command (a list), returning a CompletedProcess; on failure shows its output."""
     cmd = [str(c) for c in cmd]
-    module = None if cwd is not None or subprocess else in_process_module(cmd)
-    if module:
-        result = run_in_process(module, cmd if module in IN_PROCESS.values() else cmd[1:])
+    entry = None if cwd is not None or subprocess else in_process(cmd)
+    if entry:
+        result = run_in_process(*entry)
     else:
         result = _subprocess.run(cmd, cwd=cwd, env=CLI_ENV, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
@@ -53,9 +53,9 @@ def run(cmd, cwd=None, check=True, timeout=600, subprocess=False):
     return result
 
 
-def run_in_process(module_name, cmd):
+def run_in_process(module_name, argv):
     """A command through its module's entry point in this process (fairseq's ``cli_main``, the plugin's
-    ``main``) with ``cmd`` as sys.argv: what it prints comes back as stdout, what it logs as stdout for
+    ``main``) with ``argv`` as sys.argv: what it prints comes back as stdout, what it logs as stdout for
     fairseq's commands (fairseq logs there) and as stderr for the plugin's (they log there), an
     exception's traceback as stderr, and its exit status as the return code."""
     import contextlib
@@ -68,7 +68,7 @@ def run_in_process(module_name, cmd):
     from fairseq.logging import progress_bar
 
     module = importlib.import_module(module_name)
-    fairseqs = module_name.startswith("fairseq_cli.")
+    fairseqs = module_name in IN_PROCESS.values()
     # fairseq keeps a run's best validation loss on these functions: a new process starts without it
     for keeper in (checkpoint_utils.save_checkpoint, getattr(module, "should_stop_early", None)):
         for name in ("best", "num_runs"):
@@ -84,7 +84,7 @@ def run_in_process(module_name, cmd):
                                            else "%(message)s"))
     root = logging.getLogger()
     saved = sys.argv, root.handlers[:], root.level
-    sys.argv, root.handlers = cmd, [handler]
+    sys.argv, root.handlers = argv, [handler]
     root.setLevel(logging.INFO)
     returncode = 0
     try:
@@ -101,7 +101,7 @@ def run_in_process(module_name, cmd):
     finally:
         sys.argv, root.handlers = saved[0], saved[1]
         root.setLevel(saved[2])
-    return _subprocess.CompletedProcess(cmd, returncode, out.getvalue(), err.getvalue())
+    return _subprocess.CompletedProcess(argv, returncode, out.getvalue(), err.getvalue())
 
 
 def toy_sentences(n, seed=1):
