@@ -304,7 +304,8 @@ def prepare_speed(count, news_folder, baseline_revision=None):
         news_lines = write_news_corpus(text, count, news_folder)
         ours = os.path.join(REPO, "scripts", "prepare_corpus.py")
         runs, outputs = [], {}
-        legs = [("ours", 1, ours, ENV), ("ours", 2, ours, ENV)]
+        this_checkout = {**ENV, "PYTHONPATH": REPO}  # not whichever checkout pip installed last
+        legs = [("ours", 1, ours, this_checkout), ("ours", 2, ours, this_checkout)]
         if baseline_revision:
             old = revision_checkout(baseline_revision, os.path.join(folder, "baseline"))
             legs.insert(0, (f"prepare_corpus.py at {baseline_revision}", 1, os.path.join(old, "scripts",
