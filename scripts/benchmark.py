@@ -7,7 +7,8 @@ DATA: a fairseq-preprocess --only-source folder (the README's toy corpus, or dat
 recipe). Prints a markdown table; every figure is measured here, now, on this machine:
 
 - training words/s of lstm_{ae,vae,wae,aae}_paper through fairseq-train, against fairseq's built-in `lstm`
-  (same embedding and hidden sizes, same vocabulary and batches) through the same fairseq-train path;
+  (same embedding and hidden sizes, same vocabulary and batches) through the same fairseq-train path,
+  and (``--train-baseline REV``) each model's with the plugin of git revision REV right after ours;
 - the ceiling: words/s of the output layer alone (projection + log-softmax + cross-entropy, forward
   and backward) at the same batch shape, and our training words/s as a fraction of it;
 - the penalty's cost: criterion step time with lambda = 0 against the full criterion, batch 32/128/512;
@@ -24,7 +25,7 @@ recipe). Prints a markdown table; every figure is measured here, now, on this ma
 - ``--startup N``: seconds from fairseq-train's start to its first update on a prepared corpus of N
   distinct sentences (SNLI's with a counter appended, written in a temporary folder and deleted
   afterwards), against fairseq's own `language_modeling` task on the same binaries (before and after ours).
-- ``--prepare N``: prepare_corpus.py on N distinct news sentences (../shared/data/lm, each followed by
+- ``--prepare N``: prepare_corpus.py on N news sentences (../shared/data/lm, each followed by
   the number of times the file has been gone through), sentences/s and peak memory of the whole
   process tree with 1 and 2 workers, beside ``fairseq-preprocess --workers 2`` on the same text, and
   (``--prepare-baseline REV``) the preparation of git revision REV, whose output must be identical.
@@ -73,15 +74,17 @@ OURS_TRANSFORMER = {
 }
 
 
-def train_words_per_second(data, arch_flags, updates, task="sentence_autoencoding"):
-    """fairseq-train for ``updates`` updates; words/s averaged over the logged intervals after the first."""
-    cmd = ["fairseq-train", data, "--user-dir", USER_DIR, "--task", task, *arch_flags, "--optimizer", "adam",
+def train_words_per_second(data, arch_flags, updates, task="sentence_autoencoding", checkout=REPO):
+    """fairseq-train for ``updates`` updates with the plugin of ``checkout``; words/s averaged over the
+    logged intervals after the first."""
+    cmd = ["fairseq-train", data, "--user-dir", os.path.join(checkout, "fairseq_wae"), "--task", task, *arch_flags, "--optimizer", "adam",
            "--lr", "0.001", "--batch-size", "128", "--max-update", str(updates), "--cpu", "--seed", "1",
            "--no-save", "--disable-validation", "--log-format", "json", "--log-interval", "25"]
     if task == "translation":
         cmd += ["--source-lang", "src", "--target-lang", "tgt"]
     started = time.time()
-    result = subprocess.run(["/usr/bin/time", "-f", "MAXRSS %M"] + cmd, env=ENV, capture_output=True, text=True)
+    result = subprocess.run(["/usr/bin/time", "-f", "MAXRSS %M"] + cmd, env={**ENV, "PYTHONPATH": checkout},
+                            capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
     wps = [float(m) for m in re.findall(r'"wps": "([0-9.]+)"', result.stdout + result.stderr)]
@@ -214,8 +217,9 @@ NEWS = os.path.join(REPO, "..", "shared", "data", "lm")
 
 
 def write_news_corpus(path, count, news_folder):
-    """``count`` distinct lines: the news sentences (``*.gz``) in order, each followed by the number of
-    times the list has been gone through, until there are ``count``. Returns the lines the news holds."""
+    """``count`` lines: the news sentences (``*.gz``) in order, each followed by the number of times the
+    list has been gone through, until there are ``count``; distinct but where the news repeats a line
+    (a few in a thousand). Returns the lines the news holds."""
     import glob
     import gzip
 
@@ -281,7 +285,7 @@ def revision_checkout(revision, folder):
     """fairseq_wae and scripts of git revision ``revision``, extracted into ``folder``."""
     archive = subprocess.run(["git", "-C", REPO, "archive", revision, "fairseq_wae", "scripts"], capture_output=True,
                              check=True).stdout
-    os.makedirs(folder)
+    os.makedirs(folder, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
     return folder
 
@@ -291,7 +295,7 @@ def load_average():
 
 
 def prepare_speed(count, news_folder, baseline_revision=None):
-    """prepare_corpus.py on ``count`` distinct news sentences with 1 and 2 workers (and at
+    """prepare_corpus.py on ``count`` news sentences with 1 and 2 workers (and at
     ``baseline_revision``), and fairseq-preprocess --workers 2 on the same text, in a temporary folder
     deleted afterwards."""
     needed = count * 700  # bytes: the text, the tokenised copy, the splits and binaries, twice, and slack
@@ -319,6 +323,8 @@ def prepare_speed(count, news_folder, baseline_revision=None):
             runs.append({"run": label, "workers": workers, **measured, "load_before": load,
                          "load_after": load_average()})
             outputs[len(runs) - 1] = {name: corpus_digest(os.path.join(out, name)) for name in sorted(os.listdir(out))}
+            with open(os.path.join(out, "manifest.json")) as f:
+                distinct = json.load(f)["unique_sentences"]
             shutil.rmtree(out)
         load = load_average()
         measured = measured_run(["fairseq-preprocess", "--only-source", "--trainpref", text, "--destdir",
@@ -326,7 +332,8 @@ def prepare_speed(count, news_folder, baseline_revision=None):
         runs.append({"run": "fairseq-preprocess (whitespace split, train only)", "workers": 2, **measured,
                      "load_before": load, "load_after": load_average()})
         identical = all(outputs[i] == outputs[0] for i in outputs)
-        return {"sentences": count, "news_lines": news_lines, "runs": runs, "identical_outputs": identical}
+        return {"sentences": count, "distinct": distinct, "news_lines": news_lines, "runs": runs,
+                "identical_outputs": identical}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -338,8 +345,8 @@ def corpus_digest(path):
 
 
 def print_prepare_speed(row):
-    print(f"{row['sentences']:,} distinct news sentences ({row['news_lines']:,} lines of news, each with a counter); "
-          f"every run's files identical: {row['identical_outputs']}\n")
+    print(f"{row['sentences']:,} news sentences ({row['news_lines']:,} lines of news, each with a counter), "
+          f"{row['distinct']:,} distinct after preparation; every run's files identical: {row['identical_outputs']}\n")
     base = row["runs"][0]
     print(f"| preparation | workers | seconds | sentences/s | vs {base['run']} | CPU seconds (process tree) | "
           "peak RSS MB (main process) | peak RSS MB (sum over the process tree) | peak PSS MB (process tree) | "
@@ -707,12 +714,21 @@ def fairseq_generate_rate(data, checkpoint, flags):
     return float(re.search(r"([0-9.]+) sentences/s", result.stderr).group(1)), statistics.mean(lengths)
 
 
-def train_against_builtin(data, builtin_flags, ours, updates):
+def train_against_builtin(data, builtin_flags, ours, updates, baseline=None):
     """([fairseq's built-in model before ours, after ours], {name: ours}) training runs on the same data:
-    the two built-in runs show the machine's noise during ours."""
+    the two built-in runs show the machine's noise during ours. ``baseline``: (revision, its checkout),
+    whose run of each model follows ours (None where the revision has no such model)."""
     translation = translation_view(data)
     builtin = [train_words_per_second(translation, builtin_flags, updates, task="translation")]
-    measured = {name: train_words_per_second(data, flags, updates) for name, flags in ours.items()}
+    measured = {}
+    for name, flags in ours.items():
+        measured[name] = train_words_per_second(data, flags, updates)
+        if baseline:
+            revision, checkout = baseline
+            try:
+                measured[f"{name} at {revision}"] = train_words_per_second(data, flags, updates, checkout=checkout)
+            except RuntimeError:
+                measured[f"{name} at {revision}"] = None
     builtin.append(train_words_per_second(translation, builtin_flags, updates, task="translation"))
     return builtin, measured
 
@@ -797,10 +813,12 @@ def main():
                         help="only fairseq-train's start-up on N sentences, against fairseq's language_modeling")
     parser.add_argument("--snli", default=SNLI_SENTENCES, help="the folder of SNLI *.gz sentence files for --startup")
     parser.add_argument("--prepare", type=int, metavar="N",
-                        help="only prepare_corpus.py on N distinct news sentences (1 and 2 workers), beside "
+                        help="only prepare_corpus.py on N news sentences (1 and 2 workers), beside "
                              "fairseq-preprocess --workers 2")
     parser.add_argument("--prepare-baseline", metavar="REV",
                         help="with --prepare: also the preparation of git revision REV, the 1.00 of the ratios")
+    parser.add_argument("--train-baseline", metavar="REV",
+                        help="also train each of our models with the plugin of git revision REV, right after ours")
     parser.add_argument("--news", default=NEWS, help="the folder of news *.gz sentence files for --prepare")
     parser.add_argument("--adversarial", action="store_true",
                         help="only the adversarial autoencoder's training step against the WAE's")
@@ -844,7 +862,15 @@ def main():
     vocab = len(Dictionary.load(os.path.join(args.data, "dict.txt")))
     report = {"machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}, threads 1", "vocabulary": vocab}
 
-    builtin, report["ours"] = train_against_builtin(args.data, BUILTIN, OURS, args.updates)
+    baseline = None
+    if args.train_baseline:
+        checkout = revision_checkout(args.train_baseline, tempfile.mkdtemp(prefix="fairseq-wae-bench-baseline-"))
+        baseline = (args.train_baseline, checkout)
+    try:
+        builtin, report["ours"] = train_against_builtin(args.data, BUILTIN, OURS, args.updates, baseline)
+    finally:
+        if baseline:
+            shutil.rmtree(baseline[1], ignore_errors=True)
     builtin_wps = statistics.mean(run["wps"] for run in builtin)
     report["builtin_lstm_wps"] = [run["wps"] for run in builtin]
     torch.set_num_threads(1)
@@ -860,6 +886,9 @@ def main():
         print(f"| fairseq built-in lstm ({label} ours) | {run['wps']:.0f} | {run['wps'] / builtin_wps:.2f} | "
               f"{run['wps'] / ceiling:.2f} | {run['peak_rss_mb']:.0f} |")
     for name, ours in report["ours"].items():
+        if ours is None:
+            print(f"| {name} | not in that revision | | | |")
+            continue
         print(f"| {name} | {ours['wps']:.0f} | {ours['wps'] / builtin_wps:.2f} | {ours['wps'] / ceiling:.2f} | "
               f"{ours['peak_rss_mb']:.0f} |")
     print(f"\nbuilt-in lstm: the mean of its two runs, {builtin_wps:.0f} words/s, is the 1.00 of the ratios")
