@@ -49,7 +49,27 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_DIR = os.path.join(REPO, "fairseq_wae")
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+# this checkout's fairseq_wae, here and in every command started, whichever checkout pip installed last
+sys.path.insert(0, REPO)
+
+
+def checkout_env(checkout):
+    """The commands' environment, with the fairseq_wae of ``checkout`` first on their path."""
+    path = [checkout] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(path)}
+
+
+ENV = checkout_env(REPO)
+
+
+class CommandFailed(RuntimeError):
+    """A command that exited with an error: its last 3,000 characters of output shown, all of them kept."""
+
+    def __init__(self, cmd, output):
+        super().__init__(f"{' '.join(map(str, cmd))} failed:\n{output[-3000:]}")
+        self.output = output
+
 
 OURS = {
     "lstm_ae_paper + ae_cross_entropy": ["--arch", "lstm_ae_paper", "--criterion", "ae_cross_entropy"],
@@ -83,10 +103,10 @@ def train_words_per_second(data, arch_flags, updates, task="sentence_autoencodin
     if task == "translation":
         cmd += ["--source-lang", "src", "--target-lang", "tgt"]
     started = time.time()
-    result = subprocess.run(["/usr/bin/time", "-f", "MAXRSS %M"] + cmd, env={**ENV, "PYTHONPATH": checkout},
+    result = subprocess.run(["/usr/bin/time", "-f", "MAXRSS %M"] + cmd, env=checkout_env(checkout),
                             capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+        raise CommandFailed(cmd, result.stderr)
     wps = [float(m) for m in re.findall(r'"wps": "([0-9.]+)"', result.stdout + result.stderr)]
     rss = int(re.search(r"MAXRSS (\d+)", result.stderr).group(1)) / 1024
     return {"wps": statistics.mean(wps[1:] or wps), "seconds": time.time() - started, "peak_rss_mb": rss}
@@ -177,7 +197,7 @@ def startup_seconds(data, task_flags):
     started = time.perf_counter()
     result = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+        raise CommandFailed(cmd, result.stderr)
     return time.perf_counter() - started
 
 
@@ -275,7 +295,7 @@ def measured_run(cmd, env=ENV):
         seconds = time.perf_counter() - started
         if process.returncode != 0:
             log.seek(0)
-            raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{log.read()[-3000:]}")
+            raise CommandFailed(cmd, log.read())
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers too: each parent waited for its own
     cpu_seconds = cpu.ru_utime + cpu.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peaks[0], "peak_tree_rss_mb": peaks[1], "peak_tree_pss_mb": peaks[2]}
@@ -308,13 +328,12 @@ def prepare_speed(count, news_folder, baseline_revision=None):
         news_lines = write_news_corpus(text, count, news_folder)
         ours = os.path.join(REPO, "scripts", "prepare_corpus.py")
         runs, outputs = [], {}
-        this_checkout = {**ENV, "PYTHONPATH": REPO}  # not whichever checkout pip installed last
-        legs = [("ours", 1, ours, this_checkout), ("ours", 2, ours, this_checkout)]
+        legs = [("ours", 1, ours, ENV), ("ours", 2, ours, ENV)]
         if baseline_revision:
             old = revision_checkout(baseline_revision, os.path.join(folder, "baseline"))
             legs.insert(0, (f"prepare_corpus.py at {baseline_revision}", 1, os.path.join(old, "scripts",
                                                                                       "prepare_corpus.py"),
-                            {**ENV, "PYTHONPATH": old}))
+                            checkout_env(old)))
         for label, workers, script, env in legs:
             out = os.path.join(folder, f"out-{len(runs)}")
             flags = ["--workers", str(workers)] if label == "ours" else []
@@ -727,7 +746,9 @@ def train_against_builtin(data, builtin_flags, ours, updates, baseline=None):
             revision, checkout = baseline
             try:
                 measured[f"{name} at {revision}"] = train_words_per_second(data, flags, updates, checkout=checkout)
-            except RuntimeError:
+            except CommandFailed as error:
+                if "invalid choice" not in error.output:  # argparse's word for an --arch or --criterion it lacks
+                    raise
                 measured[f"{name} at {revision}"] = None
     builtin.append(train_words_per_second(translation, builtin_flags, updates, task="translation"))
     return builtin, measured
