@@ -1,31 +1,47 @@
 """Data-parallel helpers."""
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 
-def gather_with_local_grad(x: Tensor) -> Tensor:
-    """Concatenates the rows of ``x`` from every data-parallel worker, in rank order.
+def _parallel() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather_padded(x: Tensor, rows: int) -> Tuple[Tensor, Tensor]:
+    """The rows of ``x`` from every data-parallel worker, in rank order, as ``(rows_of_all, valid)``:
+    each worker's rows padded to ``rows`` (every worker knows that shape beforehand, so nothing is read
+    back to the host), then the real rows moved to the front in their order, ``valid`` marking them.
 
     Gradients flow to this worker's own rows only; the other workers' rows are constants here, and
-    their own copies of this computation carry their gradients. Workers may hold different numbers
-    of rows. Without a process group, returns ``x``.
+    their own copies of this computation carry their gradients. Without a process group, ``x`` itself
+    with every row valid.
     """
-    if not dist.is_initialized() or dist.get_world_size() == 1:
+    if not _parallel():
+        return x, torch.ones(x.size(0), dtype=torch.bool, device=x.device)
+    if x.size(0) > rows:
+        raise ValueError(f"{x.size(0)} rows to gather, over the {rows} that every worker pads to")
+    real = (torch.arange(rows, device=x.device) < x.size(0)).to(x.dtype).unsqueeze(1)
+    padded = torch.cat([x, x.new_zeros((rows - x.size(0),) + x.shape[1:])])
+    marked = torch.cat([padded.detach(), real], dim=1)
+    parts = [torch.empty_like(marked) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, marked)
+    rank = dist.get_rank()
+    gathered = torch.cat([padded if r == rank else part[:, :-1] for r, part in enumerate(parts)])
+    valid = torch.cat([part[:, -1] for part in parts]) > 0.5
+    order = torch.argsort((~valid).to(torch.int32), stable=True)
+    return gathered.index_select(0, order), valid.index_select(0, order)
+
+
+def global_sum(x: Tensor) -> Tensor:
+    """``x`` summed over the data-parallel workers, as a tensor on its device (``x`` without a process group)."""
+    if not _parallel():
         return x
-    world = dist.get_world_size()
-    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world)]
-    dist.all_gather(sizes, torch.tensor([x.size(0)], dtype=torch.long, device=x.device))
-    sizes = [int(s.item()) for s in sizes]
-    padded = x.new_zeros((max(sizes),) + x.shape[1:])
-    padded[: x.size(0)] = x.detach()
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    parts = [part[:size] for part, size in zip(parts, sizes)]
-    parts[dist.get_rank()] = x
-    return torch.cat(parts, dim=0)
+    total = x.clone()
+    dist.all_reduce(total)
+    return total
 
 
 def global_sums(values: Sequence[float], device=None) -> List[float]:

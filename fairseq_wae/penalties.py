@@ -2,7 +2,7 @@
 
 All functions take batches of latent codes shaped ``(batch, latent_dim)`` and are differentiable.
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -37,43 +37,67 @@ def squared_distances(x: Tensor, y: Tensor) -> Tensor:
     return (xx + yy.transpose(0, 1) - 2.0 * x @ y.transpose(0, 1)).clamp_min(0.0)
 
 
-def imq_kernel(sq_dist: Tensor, latent_dim: int, scales: Sequence[float], c_base_per_dim: float) -> Tensor:
+def imq_kernel(sq_dist: Tensor, latent_dim: int, scales: Sequence[float], c_base_per_dim: float,
+               pairs: Optional[Tensor] = None) -> Tensor:
     """Inverse multiquadratic kernel k(x, y) = sum_s C_s / (C_s + ||x - y||^2) (section 2.3).
 
     ``C_s = s * c_base_per_dim * latent_dim``: one scale ``(1.0,)`` with ``c_base_per_dim=2`` is the
     single-C kernel of Tolstikhin et al. (C = 2 d_z for a unit-variance prior); the authors' code sums
-    over :data:`AUTHORS_IMQ_SCALES` with ``c_base_per_dim=4``.
+    over :data:`AUTHORS_IMQ_SCALES` with ``c_base_per_dim=4``. ``pairs`` is unread: the kernel does not
+    depend on the sample.
     """
     c_base = c_base_per_dim * latent_dim
     return sum(c_base * s / (c_base * s + sq_dist) for s in scales)
 
 
-def rbf_kernel(sq_dist: Tensor) -> Tensor:
-    """Gaussian kernel exp(-||x - y||^2 / h), h the median pairwise squared distance (median heuristic).
+def rbf_kernel(sq_dist: Tensor, pairs: Optional[Tensor] = None) -> Tensor:
+    """Gaussian kernel exp(-||x - y||^2 / h), h the median squared distance over ``pairs`` (a boolean
+    matrix of the pairs that count; by default every pair of distinct rows): the median heuristic.
 
-    The bandwidth is treated as a constant: no gradient flows through the median.
+    The bandwidth is treated as a constant: no gradient flows through the median. Of an even count the
+    lower middle value is taken, as torch.median does; it is read by sorting, without reading anything
+    back to the host.
     """
-    off_diagonal = ~torch.eye(sq_dist.size(0), dtype=torch.bool, device=sq_dist.device)
-    bandwidth = sq_dist.detach()[off_diagonal].median().clamp_min(1e-8)
-    return torch.exp(-sq_dist / bandwidth)
+    if pairs is None:
+        pairs = ~torch.eye(sq_dist.size(0), dtype=torch.bool, device=sq_dist.device)
+    candidates = torch.where(pairs, sq_dist.detach(), torch.full_like(sq_dist, float("inf")))
+    middle = ((pairs.sum() - 1) // 2).clamp_min(0)
+    bandwidth = candidates.flatten().sort().values.gather(0, middle.view(1)).squeeze(0)
+    return torch.exp(-sq_dist / bandwidth.clamp_min(1e-8))
 
 
-def mmd_unbiased(z_posterior: Tensor, z_prior: Tensor, kernel) -> Tensor:
+def mmd_unbiased(z_posterior: Tensor, z_prior: Tensor, kernel, valid: Optional[Tensor] = None) -> Tensor:
     """Unbiased MMD^2 estimate between two equal-size samples, eq. (3).
 
     MMD = 1/(N(N-1)) sum_{n!=m} k(z_n, z_m) + 1/(N(N-1)) sum_{n!=m} k(z~_n, z~_m)
           - 2/N^2 sum_{n,m} k(z_n, z~_m)
 
     The paper prints the cross term as 1/N^2; the estimator of Gretton et al. and the authors' code
-    use 2/N^2, as here. ``kernel`` maps a matrix of squared distances to kernel values; it sees the
-    pooled sample so that a data-dependent bandwidth (RBF) is shared by all three terms. Needs N >= 2.
+    use 2/N^2, as here. ``kernel(squared distances, pairs=...)`` maps a matrix of squared distances to
+    kernel values; it sees the pooled sample so that a data-dependent bandwidth (RBF) is shared by all
+    three terms. Needs N >= 2.
+
+    ``valid`` (booleans, one per row of both samples) keeps the estimate to the rows it marks, N being
+    their count, read without a host synchronisation: the padded batch gathered from several workers.
+    With fewer than two valid rows the estimate is 0.
     """
     n = z_posterior.size(0)
-    if n < 2 or z_prior.size(0) != n:
+    if z_prior.size(0) != n or (valid is None and n < 2):
         raise ValueError(f"MMD needs two samples of equal size >= 2, got {n} and {z_prior.size(0)}")
     pooled = torch.cat([z_posterior, z_prior], dim=0)
-    k = kernel(squared_distances(pooled, pooled))
-    k_qq, k_pp, k_qp = k[:n, :n], k[n:, n:], k[:n, n:]
-    within = (k_qq.sum() - k_qq.diagonal().sum() + k_pp.sum() - k_pp.diagonal().sum()) / (n * (n - 1))
-    return within - 2.0 * k_qp.sum() / (n * n)
-
+    off_diagonal = ~torch.eye(2 * n, dtype=torch.bool, device=pooled.device)
+    if valid is None:
+        k = kernel(squared_distances(pooled, pooled), pairs=off_diagonal)
+        k_qq, k_pp, k_qp = k[:n, :n], k[n:, n:], k[:n, n:]
+        within = (k_qq.sum() - k_qq.diagonal().sum() + k_pp.sum() - k_pp.diagonal().sum()) / (n * (n - 1))
+        return within - 2.0 * k_qp.sum() / (n * n)
+    pooled_valid = torch.cat([valid, valid])
+    pairs = pooled_valid.unsqueeze(1) & pooled_valid.unsqueeze(0)
+    k = kernel(squared_distances(pooled, pooled), pairs=pairs & off_diagonal)
+    weights = pairs.to(k.dtype)
+    within_weights = (pairs & off_diagonal).to(k.dtype)
+    count = valid.sum().to(k.dtype)
+    within = ((k[:n, :n] * within_weights[:n, :n]).sum() + (k[n:, n:] * within_weights[n:, n:]).sum()) \
+        / (count * (count - 1)).clamp_min(1.0)
+    cross = (k[:n, n:] * weights[:n, n:]).sum() / (count * count).clamp_min(1.0)
+    return torch.where(count >= 2, within - 2.0 * cross, torch.zeros_like(within))

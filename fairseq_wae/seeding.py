@@ -1,17 +1,33 @@
 """Random generators keyed by tuples of integers, so that a draw depends on what it is for (seed,
 update, micro-batch; seed, sample index) and not on how much randomness was used before it."""
+import math
+
 import torch
+from torch import Tensor
+
+
+def seeded_seed(*key: int) -> int:
+    """A seed made from ``key``. Python hashes tuples of ints without per-process salting, so the same
+    key gives the same seed in every process and every run."""
+    return hash(tuple(key)) % (2**63)
 
 
 def seeded_generator(*key: int, device="cpu") -> torch.Generator:
-    """A ``torch.Generator`` seeded from ``key``.
-
-    Python hashes tuples of ints without per-process salting, so the same key gives the same
-    generator in every process and every run.
-    """
+    """A ``torch.Generator`` seeded from ``key`` (:func:`seeded_seed`)."""
     generator = torch.Generator(device=device)
-    generator.manual_seed(hash(tuple(key)) % (2**63))
+    generator.manual_seed(seeded_seed(*key))
     return generator
+
+
+def normal_rows(rows: int, dim: int, generator: torch.Generator, device, dtype=torch.float32) -> Tensor:
+    """``rows x dim`` draws of N(0, 1) (Box-Muller on uniform draws) whose first k rows are the same
+    however many rows are drawn, on the CPU, where torch.rand fills in order: torch.randn's are not (its
+    CPU kernel transforms in blocks of 16). A padded batch thus draws for its real rows what the batch
+    without padding draws."""
+    uniform = torch.rand((rows, 2, dim), generator=generator, device=device,
+                         dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    radius = torch.sqrt(-2.0 * torch.log1p(-uniform[:, 0]))  # 1 - u lies in (0, 1]: a finite log
+    return (radius * torch.cos(2.0 * math.pi * uniform[:, 1])).to(dtype)
 
 
 #: fairseq-generate seeds numpy with ``--seed``, and numpy takes no seed outside 0 .. 2**32 - 1.

@@ -7,10 +7,15 @@
 # with torch.load's default weights_only=True (PyTorch >= 2.6), which refuses fairseq's checkpoints.
 # Only rank 0 logs and saves. Exits with the first failing rank's status, stopping the others;
 # TIMEOUT (seconds, default none) bounds the whole run, so a stuck rendezvous cannot hang forever.
+# DDP_BACKEND (default legacy_ddp: fairseq's pytorch_ddp hands torch device ids, which torch refuses
+# for CPU modules) and FAIRSEQ_TRAIN (default fairseq-train) let the tests run fairseq's pytorch_ddp
+# through a test-only shim (tests/shims/pytorch_ddp_on_cpu.py).
 set -uo pipefail
 NPROC=${NPROC:-2}
 PORT=${PORT:-$((20000 + RANDOM % 20000))}
 TIMEOUT=${TIMEOUT:-0}
+DDP_BACKEND=${DDP_BACKEND:-legacy_ddp}
+read -r -a train_command <<< "${FAIRSEQ_TRAIN:-fairseq-train}"
 if [ $# -lt 1 ]; then echo "usage: NPROC=2 $0 DATA [fairseq-train flags...]" >&2; exit 2; fi
 if ! [[ "$NPROC" =~ ^[1-9][0-9]*$ ]]; then echo "$0: NPROC must be a positive number, got '$NPROC'" >&2; exit 2; fi
 if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
@@ -20,10 +25,10 @@ pids=()
 for ((rank = 0; rank < NPROC; rank++)); do
     timeout_cmd=()
     [ "$TIMEOUT" != 0 ] && timeout_cmd=(timeout "$TIMEOUT")
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "${timeout_cmd[@]}" fairseq-train "$@" --cpu \
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "${timeout_cmd[@]}" "${train_command[@]}" "$@" --cpu \
         --distributed-world-size "$NPROC" --distributed-rank "$rank" --distributed-backend gloo \
         --distributed-init-method "tcp://localhost:$PORT" --distributed-no-spawn --device-id 0 \
-        --ddp-backend legacy_ddp --load-checkpoint-on-all-dp-ranks &
+        --ddp-backend "$DDP_BACKEND" --load-checkpoint-on-all-dp-ranks &
     pids+=($!)
 done
 status=0

@@ -84,7 +84,7 @@ def test_the_discriminator_learns_to_tell_prior_from_posterior_codes_on_a_frozen
 
 def mmd_to_prior(z, seed=0):
     prior = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed))
-    return mmd_unbiased(z, prior, lambda d: imq_kernel(d, z.size(1), (1.0,), 2.0)).item()
+    return mmd_unbiased(z, prior, lambda d, pairs=None: imq_kernel(d, z.size(1), (1.0,), 2.0)).item()
 
 
 def sampled_codes(model, batch, seed=5):

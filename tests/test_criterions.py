@@ -124,8 +124,8 @@ def test_every_batch_logs_the_same_keys_of_the_same_types_and_a_lone_sentence_sk
 
 
 def test_prior_draws_differ_between_micro_batches_and_repeat_with_the_seed(toy_data):
-    task, model, crit = build(toy_data, "lstm_wae_tiny", "wae_mmd", "--word-dropout", "0.3")
-    model.eval()  # no word dropout: the prior draw alone moves the MMD estimate
+    task, model, crit = build(toy_data, "lstm_wae_tiny", "wae_mmd")
+    model.train()  # the tiny network has no dropout, and no word dropout is asked: the prior draw alone moves the MMD
     sample = first_batch(task)
     crit.set_training_progress(5, 1)
     first, second = (crit(model, sample)[2]["mmd"].item() for _ in range(2))  # two micro-batches of one update
@@ -133,11 +133,30 @@ def test_prior_draws_differ_between_micro_batches_and_repeat_with_the_seed(toy_d
     crit.set_training_progress(5, 1)
     again = crit(model, sample)[2]["mmd"].item()
     assert first != second and first == again
+    crit.train()  # fairseq's trainer starts every update, a retried one too, so: the retry draws alike
+    assert crit(model, sample)[2]["mmd"].item() == first
     # word dropout and the prior draw from generators of their own, however many draws came before
     crit.set_training_progress(7, 1)
     prior = torch.randn(3, generator=crit.random_generator("cpu", "prior"))
     crit.random_generator("cpu", "word_dropout")
     assert torch.equal(prior, torch.randn(3, generator=crit.random_generator("cpu", "prior")))
+
+
+def test_validation_draws_are_keyed_by_the_batch_not_by_what_trained_before(toy_data):
+    task, model, crit = build(toy_data, "lstm_wae_tiny", "wae_mmd")
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    batches = [dataset.collater([dataset[i] for i in range(start, start + 8)]) for start in (0, 8)]
+    model.eval()
+    before = [crit(model, batch)[2]["mmd"].item() for batch in batches]
+    model.train()
+    for update in range(3):  # training forwards between two validations
+        crit.set_training_progress(update, 1)
+        crit(model, batches[0])
+    model.eval()
+    crit.set_training_progress(40, 2)
+    assert [crit(model, batch)[2]["mmd"].item() for batch in reversed(batches)] == before[::-1]
+    assert before[0] != before[1]
 
 
 def test_free_bits_penalise_only_the_kl_above_the_floor_in_each_dimension(toy_data):

@@ -15,7 +15,7 @@ def test_mmd_and_its_gradient_on_cuda_equal_the_cpu(kernel):
     generator = torch.Generator().manual_seed(0)
     z = torch.randn(64, 100, generator=generator, dtype=torch.float64) * 1.5 + 0.3
     prior = torch.randn(64, 100, generator=generator, dtype=torch.float64)
-    k = rbf_kernel if kernel == "rbf" else (lambda d: imq_kernel(d, 100, AUTHORS_IMQ_SCALES, AUTHORS_IMQ_C_BASE_PER_DIM))
+    k = rbf_kernel if kernel == "rbf" else (lambda d, pairs=None: imq_kernel(d, 100, AUTHORS_IMQ_SCALES, AUTHORS_IMQ_C_BASE_PER_DIM))
     results = []
     for device in ("cpu", "cuda"):
         leaf = z.to(device).requires_grad_(True)

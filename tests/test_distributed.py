@@ -2,6 +2,7 @@
 import math
 import socket
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,6 +11,10 @@ import torch.multiprocessing as mp
 from helpers import CLI_ENV, REPO, USER_DIR, parse_json_log, run
 
 LAUNCHER = REPO / "scripts" / "train_distributed_cpu.sh"
+#: fairseq's two data-parallel backends: legacy_ddp, and pytorch_ddp (the GPU default), which runs on CPU
+#: workers through a test-only shim (tests/shims/pytorch_ddp_on_cpu.py: torch refuses fairseq's device ids
+#: for CPU modules)
+BACKENDS = ("legacy_ddp", "pytorch_ddp")
 
 
 def free_port():
@@ -21,19 +26,36 @@ def free_port():
 def common_flags(arch, criterion):
     return ["--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--arch", arch, "--criterion", criterion,
             "--optimizer", "adam", "--lr", "0.005", "--batch-size", "16", "--max-update", "30", "--seed", "3",
-            "--log-format", "json", "--log-interval", "1", "--no-save", "--disable-validation"]
+            "--log-format", "json", "--log-interval", "1", "--no-save", "--disable-validation", "--num-workers", "0"]
 
 
-def launch(data, *flags):
-    env = {**CLI_ENV, "NPROC": "2", "PORT": str(free_port()), "TIMEOUT": "300"}
+def launch(data, *flags, backend="legacy_ddp"):
+    env = {**CLI_ENV, "NPROC": "2", "PORT": str(free_port()), "TIMEOUT": "300", "DDP_BACKEND": backend}
+    if backend == "pytorch_ddp":
+        env["FAIRSEQ_TRAIN"] = f"{sys.executable} {REPO / 'tests' / 'shims' / 'pytorch_ddp_on_cpu.py'}"
     return subprocess.run(["bash", str(LAUNCHER), str(data), *flags], env=env, capture_output=True, text=True,
                           timeout=400)
+
+
+#: logged counts, equal to the digit; and the losses and gradient norm, equal to fairseq's printed 3 decimals
+#: but for the order in which float32 sums the workers' gradients, which moves a last digit in 30 updates
+COUNTS = ("num_updates", "bsz", "wpb", "kl_weight")
+VALUES = ("loss", "nll_loss", "gnorm", "mmd", "kl", "discriminator_loss")
+
+
+def assert_same_updates(distributed, single):
+    assert [[r.get(key) for key in COUNTS] for r in distributed] == [[r.get(key) for key in COUNTS] for r in single]
+    for a, b in zip(distributed, single):
+        for key in VALUES:
+            if key in a:
+                assert float(a[key]) == pytest.approx(float(b[key]), abs=2e-3, rel=1e-3), (key, a, b)
 
 
 def inner_records(text):
     return [r for r in parse_json_log(text) if "loss" in r and "num_updates" in r]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("arch,criterion,flags,compare", [
     ("lstm_ae_tiny", "ae_cross_entropy", ["--word-dropout", "0.2"], True),
     ("lstm_wae_tiny", "wae_mmd", ["--mmd-lambda", "10"], True),
@@ -48,9 +70,13 @@ def inner_records(text):
     # the discriminator belongs to the criterion (fairseq all-reduces its gradients like the model's); DAAE
     # noise and the LAAE term ride along, their draws keyed by global micro-batch
     ("lstm_aae_tiny", "aae", ["--logvar-l1", "0.01", "--noise-drop", "0.2", "--noise-shuffle-distance", "2"], True),
+    # BN-VAE: each worker normalises by its own batch, as one process does micro-batch by micro-batch
+    ("lstm_vae_tiny", "vae_kl", ["--bn-posterior-mean", "0.6"], True),
 ])
-def test_two_processes_match_one_process_with_update_freq_2(toy_data, arch, criterion, flags, compare):
-    two = launch(toy_data, *common_flags(arch, criterion), *flags)
+def test_two_processes_match_one_process_with_update_freq_2(toy_data, arch, criterion, flags, compare, backend):
+    """With --dropout 0.2: the model's dropout masks are keyed like every other draw."""
+    flags = [*flags, "--dropout", "0.2"]
+    two = launch(toy_data, *common_flags(arch, criterion), *flags, backend=backend)
     assert two.returncode == 0, two.stderr[-3000:]
     distributed = inner_records(two.stdout + two.stderr)
     assert [int(r["num_updates"]) for r in distributed] == list(range(1, 31))  # rank 0 alone logs
@@ -59,7 +85,7 @@ def test_two_processes_match_one_process_with_update_freq_2(toy_data, arch, crit
                    "vae_kl": ["kl", "kl_weight", "active_units", "word_dropout"],
                    "aae": ["adversarial", "discriminator_loss", "discriminator_accuracy", "logvar_l1"]}[criterion]:
         assert metric in distributed[-1], metric
-    if criterion == "vae_kl":
+    if "--kl-anneal-stop-at-peak" in flags:
         weights = [float(r["kl_weight"]) for r in distributed]
         assert weights[0] == pytest.approx(1 / (1 + math.exp(0.25 * 12)), abs=1e-4)  # the schedule at update 0
         assert weights[-3] == weights[-2] == weights[-1] < 1 / (1 + math.exp(-0.25 * (29 - 12)))  # frozen
@@ -68,11 +94,60 @@ def test_two_processes_match_one_process_with_update_freq_2(toy_data, arch, crit
         one = run(["fairseq-train", toy_data, *common_flags(arch, criterion), *flags, "--cpu", "--update-freq", "2"])
         single = inner_records(one.stdout + one.stderr)
         assert [int(r["num_updates"]) for r in single] == list(range(1, 31))
-        for a, b in zip(distributed, single):
-            assert float(a["loss"]) == pytest.approx(float(b["loss"]), abs=2e-3), (a, b)
-            assert a.get("kl_weight") == b.get("kl_weight"), (a, b)
-            if criterion == "aae":  # D's own loss is not in "loss": compared apart
-                assert float(a["discriminator_loss"]) == pytest.approx(float(b["discriminator_loss"]), abs=2e-3)
+        assert_same_updates(distributed, single)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("arch", ["lstm_wae_tiny", "transformer_wae_tiny"])
+def test_n_workers_times_update_freq_k_equal_one_process_times_n_k_with_dropout_and_an_uneven_last_update(
+        toy_data, arch, backend):
+    """2 workers x --update-freq 3 = 1 process x --update-freq 6, dropout 0.2 and the MMD's draws included,
+    over an epoch of 75 batches whose last update holds 3 (one worker then forwards weightless padding)."""
+    flags = [*common_flags(arch, "wae_mmd"), "--mmd-lambda", "10", "--dropout", "0.2", "--max-epoch", "1",
+             "--max-update", "0"]
+    two = launch(toy_data, *flags, "--update-freq", "3", backend=backend)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run(["fairseq-train", toy_data, *flags, "--cpu", "--update-freq", "6"])
+    distributed, single = inner_records(two.stdout + two.stderr), inner_records(one.stdout + one.stderr)
+    assert len(single) == 13 and single[-1]["bsz"] == "48"  # 1200 sentences in batches of 16: 12 x 6 + 3
+    assert_same_updates(distributed, single)
+
+
+def test_mmd_global_leaves_a_workers_padding_out_of_the_estimate(toy_data):
+    """75 batches on 2 workers: the last update's second worker has no batch. Its padding adds no codes: that
+    update's MMD, loss and gradient are those of one process on the last batch alone (learning rate 0, so
+    that every update sees the same network)."""
+    flags = [*common_flags("lstm_wae_tiny", "wae_mmd"), "--mmd-global", "--mmd-lambda", "10", "--max-epoch", "1",
+             "--max-update", "0", "--lr", "0"]
+    two = launch(toy_data, *flags)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run(["fairseq-train", toy_data, *flags, "--cpu", "--update-freq", "2"])
+    distributed, single = inner_records(two.stdout + two.stderr), inner_records(one.stdout + one.stderr)
+    assert [r["bsz"] for r in distributed] == [r["bsz"] for r in single] == ["32"] * 37 + ["16"]
+    assert_same_updates(distributed[-1:], single[-1:])
+    # the earlier updates estimate on 32 gathered codes, the single process on two batches of 16
+    assert [r["mmd"] for r in distributed[:-1]] != [r["mmd"] for r in single[:-1]]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_non_finite_update_on_two_workers_is_named(toy_data, backend):
+    result = launch(toy_data, *common_flags("lstm_wae_tiny", "wae_mmd"), "--mmd-lambda", "1e38", backend=backend)
+    assert result.returncode != 0
+    assert "non-finite loss at update 1 (cross-entropy" in result.stderr, result.stderr[-3000:]
+
+
+def test_bn_vae_running_statistics_are_the_same_on_every_worker(toy_data, tmp_path):
+    """Both workers validate (each its share of the valid split) with the statistics rank 0 saves: the valid
+    loss the 2-worker run logs is what fairseq-validate computes on its checkpoint in one process."""
+    flags = [f for f in common_flags("lstm_vae_tiny", "vae_kl") if f not in ("--no-save", "--disable-validation")]
+    two = launch(toy_data, *flags, "--bn-posterior-mean", "0.6", "--max-update", "0", "--max-epoch", "1",
+                 "--save-dir", tmp_path, "--batch-size", "50")
+    assert two.returncode == 0, two.stderr[-3000:]
+    logged_valid = [r for r in parse_json_log(two.stdout + two.stderr) if "valid_loss" in r][-1]
+    validated = run(["fairseq-validate", toy_data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding",
+                     "--path", tmp_path / "checkpoint_last.pt", "--batch-size", "50", "--cpu", "--log-format", "json"])
+    again = [r for r in parse_json_log(validated.stdout + validated.stderr) if "valid_loss" in r][-1]
+    assert (again["valid_loss"], again["valid_kl"]) == (logged_valid["valid_loss"], logged_valid["valid_kl"])
 
 
 def test_a_two_process_run_resumes_with_its_saved_stop_at_peak_state(toy_data, tmp_path):
@@ -98,40 +173,52 @@ def test_a_failing_rank_fails_the_launch(toy_data):
     assert result.returncode != 0 and "--mmd-lambda" in result.stderr
 
 
-def _gather_worker(rank, port, z_full, results):
+def _kernel(name):
+    from functools import partial
+
+    from fairseq_wae.penalties import imq_kernel, rbf_kernel
+
+    return rbf_kernel if name == "rbf" else partial(imq_kernel, latent_dim=4, scales=(1.0,), c_base_per_dim=2.0)
+
+
+def _gather_worker(rank, port, z_full, sizes, kernel, results):
     import torch.distributed as dist
 
-    from fairseq_wae.distributed import gather_with_local_grad
-    from fairseq_wae.penalties import imq_kernel, mmd_unbiased
+    from fairseq_wae.distributed import gather_padded
+    from fairseq_wae.penalties import mmd_unbiased
+    from fairseq_wae.seeding import normal_rows
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    sizes = [5, 3]  # unequal batches, as at the end of an epoch
     start = sum(sizes[:rank])
     local = z_full[start:start + sizes[rank]].clone().requires_grad_(True)
-    gathered = gather_with_local_grad(local)
-    prior = torch.randn(8, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    mmd = mmd_unbiased(gathered, prior, lambda d: imq_kernel(d, 4, (1.0,), 2.0))
+    gathered, valid = gather_padded(local, rows=6)
+    prior = normal_rows(gathered.size(0), 4, torch.Generator().manual_seed(0), "cpu", torch.float64)
+    mmd = mmd_unbiased(gathered, prior, _kernel(kernel), valid)
     mmd.backward()
-    results[rank] = (gathered.detach(), mmd.item(), local.grad.clone())
+    results[rank] = (gathered[valid].detach(), mmd.item(), local.grad.clone())
     dist.destroy_process_group()
 
 
-def test_mmd_global_gathers_the_batch_and_keeps_local_gradients():
-    from fairseq_wae.penalties import imq_kernel, mmd_unbiased
+@pytest.mark.parametrize("kernel", ["imq", "rbf"])
+@pytest.mark.parametrize("sizes", [(5, 3), (6, 0)], ids=["unequal", "one-worker-padding"])
+def test_mmd_global_gathers_the_batch_and_keeps_local_gradients(kernel, sizes):
+    """Each worker pads its codes to 6 rows: the masked estimate equals the MMD of the 8 real codes
+    against the first 8 prior rows, and each worker's codes get their share of its gradient."""
+    from fairseq_wae.penalties import mmd_unbiased
+    from fairseq_wae.seeding import normal_rows
 
-    z = torch.randn(8, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    manager = mp.Manager()
-    results = manager.dict()
-    mp.spawn(_gather_worker, args=(free_port(), z, results), nprocs=2, join=True)
-    prior = torch.randn(8, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    z = torch.randn(sum(sizes), 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    results = mp.Manager().dict()
+    mp.spawn(_gather_worker, args=(free_port(), z, sizes, kernel, results), nprocs=2, join=True)
+    prior = normal_rows(len(z), 4, torch.Generator().manual_seed(0), "cpu", torch.float64)
     reference = z.clone().requires_grad_(True)
-    expected = mmd_unbiased(reference, prior, lambda d: imq_kernel(d, 4, (1.0,), 2.0))
+    expected = mmd_unbiased(reference, prior, _kernel(kernel))
     expected.backward()
-    for rank, rows in ((0, slice(0, 5)), (1, slice(5, 8))):
+    for rank, rows in ((0, slice(0, sizes[0])), (1, slice(sizes[0], len(z)))):
         gathered, mmd, grad = results[rank]
         assert torch.equal(gathered, z)
         assert mmd == pytest.approx(expected.item(), rel=1e-12)
-        assert torch.allclose(grad, reference.grad[rows])
+        assert torch.allclose(grad, reference.grad[rows], rtol=1e-10, atol=1e-14)
 
 
 def test_launcher_refuses_a_busy_port_and_bad_nproc(toy_data):
@@ -206,7 +293,9 @@ def test_per_code_gradients_of_two_workers_equal_one_process(toy_data, kernel, m
     mp.spawn(_code_gradient_worker, args=(free_port(), toy_data, distributed_flags, batch, results), nprocs=2,
              join=True)
     two_workers = torch.cat([results[0], results[1]])
-    one_process = _code_gradients(toy_data, flags + (["--update-freq", "2"] if mode == "per-worker" else []), batch)
+    # --mmd-global in one process estimates on its own batch, drawing the prior as the gathered batch does
+    one_process = _code_gradients(toy_data, flags + (["--update-freq", "2"] if mode == "per-worker" else ["--mmd-global"]),
+                                  batch)
     assert torch.allclose(two_workers, one_process, atol=1e-6, rtol=0), (two_workers - one_process).abs().max()
     # the penalty carries real weight here: without it the gradients differ by far more than the tolerance
     no_penalty = _code_gradients(toy_data, ["--mmd-lambda", "0", "--seed", "4"], batch)

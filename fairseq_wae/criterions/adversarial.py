@@ -103,6 +103,9 @@ class AdversarialAutoencoderCriterion(AutoencoderCrossEntropyCriterion):
 
     def latent_penalty(self, model, latent: Dict[str, Tensor], sample) -> Tuple[Tensor, Dict[str, Tensor]]:
         z = latent["z"]
+        if self.discriminator[0].weight.device != z.device:
+            # fairseq-train moves the criterion with the model; fairseq-validate moves the model alone
+            self.discriminator.to(z.device)
         prior = torch.randn(z.shape, generator=self.random_generator(z.device, "prior"), device=z.device,
                             dtype=z.dtype)
         # D's game, on detached codes: posterior codes are labelled 0, prior samples 1

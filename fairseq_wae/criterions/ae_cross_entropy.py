@@ -25,11 +25,14 @@ from fairseq_wae.input_noise import InputNoise
 from fairseq_wae.latent_space import active_units_from_sums
 from fairseq_wae.options import check_non_negative, check_rate, resolved
 from fairseq_wae.schedules import word_dropout_rate
-from fairseq_wae.seeding import seeded_generator
+from fairseq_wae.seeding import seeded_generator, seeded_seed
 
-#: What the criterions draw at random, each from its own seeded generator (a new purpose goes at the
-#: end: the index is part of the seed, so inserting one would change the draws of those after it).
-RANDOM_DRAWS = ("word_dropout", "prior", "posterior") + InputNoise.NAMES
+#: What a training forward draws at random, each from its own seeded generator (a new purpose goes at
+#: the end: the index is part of the seed, so inserting one would change the draws of those after it).
+#: "dropout" seeds torch's global generator, which the model's dropout layers draw from.
+RANDOM_DRAWS = ("word_dropout", "prior", "posterior") + InputNoise.NAMES + ("dropout",)
+#: Stands for the update in the key of a validation batch's draws (updates count from 0).
+VALIDATION = -1
 
 
 class _SoftmaxCrossEntropy(torch.autograd.Function):
@@ -89,8 +92,9 @@ class AutoencoderCrossEntropyConfig(FairseqDataclass):
         default=0, metadata={"help": "encoder input: shuffle words locally, none moving more than this many places"}
     )
     seed: int = II("common.seed")
+    # unread since draws are keyed by the batch's place in the update; kept so that older checkpoints load
     update_freq: List[int] = II("optimization.update_freq")
-    # read, not set, here: under a loss scaler an overflow is fairseq's to handle (see check_finite)
+    # read, not set, here: under a loss scaler a training overflow is fairseq's to handle (see check_finite)
     fp16: bool = II("common.fp16")
     amp: bool = II("common.amp")
 
@@ -131,12 +135,13 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
         self.word_dropout_increment = cfg.word_dropout_increment
         self.word_dropout_max = cfg.word_dropout_max
         self.seed = cfg.seed
-        self.update_freq = int(cfg.update_freq[0]) if cfg.update_freq else 1
         self.loss_scaled = bool(resolved(cfg, "fp16") or resolved(cfg, "amp"))
         self.num_updates = 0
         self.epoch = 1
         self.counted = True
-        self._forwards_this_update = self._micro_batch = 0
+        self._training_forwards = 0  # of this update, on this worker
+        self._micro_batch = 0  # the global index of the latest training forward's batch in its update
+        self._validation_batch = None  # the key of the latest forward's batch, when it validated
 
     @classmethod
     def build_criterion(cls, cfg, task):
@@ -155,24 +160,62 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
     # -- training progress, set by the task --------------------------------------------------------
 
     def set_training_progress(self, num_updates: int, epoch: int, counted: bool = True) -> None:
-        """Called by the task before each training forward; ``counted`` is False for the empty
-        (dummy) batch that fairseq gives a worker that ran out of data."""
+        """Called by the task before each training forward; ``counted`` is False for padding, the batch a
+        worker that ran out of data forwards with weight 0."""
         if num_updates != self.num_updates:
-            self._forwards_this_update = 0
+            self.restart_update()
         self.num_updates, self.epoch, self.counted = num_updates, epoch, counted
+        self._validation_batch = None
+
+    def set_counted(self, counted: bool) -> None:
+        """Called by the task before each validation forward: False for padding (see set_training_progress)."""
+        self.counted = counted
+
+    def restart_update(self) -> None:
+        """The next training forward is the first micro-batch of an update: fairseq's trainer calls
+        ``train()`` at the start of every update, an overflow-retried one included, and the task calls
+        this when fairseq re-runs a failed update under its NaN detector, so that a retry draws what its
+        first try drew."""
+        self._training_forwards = 0
+
+    def train(self, mode: bool = True):
+        if mode:
+            self.restart_update()
+        return super().train(mode)
 
     def end_update(self) -> None:
         """Called by the task after each optimizer step, on every worker."""
 
-    def random_generator(self, device, draw: str, per_worker: bool = True) -> torch.Generator:
-        """A generator seeded by (seed, update, global micro-batch, what is drawn): draws differ across
-        workers, micro-batches and purposes, yet a run is reproducible from its seed, resumed or not.
+    def _key_draws(self, sample, training: bool) -> None:
+        """Keys this forward's draws by what it is. A training micro-batch is (update, global micro-batch),
+        the global index ``local index x workers + rank`` being the batch's place in the order fairseq
+        deals batches out (batch i to worker i mod N): N workers x ``--update-freq K`` draw what one
+        process with ``--update-freq N*K`` draws on the same batches. A validation batch is keyed by its
+        first sentence, so fairseq-train's validation and fairseq-validate draw alike whatever trained before.
+        Torch's global generator is seeded here too, so the model's dropout masks are keyed the same way."""
+        if training:
+            parallel = torch.distributed.is_available() and torch.distributed.is_initialized()
+            rank = distributed_utils.get_data_parallel_rank() if parallel else 0
+            workers = distributed_utils.get_data_parallel_world_size() if parallel else 1
+            self._micro_batch, self._validation_batch = self._training_forwards * workers + rank, None
+            self._training_forwards += 1
+            torch.manual_seed(seeded_seed(self.seed, self.num_updates, self._micro_batch, RANDOM_DRAWS.index("dropout")))
+        else:
+            ids = sample.get("id")
+            self._validation_batch = int(ids.min()) if torch.is_tensor(ids) and ids.numel() else 0
 
-        The global micro-batch index is ``rank * update_freq + local index``, so N workers see the
-        same draws as one worker with ``--update-freq N`` on the same batches; ``per_worker=False``
-        gives every worker the same draw (for an estimate computed on the gathered global batch)."""
-        rank = distributed_utils.get_data_parallel_rank() if per_worker and torch.distributed.is_initialized() else 0
-        micro_batch = rank * self.update_freq + self._micro_batch
+    def random_generator(self, device, draw: str, per_worker: bool = True) -> torch.Generator:
+        """A generator seeded by (seed, update, global micro-batch, what is drawn) in training, (seed,
+        validation, batch, what is drawn) in validation: draws differ across workers, micro-batches and
+        purposes, yet a run is reproducible from its seed, resumed or not (see :meth:`_key_draws`).
+        ``per_worker=False`` gives every worker the draw of global micro-batch ``local index x workers``
+        (for an estimate computed on the batch gathered from all workers)."""
+        if self._validation_batch is not None:
+            return seeded_generator(self.seed, VALIDATION, self._validation_batch, RANDOM_DRAWS.index(draw),
+                                    device=device)
+        micro_batch = self._micro_batch
+        if not per_worker and torch.distributed.is_initialized():
+            micro_batch -= micro_batch % distributed_utils.get_data_parallel_world_size()
         return seeded_generator(self.seed, self.num_updates, micro_batch, RANDOM_DRAWS.index(draw), device=device)
 
     @property
@@ -203,8 +246,7 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
 
     def forward(self, model, sample, reduce=True):
         self.check_model(model)
-        self._micro_batch = self._forwards_this_update
-        self._forwards_this_update += 1
+        self._key_draws(sample, model.training)
         net_input = sample["net_input"]
         rate = self.word_dropout_rate if model.training else 0.0
         if rate > 0:
@@ -243,11 +285,12 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
 
     def check_finite(self, logging_output, phase: str) -> None:
         """Raises a FloatingPointError that names the cross-entropy and the penalty when ``logging_output``'s
-        loss is not finite, unless a loss scaler is at work (``--fp16``, ``--amp``): there an overflow
-        skips the step and lowers the scale, as for fairseq's own criterions. In float32 and ``--bf16``
-        fairseq has no scaler, and stops on non-finite gradients by re-running the update under its NaN
-        detector: the task calls this then (and after each validation batch), never in a normal step."""
-        if self.loss_scaled or torch.isfinite(torch.as_tensor(logging_output["loss"])).all():
+        loss is not finite. In training a loss scaler (``--fp16``, ``--amp``) takes an overflow itself
+        (the step is skipped and the scale lowered, as for fairseq's own criterions), so the check is
+        left out there; in float32 and ``--bf16`` fairseq has no scaler and stops on non-finite gradients
+        by re-running the update under its NaN detector, and the task calls this then, never in a normal
+        step. Validation has no scaler in any precision: the task checks every validation batch."""
+        if (self.loss_scaled and phase != "validation") or torch.isfinite(torch.as_tensor(logging_output["loss"])).all():
             return
         loss, nll_loss = float(logging_output["loss"]), float(logging_output["nll_loss"])
         raise FloatingPointError(

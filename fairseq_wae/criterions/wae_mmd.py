@@ -4,17 +4,19 @@ With a Gaussian latent head and ``--kl-variance-penalty gamma`` it is the stocha
 """
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from fairseq.criterions import register_criterion
 from fairseq.dataclass import ChoiceEnum
+from omegaconf import II
 from torch import Tensor
 
 from fairseq_wae.criterions.ae_cross_entropy import AutoencoderCrossEntropyConfig, AutoencoderCrossEntropyCriterion
-from fairseq_wae.distributed import gather_with_local_grad, global_sums, scale_gradient
+from fairseq_wae.distributed import gather_padded, global_sum, scale_gradient
 from fairseq_wae.latent_space import GAUSSIAN_SUMMED_STATISTICS, gaussian_posterior_stats
-from fairseq_wae.options import check_non_negative
+from fairseq_wae.options import check_non_negative, resolved
+from fairseq_wae.seeding import normal_rows
 from fairseq_wae.penalties import AUTHORS_IMQ_C_BASE_PER_DIM, AUTHORS_IMQ_SCALES, imq_kernel, mmd_unbiased, rbf_kernel, variance_kl
 
 
@@ -36,8 +38,11 @@ class WaeMmdConfig(AutoencoderCrossEntropyConfig):
         default=0.0, metadata={"help": "gamma: weight of KL(N(mu,sigma)||N(mu,I)), the stochastic WAE (Gaussian heads)"}
     )
     mmd_global: bool = field(
-        default=False, metadata={"help": "estimate MMD on the batch gathered from all data-parallel workers"}
+        default=False, metadata={"help": "estimate MMD on the batch gathered from all data-parallel workers "
+                                         "(needs --batch-size)"}
     )
+    # read, not set, here: the rows each worker pads its codes to under --mmd-global
+    batch_size: Optional[int] = II("dataset.batch_size")
 
 
 @register_criterion("wae_mmd", dataclass=WaeMmdConfig)
@@ -65,11 +70,25 @@ class WaeMmdCriterion(AutoencoderCrossEntropyCriterion):
         self.imq_scales, self.imq_c_base_per_dim = scales, cfg.imq_c_base_per_dim
         self.variance_weight = cfg.kl_variance_penalty
         self.mmd_global = cfg.mmd_global
+        self.batch_size = resolved(cfg, "batch_size")
+        if self.mmd_global and not self.batch_size:
+            raise ValueError("--mmd-global needs --batch-size: every worker pads its codes to it, so that no "
+                             "worker waits on the host for the others' batch sizes")
 
     def check_model(self, model) -> None:
         if self.variance_weight > 0 and not model.is_gaussian:
             raise ValueError("--kl-variance-penalty (the stochastic WAE) needs a Gaussian latent head: "
                              "use --arch lstm_swae_paper or transformer_swae_small, or --latent-head gaussian")
+
+    def global_mmd(self, z: Tensor, sample) -> Tuple[Tensor, Tensor]:
+        """(MMD of the codes of every worker's batch, how many codes that is), as one process would
+        estimate it on the concatenated batch: each worker pads its codes to --batch-size, so that the
+        gather reads nothing back to the host. fairseq's dummy batch (a worker out of data at an epoch's
+        end) contributes no codes."""
+        codes, valid = gather_padded(z if self.counted else z[:0], self.batch_size)
+        generator = self.random_generator(z.device, "prior", per_worker=False)
+        prior = normal_rows(codes.size(0), codes.size(1), generator, z.device, z.dtype)
+        return mmd_unbiased(codes, prior, self.kernel(z.size(1)), valid), valid.sum()
 
     def kernel(self, latent_dim: int):
         if self.kernel_name == "rbf":
@@ -77,24 +96,27 @@ class WaeMmdCriterion(AutoencoderCrossEntropyCriterion):
         return partial(imq_kernel, latent_dim=latent_dim, scales=self.imq_scales, c_base_per_dim=self.imq_c_base_per_dim)
 
     def latent_penalty(self, model, latent: Dict[str, Tensor], sample) -> Tuple[Tensor, Dict[str, Tensor]]:
-        z = gather_with_local_grad(latent["z"]) if self.mmd_global else latent["z"]
-        if z.size(0) < 2:
-            # the unbiased estimator needs two codes: a one-sentence batch trains on cross-entropy alone
-            mmd = z.new_zeros(())
+        if self.mmd_global:
+            mmd, codes = self.global_mmd(latent["z"], sample)
+            estimated = (codes >= 2).to(mmd.dtype)
         else:
-            generator = self.random_generator(z.device, "prior", per_worker=not self.mmd_global)
-            prior = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-            mmd = mmd_unbiased(z, prior, self.kernel(z.size(1)))
-        estimated = z.size(0) >= 2
+            z = latent["z"]
+            if z.size(0) >= 2:
+                prior = torch.randn(z.shape, generator=self.random_generator(z.device, "prior"), device=z.device,
+                                    dtype=z.dtype)
+                mmd = mmd_unbiased(z, prior, self.kernel(z.size(1)))
+            else:  # the unbiased estimator needs two codes: a one-sentence batch trains on cross-entropy alone
+                mmd = z.new_zeros(())
+            estimated = mmd.new_full((), float(z.size(0) >= 2))
         penalty = self.mmd_lambda * mmd
         logs = {"mmd": mmd.detach(), "mmd_weight": torch.full_like(mmd, self.mmd_lambda).detach(),
-                "weighted_mmd": penalty.detach(), "mmd_skipped": mmd.new_tensor(float(not estimated)),
-                "mmd_sentences": mmd.new_tensor(float(latent["z"].size(0) if estimated else 0))}
+                "weighted_mmd": penalty.detach(), "mmd_skipped": 1.0 - estimated,
+                "mmd_sentences": estimated * latent["z"].size(0)}
         if self.mmd_global:
             # the caller weighs the penalty by this worker's tokens, and fairseq divides the summed
             # gradients by the global count: a global estimate's gradient must carry the global weight
-            global_tokens, = global_sums([sample["ntokens"]], z.device)
-            penalty = scale_gradient(penalty, global_tokens / sample["ntokens"])
+            tokens = latent["z"].new_full((), float(sample["ntokens"] if self.counted else 0))
+            penalty = scale_gradient(penalty, global_sum(tokens) / tokens.clamp_min(1.0))
         if model.is_gaussian:
             logs.update(gaussian_posterior_stats(latent))
             variance_penalty = variance_kl(latent["logvar"]).mean()

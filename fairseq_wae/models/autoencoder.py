@@ -19,7 +19,7 @@ from torch import Tensor
 
 from fairseq_wae.checkpoints import DictionaryBinding
 from fairseq_wae.embeddings import load_embedding_weights
-from fairseq_wae.models.latent import LATENT_HEADS
+from fairseq_wae.models.latent import LATENT_HEADS, FixedScaleBatchNorm
 from fairseq_wae.schedules import ScheduleStateSlot
 
 logger = logging.getLogger(__name__)
@@ -185,6 +185,13 @@ class SentenceAutoencoderModel(FairseqEncoderDecoderModel):
     @property
     def is_gaussian(self) -> bool:
         return self.encoder.latent_head.is_gaussian
+
+    def end_update(self) -> None:
+        """Called by the task after each optimizer step, on every worker: statistics that each worker
+        gathers from its own batches (BN-VAE's running statistics) become the same on all of them."""
+        for module in self.modules():
+            if isinstance(module, FixedScaleBatchNorm):
+                module.average_running_statistics()
 
     def forward(self, src_tokens, src_lengths, prev_output_tokens, **kwargs):
         encoder_out = self.encoder(src_tokens, src_lengths, **kwargs)

@@ -2,7 +2,9 @@
 from typing import Dict, Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
+from fairseq.distributed import utils as distributed_utils
 from torch import Tensor
 
 
@@ -45,7 +47,9 @@ class FixedScaleBatchNorm(nn.Module):
     Statistics are computed in float32 whatever the model's precision. A batch of one sentence has no
     variance (torch's BatchNorm refuses it in training): it is normalised with the running statistics,
     as in evaluation, and leaves them unchanged. Each worker (and micro-batch) normalises by its own
-    batch, as torch's BatchNorm does without SyncBatchNorm."""
+    batch, as torch's BatchNorm does without SyncBatchNorm; after every update the running statistics
+    become their average over the workers (:meth:`average_running_statistics`), so that every worker
+    validates with the statistics the checkpoint keeps."""
 
     def __init__(self, latent_dim: int, gamma: float, momentum: float = 0.1):
         super().__init__()
@@ -66,6 +70,20 @@ class FixedScaleBatchNorm(nn.Module):
             batch_mean, batch_var = self.running_mean.float(), self.running_var.float()
         normalised = (x - batch_mean) * torch.rsqrt(batch_var.clamp_min(torch.finfo(torch.float32).tiny))
         return (self.gamma * normalised + self.shift.float()).to(mean.dtype)
+
+    def average_running_statistics(self) -> None:
+        """The running statistics averaged over the data-parallel workers (one all-reduce, nothing read
+        on the host); unchanged without a process group."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        workers = distributed_utils.get_data_parallel_world_size()
+        if workers == 1:
+            return
+        statistics = torch.stack([self.running_mean, self.running_var])
+        distributed_utils.all_reduce(statistics, group=distributed_utils.get_data_parallel_group())
+        statistics /= workers
+        self.running_mean.copy_(statistics[0])
+        self.running_var.copy_(statistics[1])
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, momentum={self.momentum}"

@@ -1,4 +1,5 @@
 """Task ``sentence_autoencoding``: every sentence is both the source and the target."""
+import importlib.util
 import logging
 import os
 import sys
@@ -19,7 +20,7 @@ from fairseq.data import (
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.nan_detector import NanDetector
 from fairseq.tasks import FairseqTask, register_task
-from omegaconf import II, open_dict
+from omegaconf import II, DictConfig, open_dict
 
 from fairseq_wae.checkpoints import CheckpointError, check_checkpoint, dictionary_fingerprint, guard_save_dir
 from fairseq_wae.data_checks import check_dictionaries, check_not_mid_preparation, check_split
@@ -72,6 +73,24 @@ class AutoencodingDataset(LanguagePairDataset):
         with data_utils.numpy_seed(self.order_seed):
             return super().ordered_indices()
 
+    def collater(self, samples, pad_to_length=None):
+        """An empty batch is what fairseq hands a data-parallel worker that has run out of batches at an
+        epoch's end. fairseq itself replaces an empty dict by a "dummy batch" and, when that is a worker's
+        last micro-batch of an update, drops the whole update's sample size and logging outputs of that
+        worker while keeping its gradients: an empty batch of zero sentences is returned instead, which
+        the task forwards as weightless padding (SentenceAutoencodingTask._stand_in_for_padding)."""
+        if samples:
+            return super().collater(samples, pad_to_length)
+        nothing = torch.zeros((0, 1), dtype=torch.long)
+        return {"id": torch.zeros(0, dtype=torch.long), "nsentences": 0, "ntokens": 0, "target": nothing,
+                "net_input": {"src_tokens": nothing, "src_lengths": torch.zeros(0, dtype=torch.long),
+                              "prev_output_tokens": nothing}}
+
+
+def _zeroed(logging_output):
+    """A logging output with the same keys and types, every value 0: fairseq sums the workers' outputs key by key."""
+    return {key: torch.zeros_like(value) if torch.is_tensor(value) else 0 for key, value in logging_output.items()}
+
 
 def _built_by_fairseq_train() -> bool:
     """Whether fairseq-train's ``main`` (fairseq_cli/train.py, also run by fairseq-hydra-train and by each
@@ -88,10 +107,30 @@ def _built_by_fairseq_train() -> bool:
 
 def _rerun_by_nan_detector(model) -> bool:
     """Whether fairseq's trainer is re-running an update under its NanDetector, as it does (hooked into
-    every module) when the update's gradients were not finite and no loss scaler took the overflow:
-    then, and only then, a training step checks its loss on the host and names what went wrong."""
-    module = getattr(model, "module", model)
-    return any(isinstance(getattr(hook, "__self__", None), NanDetector) for hook in module._forward_hooks.values())
+    every module of the model it built, unwrapped) when the update's gradients were not finite and no
+    loss scaler took the overflow: then, and only then, a training step checks its loss on the host and
+    names what went wrong. ``model``: the model fairseq-train built (not its data-parallel wrapper)."""
+    return any(isinstance(getattr(hook, "__self__", None), NanDetector) for hook in model._forward_hooks.values())
+
+
+def _adapt_precision_to_device(cfg) -> None:
+    """fairseq 0.12's command line turns ``--bf16`` into ``--tpu`` (options.parse_args_and_arch), and its
+    trainer then asks torch_xla for a device, on GPUs and CPUs alike. Without torch_xla there is no TPU
+    to mean: the flag is set back, so ``--bf16`` trains in bfloat16 on the GPU or CPU it was given. Its
+    fp16 optimizer flattens the parameters into a CUDA buffer: on the CPU it keeps them apart
+    (``--fp16-no-flatten-grads``), the same arithmetic. ``cfg``: the task's config, a node of
+    fairseq-train's whole config (a task config made alone is left as it is)."""
+    root = cfg._get_root() if isinstance(cfg, DictConfig) else None
+    common = root.get("common") if root is not None and root is not cfg else None
+    if common is None:
+        return
+    if common.get("bf16") and common.get("tpu") and importlib.util.find_spec("torch_xla") is None:
+        logger.info("--bf16 without torch_xla: training in bfloat16 on the GPU or CPU, not on a TPU")
+        common.tpu = False
+    if common.get("fp16") and common.get("cpu") and not common.get("fp16_no_flatten_grads"):
+        logger.info("--fp16 on the CPU: parameters kept unflattened (--fp16-no-flatten-grads), as fairseq's "
+                    "flattened fp16 buffers live on a CUDA device")
+        common.fp16_no_flatten_grads = True
 
 
 @register_task("sentence_autoencoding", dataclass=SentenceAutoencodingConfig)
@@ -108,12 +147,15 @@ class SentenceAutoencodingTask(FairseqTask):
         self.dictionary_path = dictionary_path
         self.epoch = 1
         self.model_in_training = self.criterion_in_training = None
+        self.rerun_update = None
+        self.stand_in = None  # a batch that padding forwards (see _stand_in_for_padding)
         self.saved_progress = self.saved_criterion_parameters = None
 
     @classmethod
     def setup_task(cls, cfg: SentenceAutoencodingConfig, **kwargs):
         if not cfg.data:
             raise ValueError("give the data folder (the output of fairseq-preprocess --only-source)")
+        _adapt_precision_to_device(cfg)
         if cfg.max_sentence_len is not None and cfg.max_sentence_len < 1:
             raise ValueError(f"--max-sentence-len must be at least 1, got {cfg.max_sentence_len}")
         for folder in utils.split_paths(cfg.data):
@@ -295,24 +337,55 @@ class SentenceAutoencodingTask(FairseqTask):
     def begin_epoch(self, epoch, model):
         self.epoch = epoch
 
+    def _stand_in_for_padding(self, sample):
+        """(the batch to forward, whether it is padding). A worker out of batches at an epoch's end gets an
+        empty batch (:meth:`AutoencodingDataset.collater`): it forwards a batch it saw before, weighted 0,
+        so that it takes part in the workers' collectives (DDP's gradient all-reduce, --mmd-global's
+        gather) and adds nothing to the update."""
+        if sample["nsentences"] > 0:
+            if self.stand_in is None:
+                self.stand_in = sample
+            return sample, False
+        if self.stand_in is None:
+            raise ValueError("a data-parallel worker got no batch at all: this split has fewer batches than there "
+                             "are workers; use fewer workers or a smaller --batch-size")
+        return self.stand_in, True
+
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        sample, padding = self._stand_in_for_padding(sample)
+        ignore_grad = ignore_grad or padding
         if hasattr(criterion, "set_training_progress"):
             criterion.set_training_progress(update_num, self.epoch, counted=not ignore_grad)
         self.criterion_in_training = criterion
+        rerun = self.model_in_training is not None and _rerun_by_nan_detector(self.model_in_training)
+        if rerun and self.rerun_update != update_num and hasattr(criterion, "restart_update"):
+            criterion.restart_update()  # the re-run draws what the failed update drew
+        self.rerun_update = update_num if rerun else None
+        # padding trains nothing, and leaves the model's running statistics (BN-VAE) as they were
+        buffers = [(b, b.clone()) for b in model.buffers()] if ignore_grad else []
         loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer, update_num,
                                                                 ignore_grad)
-        if hasattr(criterion, "check_finite") and _rerun_by_nan_detector(model):
+        for buffer, before in buffers:
+            buffer.copy_(before)
+        if rerun and hasattr(criterion, "check_finite"):
             criterion.check_finite(logging_output, f"update {update_num + 1}")
-        return loss, sample_size, logging_output
+        return (loss, 0, _zeroed(logging_output)) if ignore_grad else (loss, sample_size, logging_output)
 
     def valid_step(self, sample, model, criterion):
+        sample, padding = self._stand_in_for_padding(sample)
+        if hasattr(criterion, "set_counted"):
+            criterion.set_counted(not padding)
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
+        if padding:
+            return loss, 0, _zeroed(logging_output)
         if hasattr(criterion, "check_finite"):
             criterion.check_finite(logging_output, "validation")
         return loss, sample_size, logging_output
 
     def optimizer_step(self, optimizer, model, update_num):
         super().optimizer_step(optimizer, model, update_num)
+        if self.model_in_training is not None:
+            self.model_in_training.end_update()
         if hasattr(self.criterion_in_training, "end_update"):
             self.criterion_in_training.end_update()
 
