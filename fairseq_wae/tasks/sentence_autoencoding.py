@@ -113,24 +113,35 @@ def _rerun_by_nan_detector(model) -> bool:
     return any(isinstance(getattr(hook, "__self__", None), NanDetector) for hook in model._forward_hooks.values())
 
 
+def _common_config(cfg):
+    """The ``common`` section of the whole config that ``cfg`` (the task's or the model's) is a node of,
+    or None for a config made alone."""
+    root = cfg._get_root() if isinstance(cfg, DictConfig) else None
+    return root.get("common") if root is not None and root is not cfg else None
+
+
 def _adapt_precision_to_device(cfg) -> None:
     """fairseq 0.12's command line turns ``--bf16`` into ``--tpu`` (options.parse_args_and_arch), and its
     trainer then asks torch_xla for a device, on GPUs and CPUs alike. Without torch_xla there is no TPU
-    to mean: the flag is set back, so ``--bf16`` trains in bfloat16 on the GPU or CPU it was given. Its
-    fp16 optimizer flattens the parameters into a CUDA buffer: on the CPU it keeps them apart
-    (``--fp16-no-flatten-grads``), the same arithmetic. ``cfg``: the task's config, a node of
-    fairseq-train's whole config (a task config made alone is left as it is)."""
-    root = cfg._get_root() if isinstance(cfg, DictConfig) else None
-    common = root.get("common") if root is not None and root is not cfg else None
-    if common is None:
-        return
-    if common.get("bf16") and common.get("tpu") and importlib.util.find_spec("torch_xla") is None:
+    to mean: the flag is set back, so that ``--bf16`` trains in bfloat16 on the GPU or CPU it was given."""
+    common = _common_config(cfg)
+    if common is not None and common.get("bf16") and common.get("tpu") and importlib.util.find_spec("torch_xla") is None:
         logger.info("--bf16 without torch_xla: training in bfloat16 on the GPU or CPU, not on a TPU")
         common.tpu = False
-    if common.get("fp16") and common.get("cpu") and not common.get("fp16_no_flatten_grads"):
-        logger.info("--fp16 on the CPU: parameters kept unflattened (--fp16-no-flatten-grads), as fairseq's "
-                    "flattened fp16 buffers live on a CUDA device")
-        common.fp16_no_flatten_grads = True
+
+
+def _refuse_half_precision_training_on_the_cpu(cfg) -> None:
+    """fairseq cannot train with ``--fp16`` or ``--amp`` on the CPU: its fp16 optimizer handles an overflow
+    with CUDA tensors (the first overflow stops the run), and its autocast and loss scaler are CUDA's
+    (``--amp`` would train in float32). Generation and validation with ``--fp16`` run on the CPU."""
+    common = _common_config(cfg)
+    if common is None or not (common.get("cpu") or not torch.cuda.is_available()):
+        return
+    for flag, why in (("fp16", "its fp16 optimizer handles an overflow with CUDA tensors"),
+                      ("amp", "its autocast and loss scaler are CUDA's, so this would train in float32")):
+        if common.get(flag):
+            raise ValueError(f"--{flag} on the CPU: fairseq cannot train so ({why}); train in bfloat16 with --bf16 "
+                             f"there, or use --{flag} on a GPU")
 
 
 @register_task("sentence_autoencoding", dataclass=SentenceAutoencodingConfig)
@@ -258,6 +269,7 @@ class SentenceAutoencodingTask(FairseqTask):
                              "sizes, lstm_autoencoder or transformer_autoencoder)")
         if not from_checkpoint and _built_by_fairseq_train() and resolved(self.cfg, "save_dir") is not None:
             # fairseq-train (or fairseq-hydra-train) builds its model here, before it resumes from the save dir
+            _refuse_half_precision_training_on_the_cpu(cfg)
             self.model_in_training = model
             if not self.cfg.no_save:
                 self._guard_save_dir(model, arch)

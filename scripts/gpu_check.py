@@ -1,0 +1,332 @@
+"""The checks that need a GPU, in one run ending in one table; exits 1 when any row fails.
+
+    bash scripts/gpu_check.sh [--cpu] [--work DIR] [--only LEG ...] [--tolerance-factor F]
+
+Every comparison states its tolerance and runs a control beside it: the same comparison between two
+float32 runs that differ only in --seed, which must differ by more than the tolerance (else the row
+fails: a tolerance that any two runs meet proves nothing). References run in float32 with TF32 off
+(NVIDIA_TF32_OVERRIDE=0). Draws are compared on one device: runs on CUDA against runs on CUDA.
+
+Legs (``--only`` takes these names):
+  cuda-tests     tests/test_cuda.py on the GPU (one process, no xdist); nothing run is a failure
+  precision      --fp16, --bf16 (and --amp on CUDA) against float32, updates 1-3: stochastic WAE, VAE, AAE
+  overflow       --fp16 with a huge --fp16-init-scale: the scaler skips the overflowing updates, lowers the
+                 scale and recovers to finite losses and the planned number of updates
+  data-parallel  2 workers against 1 with --update-freq 2 (DAE with word dropout, WAE, stop-at-peak VAE, AAE,
+                 all with --dropout 0.2), 2 x --update-freq 3 against 1 x 6 over an epoch whose last update
+                 leaves a worker without a batch, and --mmd-global's last update without the padding's codes
+  speed          words/s against fairseq's lstm on the same data (CUDA only: CPU timings here say nothing)
+  sampling       fairseq-generate's prior samples: every asked-for sentence comes back
+
+With --cpu, or where torch sees no CUDA device, it runs on the CPU: CUDA-only legs are skipped by name, the
+others run their CPU stand-ins (tiny networks; 2 gloo workers for 2 GPUs), so that anyone can run the whole
+script before spending GPU time. ``--tolerance-factor`` multiplies every tolerance (0 makes the comparisons
+fail: how the tests check that the script can fail).
+"""
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+USER_DIR = str(REPO / "fairseq_wae")
+LEGS = ("cuda-tests", "precision", "overflow", "data-parallel", "speed", "sampling")
+CUDA_ONLY = {"cuda-tests", "speed"}
+#: unit roundoffs of the formats a half-precision run computes in
+UNIT_ROUNDOFF = {"fp16": 2.0**-11, "bf16": 2.0**-8, "amp": 2.0**-11}
+#: values a run logs that the comparisons read
+COMPARED = ("loss", "nll_loss", "mmd", "kl", "variance_kl", "adversarial", "discriminator_loss", "gnorm")
+COUNTS = ("num_updates", "bsz", "wpb", "kl_weight")
+
+
+class Check:
+    def __init__(self, args):
+        self.args = args
+        self.cuda = not args.cpu and cuda_available()
+        self.work = Path(args.work or tempfile.mkdtemp(prefix="gpu_check."))
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.rows = []
+        self.env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                    "PYTHONWARNINGS": "ignore", "NVIDIA_TF32_OVERRIDE": "0", "OMP_NUM_THREADS": "1"}
+        if not self.cuda:
+            self.env["CUDA_VISIBLE_DEVICES"] = ""
+        size = "paper" if self.cuda else "tiny"
+        self.arch = {flavour: f"lstm_{flavour}_{size}" for flavour in ("ae", "vae", "wae", "aae")}
+
+    # -- running ------------------------------------------------------------------------------------
+
+    def row(self, leg, check, status, detail):
+        self.rows.append((leg, check, status, detail))
+        print(f"[{status}] {leg}: {check}: {detail}", flush=True)
+
+    def command(self, name, cmd, env=None):
+        """Runs ``cmd``, its output to WORK/name.log; returns (exit status, output)."""
+        log = self.work / f"{name}.log"
+        with open(log, "w") as out:
+            status = subprocess.run([str(c) for c in cmd], stdout=out, stderr=subprocess.STDOUT,
+                                    env={**self.env, **(env or {})}, cwd=self.work).returncode
+        return status, log.read_text(errors="replace")
+
+    def train(self, name, arch, criterion, *flags, workers=1, data=None):
+        """fairseq-train's per-update records (json log), or None when it failed (the log names it)."""
+        cmd = [str(data or self.data), "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--arch", arch,
+               "--criterion", criterion, "--optimizer", "adam", "--lr", "0.001", "--batch-size", "32",
+               "--log-format", "json", "--log-interval", "1", "--no-save", "--disable-validation", "--seed", "1",
+               "--num-workers", "0", *flags]
+        if workers == 1:
+            cmd = ["fairseq-train", *cmd, *([] if self.cuda else ["--cpu"])]
+            env = {"CUDA_VISIBLE_DEVICES": "0"} if self.cuda else {}
+        elif self.cuda:  # fairseq's own spawn, NCCL and its default --ddp-backend pytorch_ddp
+            cmd, env = ["fairseq-train", *cmd, "--distributed-world-size", str(workers)], {}
+        else:  # the CPU stand-in: gloo workers started one by one (scripts/train_distributed_cpu.sh)
+            cmd = ["bash", REPO / "scripts" / "train_distributed_cpu.sh", *cmd]
+            env = {"NPROC": str(workers), "PORT": str(free_port()), "TIMEOUT": "600"}
+        status, output = self.command(name, cmd, env)
+        if status != 0:
+            return None
+        return [r for r in json_records(output) if "num_updates" in r and "loss" in r]
+
+    # -- comparisons --------------------------------------------------------------------------------
+
+    def compare(self, leg, check, reference, other, tolerance, control, counts=True):
+        """A row: ``other`` against ``reference`` within ``tolerance`` (relative, times --tolerance-factor),
+        the control (``reference`` against a run with another seed) differing by more than it."""
+        tolerance *= self.args.tolerance_factor
+        if reference is None or other is None or control is None:
+            missing = [n for n, r in (("reference", reference), ("run", other), ("control", control)) if r is None]
+            return self.row(leg, check, "FAIL", f"a run failed: {', '.join(missing)} (logs in {self.work})")
+        if not reference or len(reference) != len(other):
+            return self.row(leg, check, "FAIL", f"{len(other)} updates logged against the reference's {len(reference)}")
+        if counts and [counted(r) for r in reference] != [counted(r) for r in other]:
+            return self.row(leg, check, "FAIL", "the updates' counts (bsz, wpb, kl_weight) differ")
+        difference, control_difference = largest_difference(reference, other), largest_difference(reference, control)
+        detail = (f"largest relative difference {difference:.2e} (tolerance {tolerance:.2e}; "
+                  f"seed-vs-seed control {control_difference:.2e}) over {len(reference)} updates")
+        if not math.isfinite(difference) or difference > tolerance:
+            return self.row(leg, check, "FAIL", detail)
+        if not control_difference > tolerance:
+            return self.row(leg, check, "FAIL", detail + ": the tolerance does not separate two seeds")
+        self.row(leg, check, "pass", detail)
+
+    # -- legs -----------------------------------------------------------------------------------------
+
+    def prepare(self):
+        corpus = self.work / "corpus.txt"
+        lines = (REPO / "examples" / "toy" / "sentences.txt").read_text().splitlines()
+        repeats = 20 if self.cuda else 1
+        corpus.write_text("".join(f"{line} {i % 97}\n" for i, line in enumerate(lines * repeats)))
+        self.data = self.work / "data"
+        if not (self.data / "dict.txt").exists():
+            status, _ = self.command("prepare", [sys.executable, REPO / "scripts" / "prepare_corpus.py", "--input",
+                                                 corpus, "--out", self.data])
+            if status != 0:
+                raise SystemExit(f"gpu_check: preparing the corpus failed: see {self.work / 'prepare.log'}")
+
+    def leg_cuda_tests(self):
+        status, output = self.command("cuda_tests", [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist",
+                                                     "-p", "no:randomly", REPO / "tests" / "test_cuda.py"])
+        summary = output.strip().splitlines()[-1] if output.strip() else "no output"
+        passed = int((re.search(r"(\d+) passed", summary) or [0, 0])[1])
+        ok = status == 0 and passed > 0 and not re.search(r"\d+ (failed|error)", summary)
+        self.row("cuda-tests", "tests/test_cuda.py on CUDA", "pass" if ok else "FAIL",
+                 summary + ("" if passed else ": nothing ran"))
+
+    def leg_precision(self):
+        precisions = ["fp16", "bf16"] + (["amp"] if self.cuda else [])
+        for name, arch, criterion, flags in (
+                ("stochastic WAE", self.arch["vae"], "wae_mmd", ["--kl-variance-penalty", "1", "--mmd-lambda", "10"]),
+                ("VAE", self.arch["vae"], "vae_kl", ["--kl-weight", "0.5"]),
+                ("AAE", self.arch["aae"], "aae", ["--logvar-l1", "0.01"])):
+            flags = [*flags, "--max-update", "3", "--dropout", "0.2"]
+            tag = name.replace(" ", "_")
+            reference = self.train(f"precision-{tag}-fp32", arch, criterion, *flags)
+            control = self.train(f"precision-{tag}-fp32-seed2", arch, criterion, *flags, "--seed", "2")
+            for precision in precisions:
+                other = self.train(f"precision-{tag}-{precision}", arch, criterion, *flags, f"--{precision}")
+                # 16 unit roundoffs of the format (the MMD magnifies the codes' rounding about tenfold)
+                self.compare("precision", f"{name} --{precision} vs float32, updates 1-3", reference, other,
+                             16 * UNIT_ROUNDOFF[precision], control)
+        if not self.cuda:
+            self.row("precision", "--amp", "skipped", "CUDA only (fairseq's --amp uses torch.cuda.amp)")
+
+    def leg_overflow(self):
+        records = self.train("overflow", self.arch["wae"], "wae_mmd", "--fp16", "--fp16-init-scale", str(2**60),
+                             "--max-update", "5")
+        output = (self.work / "overflow.log").read_text(errors="replace")
+        skipped = output.count("gradient overflow detected")
+        scales = [float(r["loss_scale"]) for r in records or [] if "loss_scale" in r]
+        ok = (records is not None and skipped > 0 and [int(r["num_updates"]) for r in records][-1:] == [5]
+              and all(math.isfinite(float(r["loss"])) for r in records) and scales and scales[-1] < 2**60)
+        self.row("overflow", "--fp16 from a loss scale of 2^60", "pass" if ok else "FAIL",
+                 f"{skipped} updates skipped by the scaler, then {len(records or [])} logged, finite, up to update 5, "
+                 f"scale {scales[-1] if scales else '?'}")
+
+    def leg_data_parallel(self):
+        if self.cuda and gpu_count() < 2:
+            return self.row("data-parallel", "2 GPUs", "skipped", "one GPU visible (the CPU stand-in: --cpu)")
+        where = "2 GPUs (NCCL, pytorch_ddp)" if self.cuda else "CPU stand-in: 2 gloo workers"
+        common = ["--dropout", "0.2", "--max-update", "12"]
+        for name, arch, criterion, flags in (
+                ("DAE, word dropout", self.arch["ae"], "ae_cross_entropy", ["--word-dropout", "0.2"]),
+                ("WAE", self.arch["wae"], "wae_mmd", ["--mmd-lambda", "10"]),
+                ("stop-at-peak VAE", self.arch["vae"], "vae_kl", ["--kl-anneal", "sigmoid", "--kl-anneal-midpoint", "4",
+                                                                   "--kl-anneal-steepness", "0.5",
+                                                                   "--kl-anneal-stop-at-peak"]),
+                ("AAE", self.arch["aae"], "aae", ["--logvar-l1", "0.01", "--noise-drop", "0.2"])):
+            tag = name.split(",")[0].replace(" ", "_")
+            flags = [*flags, *common]
+            one = self.train(f"dp-{tag}-1", arch, criterion, *flags, "--update-freq", "2")
+            control = self.train(f"dp-{tag}-1-seed2", arch, criterion, *flags, "--update-freq", "2", "--seed", "2")
+            two = self.train(f"dp-{tag}-2", arch, criterion, *flags, workers=2)
+            # float32 sums the two workers' gradients in another order than one process: 1e-3 relative
+            self.compare("data-parallel", f"{where} vs 1 x --update-freq 2: {name}", one, two, 1e-3, control)
+        # an epoch whose last update leaves one worker without a batch: it forwards weightless padding
+        flags = ["--mmd-lambda", "10", "--dropout", "0.2", "--max-epoch", "1", "--batch-size", "16"]
+        one = self.train("dp-uneven-1", self.arch["wae"], "wae_mmd", *flags, "--update-freq", "6")
+        control = self.train("dp-uneven-1-seed2", self.arch["wae"], "wae_mmd", *flags, "--update-freq", "6", "--seed", "2")
+        two = self.train("dp-uneven-2", self.arch["wae"], "wae_mmd", *flags, "--update-freq", "3", workers=2)
+        uneven = one is not None and int(one[-1]["bsz"]) < int(one[0]["bsz"])
+        self.compare("data-parallel", f"{where} x --update-freq 3 vs 1 x 6, an uneven last update"
+                     + ("" if uneven else " (NOT uneven: the data changed?)"), one, two, 1e-3 if uneven else 0.0, control)
+        # --mmd-global: the last update (one worker's padding) is one process's on the last batch (learning rate 0)
+        flags = ["--mmd-global", "--mmd-lambda", "10", "--max-epoch", "1", "--batch-size", "16", "--lr", "0"]
+        one = self.train("dp-global-1", self.arch["wae"], "wae_mmd", *flags, "--update-freq", "2")
+        control = self.train("dp-global-1-seed2", self.arch["wae"], "wae_mmd", *flags, "--update-freq", "2", "--seed", "2")
+        two = self.train("dp-global-2", self.arch["wae"], "wae_mmd", *flags, workers=2)
+        last = [records[-1:] if records else None for records in (one, two, control)]
+        self.compare("data-parallel", f"{where} --mmd-global, the last update (a worker's padding) vs 1 process",
+                     *last[:2], 1e-3, last[2])
+
+    def leg_speed(self):
+        ours = self.train("speed-ours", self.arch["wae"], "wae_mmd", "--max-update", "300", "--batch-size", "128",
+                          "--log-interval", "20")
+        pair = self.work / "pair"
+        pair.mkdir(exist_ok=True)
+        for split in ("train", "valid"):
+            for side in ("src", "tgt"):
+                shutil.copy(self.data / f"{split}.txt", pair / f"{split}.{side}")
+        self.command("speed-preprocess", ["fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt",
+                                          "--trainpref", pair / "train", "--validpref", pair / "valid", "--destdir",
+                                          self.work / "pair-bin", "--joined-dictionary", "--workers", "4"])
+        status, output = self.command("speed-lstm", [
+            "fairseq-train", self.work / "pair-bin", "--task", "translation", "--arch", "lstm", "--encoder-embed-dim",
+            "300", "--decoder-embed-dim", "300", "--encoder-hidden-size", "100", "--decoder-hidden-size", "100",
+            "--decoder-out-embed-dim", "100", "--decoder-attention", "0", "--criterion", "cross_entropy",
+            "--optimizer", "adam", "--lr", "0.001", "--batch-size", "128", "--max-update", "300", "--log-format",
+            "json", "--log-interval", "20", "--no-save", "--disable-validation", "--seed", "1"],
+            env={"CUDA_VISIBLE_DEVICES": "0"})
+        theirs = [r for r in json_records(output) if "wps" in r] if status == 0 else []
+        if not ours or not theirs:
+            return self.row("speed", "train words/s vs fairseq's lstm", "FAIL", f"a run failed (logs in {self.work})")
+        mine, lstm = float(ours[-1]["wps"]), float(theirs[-1]["wps"])
+        self.row("speed", "train words/s vs fairseq's lstm", "pass", f"{mine:.0f} / {lstm:.0f} = {mine / lstm:.2f}x")
+
+    def leg_sampling(self):
+        checkpoint = self.work / "sampling-ckpt"
+        status, _ = self.command("sampling-train", [
+            "fairseq-train", self.data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--arch",
+            self.arch["wae"], "--criterion", "wae_mmd", "--optimizer", "adam", "--lr", "0.001", "--batch-size", "128",
+            "--max-update", "50", "--save-dir", checkpoint, "--no-epoch-checkpoints", "--disable-validation",
+            *([] if self.cuda else ["--cpu"])])
+        wanted = 10000 if self.cuda else 500
+        start = time.time()
+        status_generate, output = self.command("sampling", [
+            "fairseq-generate", self.data, "--user-dir", USER_DIR, "--task", "prior_sampling", "--num-samples", wanted,
+            "--seed", "1", "--path", checkpoint / "checkpoint_last.pt", "--beam", "1", "--batch-size", "1000",
+            "--max-len-b", "20", *([] if self.cuda else ["--cpu"])])
+        seconds = time.time() - start
+        made = len({line.split("\t")[0] for line in output.splitlines() if line.startswith("H-")})
+        ok = status == 0 and status_generate == 0 and made == wanted
+        self.row("sampling", f"{wanted} prior samples, greedy, batch 1000", "pass" if ok else "FAIL",
+                 f"{made} of {wanted} sentences in {seconds:.1f} s ({made / seconds:.0f}/s, whole command)")
+
+    def run(self):
+        self.prepare()
+        for leg in self.args.only or LEGS:
+            if leg in CUDA_ONLY and not self.cuda:
+                self.row(leg, leg, "skipped", "CUDA only")
+                continue
+            getattr(self, "leg_" + leg.replace("-", "_"))()
+        device = "CPU (stand-ins)" if not self.cuda else gpu_names()
+        print(f"\ngpu_check on {device}; logs in {self.work}")
+        print("| leg | check | result | detail |\n|---|---|---|---|")
+        for leg, check, status, detail in self.rows:
+            print(f"| {leg} | {check} | {status} | {detail} |")
+        failed = [row for row in self.rows if row[2] == "FAIL"]
+        ran = [row for row in self.rows if row[2] == "pass"]
+        print(f"\n{len(ran)} passed, {len(failed)} failed, {len(self.rows) - len(ran) - len(failed)} skipped")
+        return 1 if failed or not ran else 0
+
+
+def counted(record):
+    return [record.get(key) for key in COUNTS]
+
+
+def largest_difference(a, b):
+    """The largest relative difference of the compared values over the updates (inf when one is not finite)."""
+    largest = 0.0
+    for x, y in zip(a, b):
+        for key in COMPARED:
+            if key in x and key in y:
+                u, v = float(x[key]), float(y[key])
+                if not (math.isfinite(u) and math.isfinite(v)):
+                    return math.inf
+                largest = max(largest, abs(u - v) / max(abs(u), 1e-3))
+    return largest
+
+
+def json_records(text):
+    records = []
+    for line in text.splitlines():
+        if "{" in line and '"' in line:
+            try:
+                records.append(json.loads(line[line.index("{"):]))
+            except ValueError:
+                pass
+    return records
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cuda_available():
+    probe = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
+    return subprocess.run([sys.executable, "-c", probe]).returncode == 0
+
+
+def gpu_count():
+    probe = "import torch; print(torch.cuda.device_count())"
+    return int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() or 0)
+
+
+def gpu_names():
+    probe = "import torch; print(torch.cuda.device_count(), 'x', torch.cuda.get_device_name(0))"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even where CUDA is present")
+    parser.add_argument("--work", help="folder for data and logs (default: a new temporary folder)")
+    parser.add_argument("--only", nargs="+", choices=LEGS, help="run these legs alone")
+    parser.add_argument("--tolerance-factor", type=float, default=1.0,
+                        help="multiplies every tolerance (0: every comparison that is not exact fails)")
+    args = parser.parse_args(argv)
+    if not args.tolerance_factor >= 0:
+        parser.error(f"--tolerance-factor must be >= 0, got {args.tolerance_factor}")
+    return Check(args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
