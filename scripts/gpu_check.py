@@ -16,6 +16,8 @@ Legs (``--only`` takes these names):
   data-parallel  2 workers against 1 with --update-freq 2 (DAE with word dropout, WAE, stop-at-peak VAE, AAE,
                  all with --dropout 0.2), 2 x --update-freq 3 against 1 x 6 over an epoch whose last update
                  leaves a worker without a batch, and --mmd-global's last update without the padding's codes
+  validation     fairseq-validate on an AAE checkpoint (its discriminator is the criterion's, which fairseq
+                 does not move to the GPU: the criterion follows the model) gives the valid loss training logged
   speed          words/s against fairseq's lstm on the same data (CUDA only: CPU timings here say nothing)
   sampling       fairseq-generate's prior samples: every asked-for sentence comes back
 
@@ -39,7 +41,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 USER_DIR = str(REPO / "fairseq_wae")
-LEGS = ("cuda-tests", "precision", "overflow", "data-parallel", "speed", "sampling")
+LEGS = ("cuda-tests", "precision", "overflow", "data-parallel", "validation", "speed", "sampling")
 CUDA_ONLY = {"cuda-tests", "overflow", "speed"}
 #: unit roundoffs of the formats a half-precision run computes in
 UNIT_ROUNDOFF = {"fp16": 2.0**-11, "bf16": 2.0**-8, "amp": 2.0**-11}
@@ -123,7 +125,7 @@ class Check:
         corpus = self.work / "corpus.txt"
         lines = (REPO / "examples" / "toy" / "sentences.txt").read_text().splitlines()
         # on a GPU the bundled toy corpus 20 times; on the CPU its first 1,000 sentences (an odd count of
-        # batches of 16, 57, so that the uneven-epoch comparisons have their padding)
+        # batches, so that the uneven-epoch comparisons have their padding)
         lines = lines * 20 if self.cuda else lines[:1000]
         corpus.write_text("".join(f"{line} {i % 97}\n" for i, line in enumerate(lines)))
         self.data = self.work / "data"
@@ -176,7 +178,7 @@ class Check:
         if self.cuda and gpu_count() < 2:
             return self.row("data-parallel", "2 GPUs", "skipped", "one GPU visible (the CPU stand-in: --cpu)")
         where = "2 GPUs (NCCL, pytorch_ddp)" if self.cuda else "CPU stand-in: 2 gloo workers"
-        common = ["--dropout", "0.2", "--max-update", "12"]
+        common = ["--dropout", "0.2", "--max-update", "12" if self.cuda else "6"]
         for name, arch, criterion, flags in (
                 ("DAE, word dropout", self.arch["ae"], "ae_cross_entropy", ["--word-dropout", "0.2"]),
                 ("WAE", self.arch["wae"], "wae_mmd", ["--mmd-lambda", "10"]),
@@ -192,7 +194,9 @@ class Check:
             # float32 sums the two workers' gradients in another order than one process: 1e-3 relative
             self.compare("data-parallel", f"{where} vs 1 x --update-freq 2: {name}", one, two, 1e-3, control)
         # an epoch whose last update leaves one worker without a batch: it forwards weightless padding
-        flags = ["--mmd-lambda", "10", "--dropout", "0.2", "--max-epoch", "1", "--batch-size", "16"]
+        # on the CPU 900 sentences in 29 batches of 32: the last update holds 5 (1 x 6), one worker padding (2 x 3)
+        batch = "16" if self.cuda else "32"
+        flags = ["--mmd-lambda", "10", "--dropout", "0.2", "--max-epoch", "1", "--batch-size", batch]
         one = self.train("dp-uneven-1", self.arch["wae"], "wae_mmd", *flags, "--update-freq", "6")
         control = self.train("dp-uneven-1-seed2", self.arch["wae"], "wae_mmd", *flags, "--update-freq", "6", "--seed", "2")
         two = self.train("dp-uneven-2", self.arch["wae"], "wae_mmd", *flags, "--update-freq", "3", workers=2)
@@ -202,13 +206,35 @@ class Check:
         else:
             self.compare("data-parallel", check, one, two, 1e-3, control)
         # --mmd-global: the last update (one worker's padding) is one process's on the last batch (learning rate 0)
-        flags = ["--mmd-global", "--mmd-lambda", "10", "--max-epoch", "1", "--batch-size", "16", "--lr", "0"]
+        flags = ["--mmd-global", "--mmd-lambda", "10", "--max-epoch", "1", "--batch-size", batch, "--lr", "0"]
         one = self.train("dp-global-1", self.arch["wae"], "wae_mmd", *flags, "--update-freq", "2")
         control = self.train("dp-global-1-seed2", self.arch["wae"], "wae_mmd", *flags, "--update-freq", "2", "--seed", "2")
         two = self.train("dp-global-2", self.arch["wae"], "wae_mmd", *flags, workers=2)
         last = [records[-1:] if records else None for records in (one, two, control)]
         self.compare("data-parallel", f"{where} --mmd-global, the last update (a worker's padding) vs 1 process",
                      *last[:2], 1e-3, last[2])
+
+    def leg_validation(self):
+        losses = {}
+        for seed in ("1", "2"):
+            save_dir = self.work / f"validation-ckpt{seed}"
+            status, output = self.command(f"validation-train{seed}", [
+                "fairseq-train", self.data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--arch",
+                self.arch["aae"], "--criterion", "aae", "--optimizer", "adam", "--lr", "0.001", "--batch-size", "32",
+                "--max-update", "20", "--validate-interval-updates", "20", "--save-dir", save_dir, "--seed", seed,
+                "--log-format", "json", "--no-epoch-checkpoints", *([] if self.cuda else ["--cpu"])],
+                env={"CUDA_VISIBLE_DEVICES": "0"} if self.cuda else {})
+            logged = [r for r in json_records(output) if "valid_loss" in r] if status == 0 else []
+            status, output = self.command(f"validation-validate{seed}", [
+                "fairseq-validate", self.data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--path",
+                save_dir / "checkpoint_last.pt", "--batch-size", "32", "--log-format", "json",
+                *([] if self.cuda else ["--cpu"])], env={"CUDA_VISIBLE_DEVICES": "0"} if self.cuda else {})
+            validated = [r for r in json_records(output) if "valid_loss" in r] if status == 0 else []
+            losses[seed] = ([{"loss": logged[-1]["valid_loss"]}] if logged else None,
+                            [{"loss": validated[-1]["valid_loss"]}] if validated else None)
+        (logged, validated), (control, _) = losses["1"], losses["2"]
+        self.compare("validation", "fairseq-validate of an AAE checkpoint vs the valid loss its training logged",
+                     logged, validated, 1e-3, control, counts=False)
 
     def leg_speed(self):
         ours = self.train("speed-ours", self.arch["wae"], "wae_mmd", "--max-update", "300", "--batch-size", "128",

@@ -25,7 +25,8 @@ def test_gpu_check_runs_on_the_cpu_and_passes(tmp_path):
     rows = table(result.stdout)
     assert rows[("cuda-tests", "cuda-tests")] == rows[("speed", "speed")] == rows[("overflow", "overflow")] == "skipped"
     ran = {check for (leg, check), status in rows.items() if status == "pass"}
-    assert {"data-parallel", "precision", "sampling"} == {leg for (leg, _), status in rows.items() if status == "pass"}
+    assert {"data-parallel", "precision", "validation", "sampling"} == {leg for (leg, _), status in rows.items()
+                                                                        if status == "pass"}
     assert any("uneven last update" in check for check in ran) and any("--mmd-global" in check for check in ran)
     assert any("stop-at-peak VAE" in check for check in ran) and any("AAE" in check for check in ran)
     assert "FAIL" not in rows.values()

@@ -29,9 +29,10 @@ def small_data(tmp_path_factory):
 
 def updates(save_dir, data, flavour, *flags):
     """{update: logged values} of every update (and validation) of one 50-update run through the real
-    CLI that keeps a checkpoint at each epoch's end and at update 35, mid-epoch."""
+    CLI that keeps a checkpoint at each epoch's end and at update 35, mid-epoch; with dropout, whose
+    masks are keyed by update and micro-batch like every other draw."""
     arch, criterion, options = FLAVOURS[flavour]
-    command = train_command(data, save_dir, *options, "--seed", "3", "--log-interval", "1",
+    command = train_command(data, save_dir, *options, "--seed", "3", "--log-interval", "1", "--dropout", "0.2",
                             "--save-interval-updates", "35", *flags,
                             arch=arch, criterion=criterion, epochs=5, batch_size=16)
     result = run([arg for arg in command if arg != "--no-epoch-checkpoints"])
