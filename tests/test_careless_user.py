@@ -276,6 +276,7 @@ def test_a_save_dir_in_use_is_refused_a_copy_of_it_is_not_and_a_dead_holders_loc
     from fairseq_wae.checkpoints import read_lock
 
     data, trained = prepared
+    assert released(trained / LOCK)  # the fixture's training has ended
     save_dir = shutil.copytree(trained, tmp_path / "ckpt")
     holder = hold_lock(save_dir)
     try:
