@@ -350,6 +350,9 @@ def lock_save_dir(save_dir: str, while_running=None) -> SaveDirLock:
             held = read_lock(path)
             if held is None:
                 continue  # given back meanwhile
+            holder = _HELD.get(held.get("training"))
+            if holder is not None and while_running is not None and holder._frame is while_running:
+                return holder  # the training that holds it, building a model again
             logger.warning(f"taking over {path}, {_why_not_honoured(held, mine, save_dir, path)}")
             try:
                 os.remove(path)

@@ -355,16 +355,18 @@ def test_a_lock_of_a_training_running_in_this_process_is_honoured_and_given_back
     from fairseq_wae.checkpoints import CheckpointError, lock_save_dir, read_lock
 
     taken, finish = threading.Event(), threading.Event()
+    locks = []
 
     def training():  # holds the lock while this function runs, as fairseq-train's main does
-        lock_save_dir(tmp_path, while_running=sys._getframe())
+        locks.append(lock_save_dir(tmp_path, while_running=sys._getframe()))
+        locks.append(lock_save_dir(tmp_path, while_running=sys._getframe()))  # its own: not a rival
         taken.set()
         finish.wait()
 
     thread = threading.Thread(target=training)
     thread.start()
     try:
-        assert taken.wait(60)
+        assert taken.wait(60) and locks[0] is locks[1]
         held = read_lock(tmp_path / LOCK)
         assert held["pid"] == os.getpid() and held["save_dir"] == str(tmp_path.resolve())
         with pytest.raises(CheckpointError, match=f"--save-dir {tmp_path} is in use by another training of this process"):
