@@ -28,8 +28,10 @@ setup(
         # fairseq writes --tensorboard-logdir through torch.utils.tensorboard, which needs it
         "tensorboard>=2.10",
     ],
-    # pytest-xdist runs the tests on every core (pytest.ini: -n auto), sharing the trained fixtures
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"]},
+    # pytest-xdist runs the tests on every core (pytest.ini: -n auto), sharing the trained fixtures;
+    # pytest-randomly runs them in another order each time (its seed printed first and last), so that a
+    # test leaning on what an earlier one left behind fails in CI rather than when the order changes
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "pytest-randomly>=3.12"]},
     entry_points={"console_scripts": [
         "fairseq-wae-prepare = fairseq_wae.cli.prepare_corpus:main",
         "fairseq-wae-prepare-snli = fairseq_wae.cli.prepare_snli:main",

@@ -22,6 +22,14 @@ def pytest_xdist_auto_num_workers(config):
     return (os.cpu_count() or 1) + 1
 
 
+def pytest_terminal_summary(terminalreporter, config):
+    """pytest-randomly's seed at the end of the report too: its header line, which -q leaves out, sits far
+    above a failure that only this order shows."""
+    if config.pluginmanager.hasplugin("randomly") and getattr(config.option, "randomly_seed", None) is not None:
+        terminalreporter.write_line(f"tests ran in a random order (pytest-randomly): --randomly-seed="
+                                    f"{config.option.randomly_seed} repeats it, -p no:randomly runs them in file order")
+
+
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory) -> Path:
     """1200 training, 100 validation and 101 test sentences from the toy grammar, binarized.

@@ -49,6 +49,10 @@ def test_one_backward_trains_d_on_its_loss_and_the_encoder_on_the_generator_loss
         assert torch.allclose(mine, reference.grad, atol=1e-6)  # nothing of the generator loss reaches D
     assert logs["adversarial"].item() == pytest.approx(generator_loss.item(), rel=1e-6)
     assert logs["discriminator_loss"].item() == pytest.approx(discriminator_loss.item(), rel=1e-6)
+    # D's accuracy: posterior codes it scores below 0 (labelled 0) and prior draws above, over both
+    with torch.no_grad():
+        correct = int((frozen(latent["z"]) < 0).sum()) + int((frozen(prior) > 0).sum())
+    assert logs["discriminator_accuracy"].item() == pytest.approx(correct / (2 * len(z)), abs=1e-7)
     # the value is the autoencoder's objective: D's loss is in the gradient, not in the reported loss
     logvar_l1 = latent["logvar"].abs().sum(-1).mean().item()
     assert logs["logvar_l1"].item() == pytest.approx(logvar_l1, rel=1e-6)
@@ -163,8 +167,13 @@ def test_the_discriminator_is_saved_fairseq_validate_uses_it_and_the_python_inte
     result = run(train_command(toy_data, tmp_path, "--noise-drop", "0.3", "--logvar-l1", "0.01", "--log-interval", "5",
                                arch="lstm_aae_tiny", criterion="aae", epochs=2))
     log = parse_json_log(result.stdout + result.stderr)
-    accuracies = [float(r["discriminator_accuracy"]) for r in log if "discriminator_accuracy" in r]
-    assert accuracies and all(0 <= a <= 1 for a in accuracies)
+    # each record's accuracy counts D's right calls on the 2 codes of each sentence it averages (5 updates of
+    # bsz sentences): a whole number of codes, so hard decisions, not probabilities, are averaged
+    inner = [r for r in log if "discriminator_accuracy" in r and "num_updates" in r]
+    assert [int(r["num_updates"]) for r in inner] == list(range(5, 76, 5))
+    for record in inner:
+        accuracy, codes = float(record["discriminator_accuracy"]), round(2 * 5 * float(record["bsz"]))
+        assert abs(accuracy - round(accuracy * codes) / codes) <= 5e-5 + 1e-12, record  # logged to 4 decimals
     state = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
     assert state["criterion"]["discriminator.0.weight"].shape == (512, 16)
     # fairseq-validate builds the criterion afresh: with an untrained D its loss would differ (measured

@@ -66,17 +66,50 @@ def test_in_training_it_is_torchs_batch_norm_at_a_fixed_scale_and_a_lone_sentenc
     assert half.dtype == torch.float16 and torch.allclose(half.float(), trained, atol=1e-2)
 
 
-def test_fairseq_train_logs_no_kl_below_the_bound_and_a_one_sentence_batch_trains(toy_data, tmp_path):
+def test_fairseq_train_logs_no_kl_below_the_bound_and_a_one_sentence_batch_uses_the_running_statistics(toy_data,
+                                                                                                         tmp_path):
     gamma, latent_dim = 0.5, 16
-    # 1200 sentences in batches of 11: the last batch of each epoch holds one sentence
-    result = run(train_command(toy_data, tmp_path, "--bn-posterior-mean", str(gamma), "--log-interval", "1",
-                               arch="lstm_vae_tiny", criterion="vae_kl", epochs=2, batch_size=11))
-    records = [r for r in parse_json_log(result.stdout + result.stderr) if "kl" in r and "num_updates" in r]
+
+    def train_bn_vae(save_dir, *flags):  # 1200 sentences in batches of 11: the last batch holds one sentence
+        result = run(train_command(toy_data, save_dir, "--bn-posterior-mean", str(gamma), "--log-interval", "1",
+                                   *flags, arch="lstm_vae_tiny", criterion="vae_kl", epochs=2, batch_size=11))
+        return [r for r in parse_json_log(result.stdout + result.stderr) if "kl" in r and "num_updates" in r]
+
+    records = train_bn_vae(tmp_path / "whole")
     assert len(records) == 220
-    lone = [r for r in records if float(r["bsz"]) == 1]
-    assert len(lone) == 2 and all(float(r["loss"]) > 0 for r in lone)  # (normalised by the running statistics)
     batches = [float(r["kl"]) for r in records if float(r["bsz"]) > 1]
     assert min(batches) >= 0.5 * latent_dim * gamma**2 * (1 - 1e-3)
+    lone = [int(r["num_updates"]) for r in records if float(r["bsz"]) == 1]
+    assert len(lone) == 2 and lone[0] <= 110 < lone[1]  # one in each epoch
+    update = lone[0]
+    assert update > 1  # (with --seed 1; at update 1 there would be no checkpoint before it)
+
+    # the same run again up to that update, keeping the weights and running statistics it started from
+    again = train_bn_vae(tmp_path / "again", "--max-update", str(update), "--save-interval-updates", str(update - 1))
+    logged = next(r for r in again if int(r["num_updates"]) == update)
+    assert float(logged["bsz"]) == 1
+    task, model, _ = build(toy_data, "lstm_vae_tiny", "vae_kl", "--bn-posterior-mean", str(gamma))
+    state = torch.load(tmp_path / "again" / f"checkpoint_1_{update - 1}.pt", weights_only=True)["model"]
+    model.load_state_dict(state)
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    batch = [b for b in task.get_batch_iterator(dataset, max_sentences=11).frozen_batches if len(b) == 1]
+    sentence = dataset.collater([dataset[int(batch[0][0])]])["net_input"]
+    head = model.encoder.latent_head
+    seen = {}
+    head.mean_norm.register_forward_hook(lambda module, inputs, output: seen.update(raw_mean=inputs[0]))
+    head.to_logvar.register_forward_hook(lambda module, inputs, output: seen.update(logvar=output))
+    model.train()
+    with torch.no_grad():
+        model.encoder(sentence["src_tokens"], sentence["src_lengths"])
+    # normalised by the running statistics the update started from, as in evaluation
+    norm = "encoder.latent_head.mean_norm."
+    mean = gamma * (seen["raw_mean"] - state[norm + "running_mean"]) / state[norm + "running_var"].sqrt() \
+        + state[norm + "shift"]
+    expected = gaussian_kl(mean, seen["logvar"]).sum().item()
+    assert float(logged["kl"]) == pytest.approx(expected, abs=1e-4)  # logged to 4 decimals
+    # the mean left unnormalised would give another KL, by 100 times the tolerance above
+    assert abs(gaussian_kl(seen["raw_mean"], seen["logvar"]).sum().item() - expected) > 0.01
 
 
 @pytest.mark.parametrize("arch,flags,message", [

@@ -1,5 +1,6 @@
 """End to end through the real fairseq-preprocess / fairseq-train / fairseq-generate CLI."""
 import json
+import math
 import os
 import re
 import shutil
@@ -50,15 +51,40 @@ def test_training_lowers_validation_loss_and_logs_the_metrics(trained, name):
     assert float(valid[-1]["valid_bsz"]) == pytest.approx(100 / 4)
 
 
-def test_vae_schedules_show_in_the_log_and_the_checkpoint(trained):
+def epoch_batch_sizes(data, epochs, batch_size=32):
+    """The sentences in each update of each epoch, in the order fairseq-train (--seed 1) gives them."""
+    from helpers import configure
+
+    task, _ = configure(data, "lstm_vae_tiny", "vae_kl")
+    task.load_dataset("train")
+    batches = task.get_batch_iterator(task.dataset("train"), max_sentences=batch_size, seed=1)
+    return [[len(batch["id"]) for batch in batches.next_epoch_itr(shuffle=True)] for _ in range(epochs)]
+
+
+def test_vae_schedules_show_in_the_log_and_the_checkpoint(trained, toy_data):
     save_dir, log = trained["vae"]
     epochs = [r for r in log if "train_loss" in r]
     assert [float(r["train_word_dropout"]) for r in epochs] == pytest.approx([0.05 * i for i in range(8)])
-    weights = [float(r["train_kl_weight"]) for r in epochs]
-    assert weights[0] < 0.2 and weights == sorted(weights)
     state = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)
     saved = state["model"]["schedule_state._extra_state"]
     assert set(saved) == {"first_weight", "average", "trough", "peak", "frozen_weight"}
+
+    # lambda(t) = 1 / (1 + exp(-0.05 (t - 60))) at each update's count t before its step, until the
+    # stop-at-peak rule froze it (at the end of the update whose weight it keeps), averaged over each
+    # epoch's sentences as the log averages them
+    def schedule(t):
+        return 1 / (1 + math.exp(-0.05 * (t - 60)))
+
+    frozen_at = math.inf
+    if saved["frozen_weight"] is not None:
+        frozen_at = next(t for t in range(304) if schedule(t) == pytest.approx(saved["frozen_weight"], rel=1e-12))
+    expected, t = [], 0
+    for sizes in epoch_batch_sizes(toy_data, 8):
+        assert sum(sizes) == 1200
+        expected.append(sum(size * schedule(min(t + i, frozen_at)) for i, size in enumerate(sizes)) / 1200)
+        t += len(sizes)
+    assert t == 304
+    assert [float(r["train_kl_weight"]) for r in epochs] == pytest.approx(expected, abs=5e-5)  # 4 decimals
 
 
 def test_fairseq_validate_gives_the_loss_the_training_validated(toy_data, tmp_path):

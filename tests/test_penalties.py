@@ -67,11 +67,17 @@ def test_mmd_refuses_a_single_code():
 
 
 def test_squared_distances_have_finite_gradients_at_zero():
-    x = torch.randn(4, 3, requires_grad=True)
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    x[3] = x[1]  # two codes at one point: zero distances off the diagonal too
+    x.requires_grad_(True)
     d2 = squared_distances(x, x)
-    assert torch.allclose(d2.diagonal(), torch.zeros(4), atol=1e-5)
+    brute = torch.tensor([[float(((a - b) ** 2).sum()) for b in x.detach()] for a in x.detach()], dtype=torch.float64)
+    assert torch.allclose(d2, brute, atol=1e-12)
     d2.sum().backward()
-    assert torch.isfinite(x.grad).all()
+    # sum_ij ||x_i - x_j||^2 is a polynomial: its gradient at x_i is 4 (n x_i - sum_j x_j), zero distances or not
+    n = len(x)
+    assert torch.allclose(x.grad, 4 * (n * x.detach() - x.detach().sum(0)), atol=1e-12)
 
 
 def test_gaussian_kl_matches_monte_carlo():

@@ -92,17 +92,18 @@ def _zeroed(logging_output):
     return {key: torch.zeros_like(value) if torch.is_tensor(value) else 0 for key, value in logging_output.items()}
 
 
-def _built_by_fairseq_train() -> bool:
-    """Whether fairseq-train's ``main`` (fairseq_cli/train.py, also run by fairseq-hydra-train and by each
-    data-parallel worker) is the caller: then the model is built for training, into a save dir it may
-    resume from. Read from the call stack, so that a Python session that also imported fairseq_cli.train
-    builds its other models as models."""
+def _fairseq_train_frame():
+    """The frame of fairseq-train's ``main`` (fairseq_cli/train.py, also run by fairseq-hydra-train and by
+    each data-parallel worker) when it is the caller, else None: then the model is built for training,
+    into a save dir it may resume from, and the training lasts as long as that frame runs. Read from the
+    call stack, so that a Python session that also imported fairseq_cli.train builds its other models
+    as models."""
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "main" and frame.f_code.co_filename.endswith(os.path.join("fairseq_cli", "train.py")):
-            return True
+            return frame
         frame = frame.f_back
-    return False
+    return None
 
 
 def _rerun_by_nan_detector(model) -> bool:
@@ -267,17 +268,19 @@ class SentenceAutoencodingTask(FairseqTask):
                              f"({type(model).__name__}) is not a sentence autoencoder: --task {self.cfg._name} "
                              "needs one of fairseq-wae's (--arch lstm_*_paper, transformer_*_small, their *_tiny "
                              "sizes, lstm_autoencoder or transformer_autoencoder)")
-        if not from_checkpoint and _built_by_fairseq_train() and resolved(self.cfg, "save_dir") is not None:
+        training = None if from_checkpoint else _fairseq_train_frame()
+        if training is not None and resolved(self.cfg, "save_dir") is not None:
             # fairseq-train (or fairseq-hydra-train) builds its model here, before it resumes from the save dir
             _refuse_half_precision_training_on_the_cpu(cfg)
             self.model_in_training = model
             if not self.cfg.no_save:
-                self._guard_save_dir(model, arch)
+                self._guard_save_dir(model, arch, training)
         return model
 
-    def _guard_save_dir(self, model, arch: str) -> None:
-        """Lock the save dir and mend a truncated checkpoint_last.pt (the first worker alone, the others
-        wait for it), then refuse to resume from a checkpoint of another dictionary."""
+    def _guard_save_dir(self, model, arch: str, training) -> None:
+        """Lock the save dir until the frame ``training`` (fairseq-train's ``main``) returns or raises, and
+        mend a truncated checkpoint_last.pt (the first worker alone, the others wait for it), then refuse to
+        resume from a checkpoint of another dictionary."""
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         first_worker = not distributed or torch.distributed.get_rank() == 0
         fingerprint = model.dictionary_binding.fingerprint if hasattr(model, "dictionary_binding") \
@@ -286,7 +289,7 @@ class SentenceAutoencodingTask(FairseqTask):
         if first_worker:
             try:
                 guard_save_dir(self.cfg.save_dir, self.cfg.restore_file, fingerprint, model_class=type(model),
-                               arch=arch)
+                               arch=arch, while_running=training)
             except CheckpointError as e:
                 error = e
         if distributed:
