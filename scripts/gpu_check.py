@@ -146,10 +146,11 @@ class Check:
 
     def leg_precision(self):
         precisions = ["fp16", "bf16", "amp"] if self.cuda else ["bf16"]
-        for name, arch, criterion, flags in (
-                ("stochastic WAE", self.arch["vae"], "wae_mmd", ["--kl-variance-penalty", "1", "--mmd-lambda", "10"]),
-                ("VAE", self.arch["vae"], "vae_kl", ["--kl-weight", "0.5"]),
-                ("AAE", self.arch["aae"], "aae", ["--logvar-l1", "0.01"])):
+        flavours = [("stochastic WAE", self.arch["vae"], "wae_mmd", ["--kl-variance-penalty", "1", "--mmd-lambda", "10"]),
+                    ("VAE", self.arch["vae"], "vae_kl", ["--kl-weight", "0.5"]),
+                    ("AAE", self.arch["aae"], "aae", ["--logvar-l1", "0.01"])]
+        # the CPU stand-in: the stochastic WAE alone (tests/test_trainer_paths.py runs every flavour in bfloat16)
+        for name, arch, criterion, flags in flavours if self.cuda else flavours[:1]:
             flags = [*flags, "--max-update", "3", "--dropout", "0.2"]
             tag = name.replace(" ", "_")
             reference = self.train(f"precision-{tag}-fp32", arch, criterion, *flags)
@@ -179,13 +180,15 @@ class Check:
             return self.row("data-parallel", "2 GPUs", "skipped", "one GPU visible (the CPU stand-in: --cpu)")
         where = "2 GPUs (NCCL, pytorch_ddp)" if self.cuda else "CPU stand-in: 2 gloo workers"
         common = ["--dropout", "0.2", "--max-update", "12" if self.cuda else "6"]
-        for name, arch, criterion, flags in (
+        flavours = [
                 ("DAE, word dropout", self.arch["ae"], "ae_cross_entropy", ["--word-dropout", "0.2"]),
                 ("WAE", self.arch["wae"], "wae_mmd", ["--mmd-lambda", "10"]),
                 ("stop-at-peak VAE", self.arch["vae"], "vae_kl", ["--kl-anneal", "sigmoid", "--kl-anneal-midpoint", "4",
                                                                    "--kl-anneal-steepness", "0.5",
                                                                    "--kl-anneal-stop-at-peak"]),
-                ("AAE", self.arch["aae"], "aae", ["--logvar-l1", "0.01", "--noise-drop", "0.2"])):
+                ("AAE", self.arch["aae"], "aae", ["--logvar-l1", "0.01", "--noise-drop", "0.2"])]
+        # the CPU stand-in leaves out the WAE: the two comparisons after these run it
+        for name, arch, criterion, flags in flavours if self.cuda else flavours[:1] + flavours[2:]:
             tag = name.split(",")[0].replace(" ", "_")
             flags = [*flags, *common]
             one = self.train(f"dp-{tag}-1", arch, criterion, *flags, "--update-freq", "2")
@@ -215,7 +218,7 @@ class Check:
                      *last[:2], 1e-3, last[2])
 
     def leg_validation(self):
-        losses = {}
+        losses = {"2": (None, None)}
         for seed in ("1", "2"):
             save_dir = self.work / f"validation-ckpt{seed}"
             status, output = self.command(f"validation-train{seed}", [
@@ -225,6 +228,9 @@ class Check:
                 "--log-format", "json", "--no-epoch-checkpoints", *([] if self.cuda else ["--cpu"])],
                 env={"CUDA_VISIBLE_DEVICES": "0"} if self.cuda else {})
             logged = [r for r in json_records(output) if "valid_loss" in r] if status == 0 else []
+            if seed == "2":  # the control: the valid loss of a run with another seed
+                losses[seed] = ([{"loss": logged[-1]["valid_loss"]}] if logged else None, None)
+                continue
             status, output = self.command(f"validation-validate{seed}", [
                 "fairseq-validate", self.data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--path",
                 save_dir / "checkpoint_last.pt", "--batch-size", "32", "--log-format", "json",

@@ -31,11 +31,11 @@ def test_gpu_check_runs_on_the_cpu_and_passes(tmp_path):
     assert any("stop-at-peak VAE" in check for check in ran) and any("AAE" in check for check in ran)
     assert "FAIL" not in rows.values()
     passed, failed = map(int, re.search(r"(\d+) passed, (\d+) failed", result.stdout).groups())
-    assert passed == len(ran) >= 10 and failed == 0
+    assert passed == len(ran) >= 7 and failed == 0
 
 
 def test_gpu_check_fails_when_a_tolerance_is_wrong(tmp_path):
-    """A tolerance of 0: bfloat16 runs are near float32's but not equal, so every precision row fails."""
+    """A tolerance of 0: a bfloat16 run is near float32's but not equal, so the precision row fails."""
     result = gpu_check(tmp_path, "--only", "precision", "--tolerance-factor", "0")
     assert result.returncode == 1
     rows = table(result.stdout)
