@@ -360,8 +360,10 @@ def main(argv=None):
     parser.add_argument("--tolerance-factor", type=float, default=1.0,
                         help="multiplies every tolerance (0: every comparison that is not exact fails)")
     args = parser.parse_args(argv)
-    if not args.tolerance_factor >= 0:
-        parser.error(f"--tolerance-factor must be >= 0, got {args.tolerance_factor}")
+    if not 0 <= args.tolerance_factor < math.inf:
+        parser.error(f"--tolerance-factor must be a finite number >= 0, got {args.tolerance_factor}")
+    if args.work and os.path.exists(args.work) and not os.path.isdir(args.work):
+        parser.error(f"--work {args.work} is a file: give a folder (it is made if missing)")
     return Check(args).run()
 
 

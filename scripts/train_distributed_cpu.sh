@@ -21,6 +21,14 @@ if ! [[ "$NPROC" =~ ^[1-9][0-9]*$ ]]; then echo "$0: NPROC must be a positive nu
 if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
     echo "$0: port $PORT is busy; set PORT to a free one" >&2; exit 2
 fi
+for arg in "$@"; do
+    if [ "$arg" = --bf16 ] || [ "$arg" = --memory-efficient-bf16 ]; then
+        echo "$0: $arg with several processes: fairseq 0.12's command line turns it into --tpu, and its distributed" \
+             "start-up then takes the TPU path before the plugin runs; train bfloat16 with several workers through" \
+             "fairseq-hydra-train and common.bf16=true (README, Half precision), or in one process with --bf16" >&2
+        exit 2
+    fi
+done
 pids=()
 for ((rank = 0; rank < NPROC; rank++)); do
     timeout_cmd=()

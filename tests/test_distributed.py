@@ -173,6 +173,19 @@ def test_a_two_process_run_resumes_with_its_saved_stop_at_peak_state(toy_data, t
     assert {float(r["kl_weight"]) for r in records} == {0.3}
 
 
+def test_mmd_global_validates_batches_larger_than_the_training_batches(toy_data):
+    flags = [f for f in common_flags("lstm_wae_tiny", "wae_mmd") if f != "--disable-validation"]
+    result = launch(toy_data, *flags, "--mmd-global", "--batch-size-valid", "64", "--max-update", "2",
+                    "--validate-interval-updates", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r for r in parse_json_log(result.stdout + result.stderr) if "valid_mmd" in r]
+
+
+def test_the_launcher_refuses_bf16_naming_the_route_that_works(toy_data):
+    result = launch(toy_data, *common_flags("lstm_wae_tiny", "wae_mmd"), "--bf16")
+    assert result.returncode == 2 and "fairseq-hydra-train and common.bf16=true" in result.stderr
+
+
 def test_a_failing_rank_fails_the_launch(toy_data):
     result = launch(toy_data, *common_flags("lstm_wae_tiny", "wae_mmd"), "--mmd-lambda", "-1")
     assert result.returncode != 0 and "--mmd-lambda" in result.stderr

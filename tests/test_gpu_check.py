@@ -41,3 +41,14 @@ def test_gpu_check_fails_when_a_tolerance_is_wrong(tmp_path):
     rows = table(result.stdout)
     bf16 = [status for (leg, check), status in rows.items() if "--bf16" in check]
     assert bf16 and set(bf16) == {"FAIL"}
+
+
+def test_gpu_check_refuses_nonsense_options_before_running_anything(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for flags, message in ((["--tolerance-factor", "inf"], "finite number >= 0"), (["--tolerance-factor", "nan"],
+                           "finite number >= 0"), (["--work", str(a_file)], "is a file"),
+                           (["--only", "bogus"], "invalid choice")):
+        result = subprocess.run(["bash", str(SCRIPT), "--cpu", *flags], env=CLI_ENV, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 2 and message in result.stderr, (flags, result.stderr[-2000:])

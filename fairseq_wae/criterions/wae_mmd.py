@@ -43,6 +43,7 @@ class WaeMmdConfig(AutoencoderCrossEntropyConfig):
     )
     # read, not set, here: the rows each worker pads its codes to under --mmd-global
     batch_size: Optional[int] = II("dataset.batch_size")
+    batch_size_valid: Optional[int] = II("dataset.batch_size_valid")
 
 
 @register_criterion("wae_mmd", dataclass=WaeMmdConfig)
@@ -70,10 +71,12 @@ class WaeMmdCriterion(AutoencoderCrossEntropyCriterion):
         self.imq_scales, self.imq_c_base_per_dim = scales, cfg.imq_c_base_per_dim
         self.variance_weight = cfg.kl_variance_penalty
         self.mmd_global = cfg.mmd_global
-        self.batch_size = resolved(cfg, "batch_size")
-        if self.mmd_global and not self.batch_size:
+        batch_sizes = [size for size in (resolved(cfg, "batch_size"), resolved(cfg, "batch_size_valid")) if size]
+        if self.mmd_global and not batch_sizes:
             raise ValueError("--mmd-global needs --batch-size: every worker pads its codes to it, so that no "
                              "worker waits on the host for the others' batch sizes")
+        # training's and validation's batches: every worker pads to the larger
+        self.batch_size = max(batch_sizes, default=None)
 
     def check_model(self, model) -> None:
         if self.variance_weight > 0 and not model.is_gaussian:

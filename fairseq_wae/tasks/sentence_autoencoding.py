@@ -141,8 +141,9 @@ def _refuse_half_precision_training_on_the_cpu(cfg) -> None:
     for flag, why in (("fp16", "its fp16 optimizer handles an overflow with CUDA tensors"),
                       ("amp", "its autocast and loss scaler are CUDA's, so this would train in float32")):
         if common.get(flag):
-            raise ValueError(f"--{flag} on the CPU: fairseq cannot train so ({why}); train in bfloat16 with --bf16 "
-                             f"there, or use --{flag} on a GPU")
+            also = " or --memory-efficient-fp16" if flag == "fp16" else ""
+            raise ValueError(f"--{flag}{also} (common.{flag} in hydra) on the CPU: fairseq cannot train so ({why}); "
+                             f"train in bfloat16 with --bf16 there, or use --{flag} on a GPU")
 
 
 @register_task("sentence_autoencoding", dataclass=SentenceAutoencodingConfig)
