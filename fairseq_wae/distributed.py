@@ -3,11 +3,20 @@ from typing import List, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
+from fairseq.distributed import utils as distributed_utils
 from torch import Tensor
 
 
+def data_parallel_workers() -> Tuple[int, int]:
+    """(this worker's rank, the number of data-parallel workers), as fairseq counts them; (0, 1) without a
+    process group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0, 1
+    return distributed_utils.get_data_parallel_rank(), distributed_utils.get_data_parallel_world_size()
+
+
 def _parallel() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return data_parallel_workers()[1] > 1
 
 
 def gather_padded(x: Tensor, rows: int) -> Tuple[Tensor, Tensor]:
@@ -47,13 +56,11 @@ def global_sum(x: Tensor) -> Tensor:
 
 def global_sums(values: Sequence[float], device=None) -> List[float]:
     """Each value summed over the data-parallel workers (the values themselves without a process group)."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
+    if not _parallel():
         return list(values)
     if device is None:
         device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-    totals = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
-    dist.all_reduce(totals)
-    return totals.tolist()
+    return global_sum(torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)).tolist()
 
 
 def scale_gradient(x: Tensor, factor: float) -> Tensor:

@@ -144,6 +144,14 @@ def parse_json_log(text):
     return json_log_records(text.splitlines())
 
 
+def validate_record(result):
+    """fairseq-validate's json record in a command's output (it has no epoch, so parse_json_log leaves it out)."""
+    import json
+
+    line = [line for line in (result.stdout + result.stderr).splitlines() if "| valid |" in line][-1]
+    return json.loads(line[line.index("{"):])
+
+
 def configure(data, arch, criterion, *flags):
     """(task, config) as fairseq-train makes them from these flags."""
     from fairseq import options, tasks

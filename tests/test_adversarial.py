@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import USER_DIR, build, first_batch, parse_json_log, run, train_command
+from helpers import USER_DIR, build, first_batch, parse_json_log, run, train_command, validate_record
 from fairseq_wae.penalties import imq_kernel, mmd_unbiased
 
 
@@ -160,7 +160,6 @@ def test_the_laae_term_needs_a_gaussian_head(toy_data):
 
 def test_the_discriminator_is_saved_fairseq_validate_uses_it_and_the_python_interface_loads_the_model(toy_data,
                                                                                                        tmp_path):
-    import json
 
     from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
 
@@ -182,11 +181,11 @@ def test_the_discriminator_is_saved_fairseq_validate_uses_it_and_the_python_inte
     out = run(["fairseq-validate", toy_data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--path",
                tmp_path / "checkpoint_last.pt", "--valid-subset", "valid", "--batch-size", "32", "--cpu",
                "--log-format", "json"])
-    line = [line for line in (out.stdout + out.stderr).splitlines() if "| valid |" in line][-1]
-    validated = json.loads(line[line.index("{"):])
-    # (D's own loss and accuracy are left out: they read prior draws keyed by the micro-batch count, which
-    # training's validation starts after the update's training batches and fairseq-validate at 0)
-    for key in ("valid_loss", "valid_nll_loss", "valid_adversarial", "valid_logvar_l1"):
+    validated = validate_record(out)
+    # D's own loss and accuracy too: validation's prior draws are keyed by the validation batch, not by
+    # the training batches before it
+    for key in ("valid_loss", "valid_nll_loss", "valid_adversarial", "valid_logvar_l1", "valid_discriminator_loss",
+                "valid_discriminator_accuracy"):
         assert validated[key] == last[key], key
     autoencoder = SentenceAutoencoderModel.from_pretrained(str(tmp_path), checkpoint_file="checkpoint_last.pt",
                                                            data_name_or_path=str(toy_data))

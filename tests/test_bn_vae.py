@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import build, first_batch, parse_json_log, run, train_command
+from helpers import build, parse_json_log, run, train_command
 from fairseq_wae.models.latent import FixedScaleBatchNorm
 from fairseq_wae.penalties import gaussian_kl
 

@@ -1,5 +1,4 @@
 """End to end through the real fairseq-preprocess / fairseq-train / fairseq-generate CLI."""
-import json
 import math
 import os
 import re
@@ -9,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from helpers import REPO, USER_DIR, built_once, preprocess, run, train, train_command
+from helpers import REPO, USER_DIR, built_once, preprocess, run, train, train_command, validate_record
 
 TRAINING = {
     "dae": ("lstm_ae_tiny", "ae_cross_entropy", [], []),
@@ -95,8 +94,7 @@ def test_fairseq_validate_gives_the_loss_the_training_validated(toy_data, tmp_pa
     out = run(["fairseq-validate", toy_data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--path",
                tmp_path / "checkpoint_last.pt", "--valid-subset", "valid", "--batch-size", "32", "--cpu",
                "--log-format", "json"])
-    line = [line for line in (out.stdout + out.stderr).splitlines() if "| valid |" in line][-1]
-    validated = json.loads(line[line.index("{"):])  # fairseq-validate's record has no epoch
+    validated = validate_record(out)
     assert float(last["valid_kl_weight"]) > 0.5  # at update 114; at update 0 it is 0.047
     for key in ("valid_loss", "valid_nll_loss", "valid_kl", "valid_kl_weight"):
         assert validated[key] == last[key], key

@@ -2,12 +2,11 @@
 (fairseq's own optimizers and, for --fp16, its loss scaler), the hydra route to bfloat16, and validation
 (fairseq-train's logged valid loss against fairseq-validate on the saved checkpoint; a non-finite one
 refused in every precision)."""
-import json
 import math
 
 import pytest
 
-from helpers import USER_DIR, parse_json_log, run, train
+from helpers import USER_DIR, parse_json_log, run, train, validate_record
 from test_hydra import hydra_train
 
 FLAVOURS = {
@@ -26,12 +25,6 @@ UNIT_ROUNDOFF = {"--bf16": 2.0**-8}
 #: the gradient norm among them: the loss at initialisation hardly depends on the weights (about log V per
 #: token), so it alone could not tell two seeds apart at this tolerance
 COMPARED = ("loss", "nll_loss", "mmd", "kl", "variance_kl", "adversarial", "logvar_l1", "gnorm")
-
-
-def validate_record(result):
-    """fairseq-validate's json record (it has no epoch, so the training log's reader leaves it out)."""
-    line = [line for line in (result.stdout + result.stderr).splitlines() if "| valid |" in line][-1]
-    return json.loads(line[line.index("{"):])
 
 
 def first_updates(tmp_path, flavour, *flags, seed=1):

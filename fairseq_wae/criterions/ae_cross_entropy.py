@@ -17,10 +17,10 @@ import torch
 from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
-from fairseq.distributed import utils as distributed_utils
 from omegaconf import II
 from torch import Tensor
 
+from fairseq_wae.distributed import data_parallel_workers
 from fairseq_wae.input_noise import InputNoise
 from fairseq_wae.latent_space import active_units_from_sums
 from fairseq_wae.options import check_non_negative, check_rate, resolved
@@ -194,9 +194,7 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
         first sentence, so fairseq-train's validation and fairseq-validate draw alike whatever trained before.
         Torch's global generator is seeded here too, so the model's dropout masks are keyed the same way."""
         if training:
-            parallel = torch.distributed.is_available() and torch.distributed.is_initialized()
-            rank = distributed_utils.get_data_parallel_rank() if parallel else 0
-            workers = distributed_utils.get_data_parallel_world_size() if parallel else 1
+            rank, workers = data_parallel_workers()
             self._micro_batch, self._validation_batch = self._training_forwards * workers + rank, None
             self._training_forwards += 1
             torch.manual_seed(seeded_seed(self.seed, self.num_updates, self._micro_batch, RANDOM_DRAWS.index("dropout")))
@@ -214,8 +212,8 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
             return seeded_generator(self.seed, VALIDATION, self._validation_batch, RANDOM_DRAWS.index(draw),
                                     device=device)
         micro_batch = self._micro_batch
-        if not per_worker and torch.distributed.is_initialized():
-            micro_batch -= micro_batch % distributed_utils.get_data_parallel_world_size()
+        if not per_worker:
+            micro_batch -= micro_batch % data_parallel_workers()[1]
         return seeded_generator(self.seed, self.num_updates, micro_batch, RANDOM_DRAWS.index(draw), device=device)
 
     @property

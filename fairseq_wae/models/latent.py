@@ -2,10 +2,10 @@
 from typing import Dict, Optional
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
-from fairseq.distributed import utils as distributed_utils
 from torch import Tensor
+
+from fairseq_wae.distributed import data_parallel_workers, global_sum
 
 
 def reparameterize(mean: Tensor, logvar: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -74,14 +74,10 @@ class FixedScaleBatchNorm(nn.Module):
     def average_running_statistics(self) -> None:
         """The running statistics averaged over the data-parallel workers (one all-reduce, nothing read
         on the host); unchanged without a process group."""
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        workers = distributed_utils.get_data_parallel_world_size()
+        _, workers = data_parallel_workers()
         if workers == 1:
             return
-        statistics = torch.stack([self.running_mean, self.running_var])
-        distributed_utils.all_reduce(statistics, group=distributed_utils.get_data_parallel_group())
-        statistics /= workers
+        statistics = global_sum(torch.stack([self.running_mean, self.running_var])) / workers
         self.running_mean.copy_(statistics[0])
         self.running_var.copy_(statistics[1])
 
