@@ -646,7 +646,7 @@ def damaged_files(folder: str, manifest: Dict) -> List[str]:
 def _remove_stale_staging(out: str) -> None:
     """Staging and previous-corpus folders are named after the process that made them: those of dead
     processes go (once no journal names them: ``finish_interrupted_preparation`` runs first)."""
-    from fairseq_wae.checkpoints import process_alive
+    from fairseq_wae.save_dir_lock import process_alive
 
     for name in os.listdir(out):
         prefix = next((p for p in (STAGING_PREFIX, PREVIOUS_PREFIX) if name.startswith(p)), None)
@@ -735,7 +735,7 @@ def finish_interrupted_preparation(out: str, head: Dict, force: bool) -> None:
     journal = read_journal(out)
     if journal is None:
         return
-    from fairseq_wae.checkpoints import process_alive
+    from fairseq_wae.save_dir_lock import process_alive
 
     path, pid = os.path.join(out, JOURNAL), journal["process"]
     if pid != os.getpid() and process_alive(pid):

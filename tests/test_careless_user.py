@@ -265,7 +265,7 @@ def released(lock):
 def hold_lock(save_dir):
     """Another process that takes ``save_dir``'s lock as a training does and holds it until it is killed."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from fairseq_wae.checkpoints import lock_save_dir; "
+        [sys.executable, "-c", "import sys; from fairseq_wae.save_dir_lock import lock_save_dir; "
                                "lock_save_dir(sys.argv[1]); print('locked', flush=True); sys.stdin.read()", save_dir],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "locked\n"
@@ -273,7 +273,7 @@ def hold_lock(save_dir):
 
 
 def test_a_save_dir_in_use_is_refused_a_copy_of_it_is_not_and_a_dead_holders_lock_is_taken_over(prepared, tmp_path):
-    from fairseq_wae.checkpoints import read_lock
+    from fairseq_wae.save_dir_lock import read_lock
 
     data, trained = prepared
     assert released(trained / LOCK)  # the fixture's training has ended
@@ -321,7 +321,7 @@ def train_in_this_session(command):
 
 @pytest.mark.parametrize("ending", ["finished", "raised", "refused"])
 def test_a_training_in_a_python_session_gives_its_lock_back_when_it_ends(prepared, tmp_path, caplog, ending):
-    from fairseq_wae.checkpoints import read_lock
+    from fairseq_wae.save_dir_lock import read_lock
 
     data, trained = prepared
     save_dir, arch = tmp_path / "ckpt", "lstm_ae_tiny"
@@ -352,7 +352,8 @@ def test_a_training_in_a_python_session_gives_its_lock_back_when_it_ends(prepare
 def test_a_lock_of_a_training_running_in_this_process_is_honoured_and_given_back_when_it_ends(tmp_path):
     import threading
 
-    from fairseq_wae.checkpoints import CheckpointError, lock_save_dir, read_lock
+    from fairseq_wae.errors import CheckpointError
+    from fairseq_wae.save_dir_lock import lock_save_dir, read_lock
 
     taken, finish = threading.Event(), threading.Event()
     locks = []

@@ -67,7 +67,7 @@ def _model_card(state, model_class, manifest, evaluation, checkpoint) -> str:
 def _remove_leftovers(out: str) -> None:
     """Removes what interrupted exports left in ``out`` (staging folders of processes that no longer
     run, the ``model.pt.tmp`` of earlier versions); refuses while another export writes into it."""
-    from fairseq_wae.checkpoints import process_alive
+    from fairseq_wae.save_dir_lock import process_alive
 
     for name in os.listdir(out):
         pid = name[len(STAGING_PREFIX):]
