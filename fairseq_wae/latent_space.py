@@ -12,6 +12,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor
 
+from fairseq_wae.errors import Refusal
 from fairseq_wae.models.latent import reparameterize
 from fairseq_wae.penalties import gaussian_kl
 
@@ -116,7 +117,7 @@ def code_spectrum(z: Tensor) -> Dict[str, float]:
     dimensions the codes effectively spread over (the latent size for N(0, I)).
     """
     if z.dim() != 2 or z.size(0) < 2:
-        raise ValueError(f"need at least two codes as rows of a matrix, got shape {tuple(z.shape)}")
+        raise Refusal(f"need at least two codes as rows of a matrix, got shape {tuple(z.shape)}")
     z = z.double()
     eigenvalues = torch.linalg.eigvalsh(torch.cov(z.T))
     return {
@@ -137,7 +138,7 @@ def blend_toward_prior(z: Tensor, weight: float, generator=None) -> Tensor:
     was trained to where prior samples land without leaving the prior's scale.
     """
     if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"the blend weight s must be in [0, 1], got {weight}")
+        raise Refusal(f"the blend weight s must be in [0, 1], got {weight}")
     noise = torch.randn(z.shape, generator=generator, dtype=z.dtype)
     return math.sqrt(1.0 - weight * weight) * z + weight * noise
 
