@@ -16,20 +16,24 @@ import hashlib
 import logging
 import os
 import pickle
+import pickletools
 import re
 import shutil
 import zipfile
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 
+from fairseq_wae.dictionary import load_dictionary
 from fairseq_wae.errors import CheckpointError
 from fairseq_wae.save_dir_lock import SaveDirLock, lock_save_dir
+from fairseq_wae.tokenizer import folder_tokenization, tokenization_mismatch
 
 logger = logging.getLogger(__name__)
 
 BIND_COMMAND = "fairseq-wae-bind-dictionary"
+OUR_TASKS = ("sentence_autoencoding", "prior_sampling")
 GIVE_A_CHECKPOINT = ("give a checkpoint written by fairseq-train (checkpoint_best.pt, checkpoint_last.pt, ...) or the "
                      "model.pt of fairseq-wae-export")
 
@@ -103,10 +107,74 @@ def require_dictionary(state: Dict, checkpoint: str, current: Dict, what: Option
     check_same_dictionary(trained, current, what or checkpoint, remedy)
 
 
+def _pickled_strings(data: bytes) -> Iterator[str]:
+    """The strings a pickle pushes, in order, memo references resolved, read from its opcodes without
+    unpickling anything."""
+    memo, last = {}, None
+    try:
+        for opcode, argument, _ in pickletools.genops(data):
+            if "UNICODE" in opcode.name or opcode.name in ("STRING", "BINSTRING", "SHORT_BINSTRING"):
+                last = argument
+                yield argument
+            elif opcode.name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):
+                memo[len(memo) if opcode.name == "MEMOIZE" else argument] = last
+                continue
+            elif opcode.name in ("BINGET", "LONG_BINGET", "GET") and isinstance(memo.get(argument), str):
+                last = memo[argument]
+                yield last
+                continue
+            last = None
+    except Exception:  # a damaged pickle: what was read so far
+        return
+
+
+def peek_identity(path: str) -> Dict[str, str]:
+    """The --arch, task and criterion names a checkpoint's config records ({"model": "lstm", "task":
+    "translation", ...}, what was found), read from the pickle's opcodes without running any of it: for
+    naming the model in a file that weights-only loading refuses."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    except Exception:  # not torch's zip format: nothing to name
+        return {}
+    found, strings = {}, list(_pickled_strings(data))
+    for before, key, value in zip([None] + strings, strings, strings[1:] + [None]):
+        if key == "_name" and before in ("model", "task", "criterion"):  # {"task": {"_name": "translation", ...}}
+            found.setdefault(before, value)
+        elif key in ("arch", "task", "criterion") and value and value.isidentifier():  # an argparse Namespace
+            found.setdefault("model" if key == "arch" else key, value)
+    return found
+
+
+def loaded_identity(state: Dict) -> Dict[str, str]:
+    cfg = state.get("cfg") or {}
+    return {section: (cfg.get(section) or {}).get("_name") for section in ("model", "task", "criterion")
+            if isinstance(cfg.get(section), dict) and (cfg.get(section) or {}).get("_name")}
+
+
+def not_ours_message(path: str, identity: Dict[str, str]) -> str:
+    """"PATH is not a fairseq-wae model (fairseq's lstm, translation task): ...", naming what it is."""
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    arch = identity.get("model")
+    described = []
+    if arch:
+        owner = (ARCH_MODEL_REGISTRY.get(arch).__module__ or "") if arch in ARCH_MODEL_REGISTRY else ""
+        described.append(f"fairseq's {arch}" if owner.startswith("fairseq.") else f"--arch {arch}")
+    if identity.get("task"):
+        described.append(f"{identity['task']} task")
+    what = f" ({', '.join(described)})" if described else ""
+    return (f"{path} is not a fairseq-wae model{what}: the plugin's tools read only its autoencoders; "
+            f"{GIVE_A_CHECKPOINT}")
+
+
 def check_checkpoint(path: str, current: Dict) -> Dict:
-    """What every tool does before fairseq loads ``path``: a fairseq checkpoint that loads weights-only,
-    trained with the dictionary of fingerprint ``current``. Returns its contents."""
+    """What every tool does before fairseq loads ``path``: a checkpoint of one of the plugin's
+    autoencoders that loads weights-only, trained with the dictionary of fingerprint ``current``.
+    Returns its contents."""
     state = load_checkpoint_state(path)
+    if not is_autoencoder_checkpoint(state):
+        raise CheckpointError(not_ours_message(path, loaded_identity(state)))
     require_dictionary(state, path, current)
     return state
 
@@ -122,6 +190,8 @@ class DictionaryBinding(nn.Module):
     def __init__(self, dictionary, path: Optional[str] = None):
         super().__init__()
         self.fingerprint = dictionary_fingerprint(dictionary, path)
+        # how the folder's text becomes these tokens: recorded at training, checked at every load
+        self.fingerprint["tokenization"] = folder_tokenization(os.path.dirname(path)) if path else None
 
     def get_extra_state(self):
         return dict(self.fingerprint)
@@ -130,6 +200,12 @@ class DictionaryBinding(nn.Module):
         if state is None:
             raise CheckpointError(unbound_message("this checkpoint", "CHECKPOINT", self.fingerprint))
         check_same_dictionary(state, self.fingerprint, "this checkpoint")
+        folder = os.path.dirname(self.fingerprint["path"]) if self.fingerprint.get("path") else None
+        problem = tokenization_mismatch(state.get("tokenization"), folder) if folder else None
+        if problem is not None:
+            raise CheckpointError(problem)
+        if state.get("tokenization"):
+            self.fingerprint["tokenization"] = state["tokenization"]
 
     def upgrade_state_dict_named(self, state_dict, name: str) -> None:
         state_dict.setdefault(f"{name}._extra_state", None)
@@ -175,6 +251,9 @@ def load_checkpoint_state(path: str) -> Dict:
         if "Weights only load failed" not in str(e):
             raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (UnpicklingError: {e}): "
                                   f"{GIVE_A_CHECKPOINT}") from None
+        identity = peek_identity(path)
+        if identity and identity.get("task") not in OUR_TASKS:
+            raise CheckpointError(not_ours_message(path, identity)) from None
         objects = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(e)))) or ["of a kind not allowed"]
         raise CheckpointError(
             f"{path} holds pickled objects ({', '.join(objects)}), not only tensors and plain values: unpickling them "
@@ -329,7 +408,6 @@ def bind_dictionary(checkpoint: str, data: str) -> Tuple[Dict, List[str]]:
     written before fingerprints existed), in place, after :func:`bindable_checks`. A checkpoint
     already bound to that dictionary is left alone; one bound to another is refused. Returns the
     fingerprint and what was checked."""
-    from fairseq.data import Dictionary
 
     dictionary_path = os.path.join(data, "dict.txt")
     if not os.path.isfile(dictionary_path):
@@ -338,7 +416,7 @@ def bind_dictionary(checkpoint: str, data: str) -> Tuple[Dict, List[str]]:
     if not is_autoencoder_checkpoint(state):
         raise CheckpointError(f"{checkpoint} holds --arch {state['cfg'].get('model', {}).get('_name')}, not a "
                               "fairseq-wae autoencoder: there is no dictionary binding to stamp")
-    dictionary = Dictionary.load(dictionary_path)
+    dictionary = load_dictionary(dictionary_path)
     fingerprint = dictionary_fingerprint(dictionary, dictionary_path)
     bound = checkpoint_dictionary(state)
     if bound is not None:

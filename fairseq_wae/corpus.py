@@ -24,6 +24,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 import numpy as np
 
 from fairseq_wae.errors import Refusal
+from fairseq_wae.lines import text_lines
+from fairseq_wae.save_dir_lock import hold_folder
 from fairseq_wae.tokenizer import DESCRIPTION as TOKENIZER_DESCRIPTION
 from fairseq_wae.tokenizer import NormalizedMosesTokenizer, without_invisible_characters
 
@@ -126,32 +128,12 @@ def _open_binary(path: str):
     return f
 
 
-def text_lines(f, block_size: int = 1 << 20) -> Iterator[bytes]:
-    """The lines of a binary stream without their ends; a line ends at \\n, \\r\\n or a lone \\r (old
-    Mac files). Python's binary line iteration knows only \\n, which made a CR-only file one sentence.
-    Read in blocks of ``block_size`` bytes; a \\r\\n split between two blocks is one line end."""
-    pending = b""
-    for block in iter(lambda: f.read(block_size), b""):
-        data = pending + block
-        held = data.endswith(b"\r")  # may be the first half of a \r\n
-        if held:
-            data = data[:-1]
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        lines = data.split(b"\n")
-        pending = lines.pop() + (b"\r" if held else b"")
-        yield from lines
-    if pending:
-        lines = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        yield from lines[:-1] if lines[-1] == b"" else lines
-
-
 def _lines_of(f, path: str) -> Iterator[bytes]:
     """``text_lines`` of an opened input, a damaged one refused naming ``path``: gzip cut short (an
     interrupted download or copy) or corrupt, a zip member that does not inflate, a read error."""
     number = 0
     try:
-        for number, line in enumerate(text_lines(f), start=1):
+        for number, line in enumerate(text_lines(f, path), start=1):
             yield line
     except (EOFError, zlib.error, zipfile.BadZipFile, gzip.BadGzipFile) as e:
         raise CorpusError(f"{path} is cut short or damaged: its compressed data breaks off after line {number} "
@@ -563,6 +545,9 @@ def train_sentencepiece(folder: str, vocab_size: int, input_sentences: int = SPM
             bos_id=-1, eos_id=-1, unk_id=0, minloglevel=2,
             **({"input_sentence_size": input_sentences, "shuffle_input_sentence": True} if sampled else {}),
         )
+    except RuntimeError as e:  # sentencepiece's own checks: "Vocabulary size is smaller than required_chars", ...
+        reason = str(e).split("] ", 1)[-1]
+        raise CorpusError(f"--spm-vocab-size {vocab_size}: sentencepiece cannot train on this corpus ({reason})") from None
     finally:
         os.chdir(started_in)
     processor = spm.SentencePieceProcessor(model_file=prefix + ".model")
@@ -902,13 +887,14 @@ def build_corpus(staging: str, sentences: Iterable[str], reports: Sequence[ReadR
             **vocabulary_stats(staging, split_counts), **describe_files(staging, produced)}
 
 
-def _make_staging_folder(out: str, staging: str) -> None:
-    """``out`` (when new) and the staging folder in it; a folder this process may not write into is
-    refused, naming it."""
+def _make_staging_folder(out: str, staging: Optional[str]) -> None:
+    """``out`` (when new) and the staging folder in it (when given); a folder this process may not write
+    into is refused, naming it."""
     try:
         os.makedirs(out, exist_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
-        os.makedirs(staging)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+            os.makedirs(staging)
     except OSError as e:
         raise CorpusError(f"cannot write into --out {out} ({e.strerror or e}): choose a folder you can write to, "
                           "or make this one writable") from None
@@ -950,10 +936,25 @@ def prepare(inputs: Sequence[str], sentences: Iterable[str], out: str, *, num_se
         options["spm_input_sentences"] = spm_input_sentences  # the default is not recorded: earlier manifests hold
     head = {"inputs": [{"path": os.path.basename(p), "sha256": sha256_of(readable_copy(p))} for p in inputs],
             "options": options}
+    build = BuildOptions(num_sentences, split, seed, vocab_size, max_len, spm_vocab_size, spm_input_sentences, workers)
+    out_existed = os.path.isdir(out)
+    _make_staging_folder(out, None)
+    writer = hold_folder(out, "preparation", STAGING_PREFIX, CorpusError)  # one writer per folder, until the end
+    try:
+        return _prepare_held(out, head, sentences, reports, build, force, strict)
+    finally:
+        os.close(writer)
+        if not out_existed and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)  # made by this run, which wrote nothing
+
+
+def _prepare_held(out: str, head: Dict, sentences: Iterable[str], reports: Sequence[ReadReport], build: BuildOptions,
+                  force: bool, strict: bool) -> Dict:
+    """``prepare`` once ``out`` is this process's to write (see ``prepare``)."""
+    spm_vocab_size = build.spm_vocab_size
     done, replaced = _existing_corpus(out, head, bool(spm_vocab_size), force, strict)
     if done is not None:
         return done
-    build = BuildOptions(num_sentences, split, seed, vocab_size, max_len, spm_vocab_size, spm_input_sentences, workers)
     out_existed = os.path.isdir(out)
     staging = os.path.join(out, f"{STAGING_PREFIX}{os.getpid()}")
     try:

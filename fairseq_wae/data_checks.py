@@ -16,11 +16,13 @@ full at every load, as it was before, until the folder is prepared again.
 """
 import logging
 import os
+import struct
 from typing import List
 
 import numpy as np
 
 from fairseq_wae.corpus import JOURNAL, MANIFEST, largest_token_id, read_manifest, sha256_of
+from fairseq_wae.dictionary import load_dictionary
 from fairseq_wae.errors import Refusal
 
 logger = logging.getLogger(__name__)
@@ -66,9 +68,8 @@ def check_dictionaries(folders: List[str], dictionary) -> None:
 
 def _other_words(path: str, dictionary, first_path: str):
     """Where the dictionary at ``path`` differs from ``dictionary`` (read from ``first_path``), or None."""
-    from fairseq.data import Dictionary
 
-    words = Dictionary.load(path).symbols
+    words = load_dictionary(path).symbols
     if words == dictionary.symbols:
         return None
     index = next((i for i, (a, b) in enumerate(zip(words, dictionary.symbols)) if a != b),
@@ -92,6 +93,52 @@ def _checksum_problem(folder: str, name: str, manifest: dict):
         return None
     return (f"{path} is not the file {os.path.join(folder, MANIFEST)} lists (checksum differs): it comes from "
             f"another preparation, and its token ids would not match the other files: {PREPARE_AGAIN}")
+
+
+def check_split_sizes(folder: str, split: str) -> None:
+    """Before fairseq reads a split: its .bin/.idx of the sizes the manifest records, and an .idx as long
+    as its own header says (fairseq's loader fails on a cut-short .idx with numpy's "buffer is smaller
+    than requested size", naming no file). Reads the manifest and 26 bytes."""
+    check_not_mid_preparation(folder)
+    manifest = read_manifest(folder) or {}
+    problem = None
+    for name in (f"{split}.bin", f"{split}.idx"):
+        path, expected = os.path.join(folder, name), manifest.get("sizes", {}).get(name)
+        if problem is None and expected is not None and os.path.isfile(path) and os.path.getsize(path) != expected:
+            problem = (f"{path} is {os.path.getsize(path):,} bytes but {os.path.join(folder, MANIFEST)} records "
+                       f"{expected:,}: it is not the file the preparation wrote (cut short by a copy or download, "
+                       f"or from another preparation). {PREPARE_AGAIN.capitalize()}; fairseq-wae-verify {folder} "
+                       "lists every file that differs")
+    if problem is None:
+        problem = index_header_problem(os.path.join(folder, split))
+    if problem is not None:
+        raise Refusal(problem)
+
+
+INDEX_MAGIC = b"MMIDIDX\x00\x00"  # fairseq's mmap index: magic, <Q version, <B dtype code, <Q sentences
+INDEX_HEADER = struct.Struct("<9sQBQ")
+
+
+def index_header_problem(prefix: str):
+    """An .idx of another length than its header describes (each sentence's int32 size and int64 offset
+    after the header), or None (also when there is no .idx, or it is not fairseq's mmap format)."""
+    path = prefix + ".idx"
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        header = f.read(INDEX_HEADER.size)
+    if not header.startswith(INDEX_MAGIC):
+        return None
+    if len(header) < INDEX_HEADER.size:
+        return f"{path} is {len(header)} bytes, shorter than fairseq's index header: it was cut short. {PREPARE_AGAIN}"
+    _, _, _, sentences = INDEX_HEADER.unpack(header)
+    described = INDEX_HEADER.size + sentences * 12
+    actual = os.path.getsize(path)
+    if actual == described:
+        return None
+    return (f"{path} is {actual:,} bytes but its header describes {sentences:,} sentences in {described:,}: it was "
+            f"{'cut short' if actual < described else 'added to'} (an interrupted copy or download?). "
+            f"{PREPARE_AGAIN.capitalize()} or copy it again")
 
 
 def check_split(folder: str, split: str, dictionary, dictionary_path: str, sentences) -> None:
@@ -192,6 +239,10 @@ def verify_folder(folder: str, dictionary, first_dictionary_path: str) -> (List[
     for prefix in sorted(os.path.join(folder, name[:-4]) for name in os.listdir(folder) if name.endswith(".idx")):
         if not os.path.isfile(prefix + ".bin"):
             problems.append(f"{prefix}.idx has no {os.path.basename(prefix)}.bin beside it")
+            continue
+        header_problem = index_header_problem(prefix)
+        if header_problem is not None:
+            problems.append(header_problem)
             continue
         try:
             index = MMapIndexedDataset.Index(prefix + ".idx")

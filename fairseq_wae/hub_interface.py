@@ -21,19 +21,29 @@ import torch
 from omegaconf import open_dict
 from torch import Tensor, nn
 
+from fairseq_wae.dictionary import load_dictionary
 from fairseq_wae.errors import MissingFile, Refusal
 from fairseq_wae.interpolation import lerp, slerp
+from fairseq_wae.lines import MAX_LINE_BYTES
 from fairseq_wae.seeding import check_seed
 from fairseq_wae.tokenizer import special_symbols_in
 
 logger = logging.getLogger(__name__)
 
 
-def _check_count(name: str, value, minimum: int = 1) -> None:
+#: The most sentences one batch of the interface holds: what a batch costs grows with it, not with n.
+MAX_BATCH_SIZE = 10_000
+#: The widest beam: fairseq's search holds beam x batch hypotheses.
+MAX_BEAM = 1_000
+
+
+def _check_count(name: str, value, minimum: int = 1, maximum: Optional[int] = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
         raise Refusal(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise Refusal(f"{name} must be at most {maximum:,}, got {value:,}")
 
 
 def progress(batches: range, what: str):
@@ -134,6 +144,8 @@ class AutoencoderHubInterface(nn.Module):
                 raise TypeError(f"{what}: sentence {number} is a {type(sentence).__name__}, not a string")
             if not sentence.strip():
                 raise Refusal(f"{what}: sentence {number} is empty")
+            if len(sentence) > MAX_LINE_BYTES or len(sentence.encode("utf-8", "surrogatepass")) > MAX_LINE_BYTES:
+                raise Refusal(f"{what}: sentence {number} is longer than {MAX_LINE_BYTES:,} bytes, as no sentence is")
             text = self.codec.encode(sentence) if tokenize and self.codec is not None else sentence
             tokens = sentence_tokens(self.dictionary, text, number, what, shown=sentence)
             unknown += int(tokens[:-1].eq(self.dictionary.unk()).sum())
@@ -151,7 +163,7 @@ class AutoencoderHubInterface(nn.Module):
         time: for what runs the model itself (scripts/latent_metrics.py). The sentences are checked here,
         the batches made as they are consumed."""
         ids = self._token_ids(sentences, tokenize, what)
-        _check_count("batch_size", batch_size)
+        _check_count("batch_size", batch_size, maximum=MAX_BATCH_SIZE)
         return (tuple(t.to(self.device) for t in pad_batch(ids[start:start + batch_size], self.dictionary.pad()))
                 for start in progress(range(0, len(ids), batch_size), "encode"))
 
@@ -181,7 +193,7 @@ class AutoencoderHubInterface(nn.Module):
         return z.to(self.device, next(self.model.parameters()).dtype)
 
     def _generator(self, beam: int, options: Dict):
-        _check_count("beam", beam)
+        _check_count("beam", beam, maximum=MAX_BEAM)
         if options.get("temperature", 1.0) != 1.0 and not options.get("sampling") and beam == 1:
             logger.warning("temperature= is fairseq's softmax temperature: it changes nothing in greedy decoding "
                            "(add sampling=True); the scale of prior codes is latent_temperature=")
@@ -193,6 +205,9 @@ class AutoencoderHubInterface(nn.Module):
                     raise TypeError(f"unknown search option {key!r} (fairseq-generate's options: beam, sampling, "
                                     "sampling_topk, sampling_topp, temperature, max_len_b, lenpen, ...)")
                 setattr(generation, key, value)
+        if generation.max_len_a <= 0 and generation.max_len_b < 1:
+            raise Refusal(f"max_len_b={generation.max_len_b} (with max_len_a={generation.max_len_a}) leaves no room for "
+                          "a word: give max_len_b >= 1")
         return self.task.build_generator([self.model], generation)
 
     @torch.no_grad()
@@ -200,7 +215,7 @@ class AutoencoderHubInterface(nn.Module):
         """Sentences decoded from codes with fairseq's search (greedy by default)."""
         z = self._check_codes(z)
         generator = self._generator(beam, search)
-        _check_count("batch_size", batch_size)
+        _check_count("batch_size", batch_size, maximum=MAX_BATCH_SIZE)
         sentences = []
         for start in progress(range(0, z.size(0), batch_size), "decode"):
             sentences += self._decode_batch(z[start:start + batch_size], generator, tokenize)
@@ -261,7 +276,7 @@ class AutoencoderHubInterface(nn.Module):
         """The sentences of ``sample``, one at a time, for any ``n``: ``batch_size`` codes are drawn and
         decoded at a time, so memory is bounded by the batch. The arguments are checked at the call."""
         self._check_prior(n, seed, latent_temperature)
-        _check_count("batch_size", batch_size)
+        _check_count("batch_size", batch_size, maximum=MAX_BATCH_SIZE)
         return self._sentences_from_prior(n, seed, latent_temperature, self._generator(beam, search), tokenize,
                                           batch_size)
 
@@ -289,7 +304,7 @@ class AutoencoderHubInterface(nn.Module):
     def interpolate(self, start: str, end: str, steps: int = 8, method: str = "linear", tokenize: bool = True,
                     **search) -> List[str]:
         """Sentences decoded at ``steps`` points from ``start``'s code to ``end``'s, both included."""
-        _check_count("steps", steps, minimum=2)
+        _check_count("steps", steps, minimum=2, maximum=self.SAMPLE_LIST_LIMIT)
         walks = {"linear": lerp, "spherical": slerp}
         if method not in walks:
             raise Refusal(f"method must be 'linear' or 'spherical', got {method!r}")
@@ -311,8 +326,8 @@ class AutoencoderHubInterface(nn.Module):
                 ) -> List[Tuple[str, float]]:
         """The ``k`` candidates whose codes are closest (Euclidean) to ``sentence``'s, with the distances."""
         _check_count("k", k)
-        query = self.encode([sentence], tokenize, what="sentence")
-        distances = torch.cdist(query, self.encode(candidates, tokenize, what="candidates")).squeeze(0)
+        query = self.encode([sentence], tokenize, what="sentence").float()  # cdist has no half-precision kernel
+        distances = torch.cdist(query, self.encode(candidates, tokenize, what="candidates").float()).squeeze(0)
         order = distances.argsort()[:k].tolist()
         return [(candidates[i], distances[i].item()) for i in order]
 
@@ -320,7 +335,6 @@ class AutoencoderHubInterface(nn.Module):
 def load_hub_interface(model_name_or_path: str, checkpoint_file: str, data_name_or_path: str, **kwargs):
     """What ``LSTMAutoencoderModel.from_pretrained`` returns; clear errors name the missing file."""
     from fairseq import hub_utils
-    from fairseq.data import Dictionary
 
     from fairseq_wae.checkpoints import CheckpointError, check_checkpoint, check_checkpoint_file, dictionary_fingerprint
 
@@ -340,7 +354,7 @@ def load_hub_interface(model_name_or_path: str, checkpoint_file: str, data_name_
     dictionary = os.path.join(data, "dict.txt")
     # before fairseq loads the file: weights only, and trained with this dictionary
     check_checkpoint(os.path.join(model_name_or_path, checkpoint_file),
-                     dictionary_fingerprint(Dictionary.load(dictionary), dictionary))
+                     dictionary_fingerprint(load_dictionary(dictionary), dictionary))
     path = os.path.join(model_name_or_path, checkpoint_file)
     try:
         loaded = hub_utils.from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)

@@ -2,6 +2,7 @@
 took it (process, host, a token) and the folder it was taken for, so that a copy of the folder is not
 locked; it is given back when its training ends (see :class:`SaveDirLock`)."""
 import atexit
+import fcntl
 import json
 import logging
 import os
@@ -175,3 +176,21 @@ def _why_not_honoured(held: Dict, mine: Dict, save_dir: str, path: str) -> str:
             f"--save-dir {save_dir} is in use by another training (process {pid} on {host or '?'}, see {path}): "
             "two runs would overwrite each other's checkpoints. Use another --save-dir, or wait for it to finish")
     return f"left by process {pid}, which no longer runs"
+
+
+
+def hold_folder(out: str, what: str, staging_prefix: str, error=CheckpointError) -> int:
+    """One writer per folder: an exclusive lock on the folder ``out`` itself (flock), held until the
+    returned descriptor is closed or the process ends, however it ends (nothing stale is left). A second
+    writer is refused, naming the first by the staging folder (``<staging_prefix><pid>``) it writes in."""
+    descriptor = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        writers = [name[len(staging_prefix):] for name in os.listdir(out)
+                   if name.startswith(staging_prefix) and name[len(staging_prefix):].isdigit()]
+        named = f" (process {', '.join(writers)})" if writers else ""
+        raise error(f"{out} is being written by another fairseq-wae command{named} (this {what} would write it "
+                    "too): two runs never write one folder; wait for it to finish, or choose another folder") from None
+    return descriptor

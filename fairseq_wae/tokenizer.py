@@ -19,6 +19,8 @@ Text is normalised before it is tokenised, so that what looks the same is the sa
 A line with nothing left after normalisation is an empty line.
 """
 import functools
+import hashlib
+import os
 import sys
 import unicodedata
 from dataclasses import dataclass
@@ -92,3 +94,47 @@ def special_symbols_in(dictionary, token_ids) -> list:
     """
     special = {dictionary.bos(), dictionary.pad(), dictionary.eos()}
     return [dictionary[int(i)] for i in token_ids if int(i) in special]
+
+
+SENTENCEPIECE_MODEL = "spm.model"  # what preparation with --spm-vocab-size writes beside dict.txt
+
+
+def folder_tokenization(folder: str) -> dict:
+    """How the text of a data or model folder becomes its dictionary's tokens: this tokeniser's words,
+    or these words cut into the pieces of the folder's sentencepiece model (with the model's sha256).
+    Recorded in the model at training (``DictionaryBinding``), so that every reader can refuse a folder
+    that tokenises otherwise: words fed to a piece model, or pieces to a word model, come back as
+    <unk> or nonsense with no error."""
+    spm_model = os.path.join(folder, SENTENCEPIECE_MODEL)
+    if not os.path.isfile(spm_model):
+        return {"kind": "words", "tokenizer": "normalized_moses"}
+    digest = hashlib.sha256()
+    with open(spm_model, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"kind": "sentencepiece", "tokenizer": "normalized_moses", "spm_sha256": digest.hexdigest()}
+
+
+def describe_tokenization(tokenization: dict) -> str:
+    if tokenization.get("kind") == "sentencepiece":
+        return f"sentencepiece pieces of a {SENTENCEPIECE_MODEL} with sha256 {tokenization['spm_sha256'][:12]}"
+    return "words (no sentencepiece model)"
+
+
+def tokenization_mismatch(trained: dict, folder: str):
+    """Why ``folder`` cannot be read by a model trained on text tokenised as ``trained`` records, or None
+    (also when nothing was recorded: a model trained before the record existed)."""
+    if not trained:
+        return None
+    current = folder_tokenization(folder)
+    if current == trained:
+        return None
+    spm_model = os.path.join(folder, SENTENCEPIECE_MODEL)
+    if trained.get("kind") == "sentencepiece" and current["kind"] == "words":
+        found = f"{folder} has no {SENTENCEPIECE_MODEL}"
+    elif trained.get("kind") == "words":
+        found = f"{spm_model} is there: that folder's text is cut into pieces"
+    else:
+        found = f"{spm_model} is another sentencepiece model (sha256 {current['spm_sha256'][:12]})"
+    return (f"the model was trained on {describe_tokenization(trained)}, but {found}: give the data folder the model "
+            "was trained on, or its fairseq-wae-export folder, with the same files")

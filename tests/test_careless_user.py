@@ -152,7 +152,7 @@ def test_a_binary_of_another_size_is_refused_and_verify_finds_a_same_size_change
     with_token(train_bin, 0, 5 if whole[:2] != (5).to_bytes(2, "little") else 6)  # the same size: not read at load
     message = failure([*VERIFY, folder])
     assert f"{train_bin}: its sha256 differs from the one {manifest} records" in message
-    assert message.strip().endswith(f"fairseq-wae-verify: 1 problem in {folder}")
+    assert message.strip().endswith(f"verify.py: error: 1 problem in {folder}")
 
 
 def test_a_folder_without_manifest_gets_cheap_checks_at_load_and_every_id_read_by_verify(prepared, tmp_path):
@@ -940,6 +940,7 @@ def prepare_in_a_child(argv, log, stop_at_move=None, tool="prepare_corpus"):
         import importlib
 
         from fairseq_wae import corpus
+        from fairseq_wae.errors import EXIT_STATUS, Refusal, one_line
 
         moves, move = [], corpus._move
 
@@ -956,6 +957,9 @@ def prepare_in_a_child(argv, log, stop_at_move=None, tool="prepare_corpus"):
         except SystemExit as e:
             print(e.code, file=sys.stderr)
             status = e.code if isinstance(e.code, int) else 1
+        except Refusal as e:  # as the plugin's sys.excepthook shows it
+            print(one_line(e), file=sys.stderr)
+            status = EXIT_STATUS
         print(f"moves: {len(moves)}")
     except BaseException:
         traceback.print_exc()
@@ -1073,7 +1077,7 @@ def test_a_cut_gzip_and_an_unwritable_out_are_refused_naming_them(tmp_path):
     log = tmp_path / "child.log"
 
     def refused(*argv):
-        assert prepare_in_a_child(argv, log) == 1
+        assert prepare_in_a_child(argv, log) == 2
         message = log.read_text()
         assert "Traceback" not in message and "Error:" not in message, message[-3000:]
         return message

@@ -114,4 +114,20 @@ def test_a_checkpoint_with_another_dictionary_is_refused(overfit_dae, toy_data):
 def test_extract_hypotheses_refuses_incomplete_output(tmp_path):
     (tmp_path / "gen.out").write_text("H-0\t-0.1\ta b\nH-2\t-0.3\tc d\n")
     result = run([*EXTRACT, tmp_path / "gen.out"], check=False)
-    assert result.returncode != 0 and "1 sentence ids have no H- line" in result.stderr
+    assert result.returncode == 2 and "1 sentence id of 3 has no H- line (first: [1])" in result.stderr
+
+
+def test_extract_hypotheses_refuses_sources_without_hypotheses(tmp_path):
+    """An interrupted fairseq-generate: its last sources have no hypothesis yet."""
+    (tmp_path / "gen.out").write_text("S-0\ta b\nH-0\t-0.1\ta b\nS-2\te f\nH-2\t-0.2\te f\nS-1\tc d\n")
+    result = run([*EXTRACT, tmp_path / "gen.out"], check=False)
+    assert result.returncode == 2 and "1 sentence id of 3 has no H- line (first: [1])" in result.stderr
+    (tmp_path / "gen.out").write_text("H-0\t-0.1\ta b\nGenerate test with beam=1: Translated 2 sentences (4 tokens)\n")
+    result = run([*EXTRACT, tmp_path / "gen.out"], check=False)
+    assert result.returncode == 2 and "1 sentence id of 2 has no H- line (first: [1])" in result.stderr
+
+
+def test_extract_hypotheses_refuses_binary_input_naming_the_line(tmp_path):
+    (tmp_path / "gen.out").write_bytes(b"H-0\t-0.1\ta b\n\xff\xfe\x00\x01\n")
+    result = run([*EXTRACT, tmp_path / "gen.out"], check=False)
+    assert result.returncode == 2 and "gen.out, line 2: not valid UTF-8" in result.stderr

@@ -131,6 +131,9 @@ def test_a_half_precision_model_runs_on_the_cpu_and_takes_float32_codes(hub, ove
     # long, aimless sentences the overfit DAE makes of most prior codes)
     codes = hub.prior_codes(6, seed=2)
     assert torch.equal(half.prior_codes(6, seed=2), codes)
+    # neighbours are measured in float32: torch's cdist has no half-precision kernel on the CPU
+    neighbours = half.nearest(sentences[0], sentences, k=3, tokenize=False)
+    assert neighbours[0] == (sentences[0], 0.0) and len(neighbours) == 3
     assert half.sample(6, seed=2, tokenize=False) == half.decode(codes, tokenize=False)
 
 
@@ -154,6 +157,12 @@ def test_bad_arguments_are_refused_naming_them(hub, overfit_dae, tmp_path):
         (lambda: hub.nearest(a, []), ValueError, "candidates: the list is empty"),
         (lambda: hub.direction([], [a]), ValueError, "positive: the list is empty"),
         (lambda: hub.interpolate(a, a, steps=2.5), TypeError, "steps must be an integer"),
+        # every call bounds its work, as sample does: no list, batch or beam past a stated limit
+        (lambda: hub.interpolate(a, a, steps=10**7), ValueError, "steps must be at most 1,000,000, got 10,000,000"),
+        (lambda: hub.encode([a], batch_size=10**6), ValueError, "batch_size must be at most 10,000, got 1,000,000"),
+        (lambda: hub.decode(torch.zeros(1, hub.latent_dim), beam=10**5), ValueError, "beam must be at most 1,000"),
+        (lambda: hub.encode(["a" * (2**20 + 1)]), ValueError, "sentence 1 is longer than 1,048,576 bytes"),
+        (lambda: hub.reconstruct([a], max_len_b=0), ValueError, "max_len_b=0 (with max_len_a=0"),
     ]
     # sampling is reproducible from the seed and leaves the caller's random state alone
     state = torch.random.get_rng_state()

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from helpers import CLI_ENV, USER_DIR, run, train_command
 
@@ -69,3 +70,126 @@ def test_the_plugins_console_scripts_refuse_the_same_way(tmp_path):
     line = refused([sys.executable, os.path.join(os.path.dirname(USER_DIR), "scripts", "prepare_corpus.py"),
                     "--input", missing, "--out", tmp_path / "out"])
     assert line == f"prepare_corpus.py: error: no such file: {missing}", line
+
+
+PREPARE = [sys.executable, os.path.join(os.path.dirname(USER_DIR), "scripts", "prepare_corpus.py")]
+EXPORT = [sys.executable, os.path.join(os.path.dirname(USER_DIR), "scripts", "export_model.py")]
+
+
+@pytest.fixture(scope="module")
+def fairseq_lstm(tmp_path_factory, toy_data):
+    """A checkpoint of fairseq's own lstm, trained one update on the translation task (toy -> toy)."""
+    folder = tmp_path_factory.mktemp("fairseq-lstm")
+    text = (toy_data.parent / "train.txt").read_text().splitlines()[:64]
+    for lang in ("de", "en"):
+        (folder / f"train.{lang}").write_text("\n".join(text) + "\n")
+    run(["fairseq-preprocess", "--source-lang", "de", "--target-lang", "en", "--trainpref", folder / "train",
+         "--destdir", folder / "bin", "--workers", "1"])
+    size = ["--encoder-embed-dim", "8", "--decoder-embed-dim", "8", "--encoder-hidden-size", "8",
+            "--decoder-hidden-size", "8", "--decoder-out-embed-dim", "8"]
+    run(["fairseq-train", folder / "bin", "--arch", "lstm", *size, "--optimizer", "adam", "--lr", "0.001",
+         "--max-update", "1", "--batch-size", "16", "--cpu", "--save-dir", folder / "ckpt", "--no-epoch-checkpoints",
+         "--disable-validation", "--num-workers", "0"])
+    return folder / "ckpt" / "checkpoint_last.pt"
+
+
+def test_another_fairseq_models_checkpoint_is_named_as_not_a_fairseq_wae_model(fairseq_lstm, toy_data, tmp_path):
+    """Read from the pickle's opcodes, unrun: fairseq's lstm keeps its config in an argparse Namespace,
+    which weights-only loading refuses."""
+    expected = f"{fairseq_lstm} is not a fairseq-wae model (fairseq's lstm, translation task)"
+    for cmd in (["fairseq-generate", toy_data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding",
+                 "--path", fairseq_lstm, "--cpu"],
+                [*EXPORT, "--checkpoint", fairseq_lstm, "--data", toy_data, "--out", tmp_path / "export"]):
+        assert expected in refused(cmd)
+    assert not (tmp_path / "export").exists()
+    # a foreign model whose config loads weights-only is named from it
+    from fairseq_wae.checkpoints import check_checkpoint
+    from fairseq_wae.errors import CheckpointError
+
+    path = tmp_path / "transformer.pt"
+    torch.save({"model": {}, "cfg": {"model": {"_name": "transformer"}, "task": {"_name": "translation"}}}, path)
+    with pytest.raises(CheckpointError, match=r"is not a fairseq-wae model \(fairseq's transformer, translation task\)"):
+        check_checkpoint(str(path), {"sha256": "-"})
+
+
+def test_a_cut_short_index_is_caught_by_its_size_naming_it(toy_data, tmp_path):
+    """With a manifest (its recorded sizes) and without (the index's own header), before fairseq reads it."""
+    sentences = (toy_data.parent / "train.txt").read_text().splitlines()[:200]
+    (tmp_path / "s.txt").write_text("\n".join(sentences) + "\n")
+    run([*PREPARE, "--input", tmp_path / "s.txt", "--out", tmp_path / "data"])
+    index = tmp_path / "data" / "train.idx"
+    whole = index.read_bytes()
+    index.write_bytes(whole[:-100])
+    line = refused(train_command(tmp_path / "data", tmp_path / "ckpt"))
+    assert f"{index} is {len(whole) - 100:,} bytes but {tmp_path / 'data' / 'manifest.json'} records {len(whole):,}" in line
+    (tmp_path / "data" / "manifest.json").unlink()
+    line = refused(train_command(tmp_path / "data", tmp_path / "ckpt"))
+    assert f"{index} is {len(whole) - 100:,} bytes but its header describes" in line and "cut short" in line
+    result = run([*VERIFY, tmp_path / "data"], check=False)
+    assert result.returncode == 2 and f"{index} is {len(whole) - 100:,} bytes" in result.stderr
+
+
+VERIFY = [sys.executable, os.path.join(os.path.dirname(USER_DIR), "scripts", "verify.py")]
+
+
+def test_a_dictionary_that_is_not_one_is_named_with_its_link(toy_data, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in toy_data.iterdir():
+        (data / path.name).symlink_to(path)
+    (data / "dict.txt").unlink()
+    (data / "dict.txt").symlink_to(toy_data.parent / "train.txt")
+    line = refused(train_command(data, tmp_path / "ckpt"))
+    assert f"{data / 'dict.txt'} (a link to {toy_data.parent / 'train.txt'}) is not a fairseq dictionary" in line
+
+
+def test_preparation_and_export_refuse_what_sentencepiece_and_a_json_file_cannot_give(toy_data, tmp_path):
+    sentences = (toy_data.parent / "train.txt").read_text().splitlines()[:100]
+    (tmp_path / "s.txt").write_text("\n".join(sentences) + "\n")
+    line = refused([*PREPARE, "--input", tmp_path / "s.txt", "--out", tmp_path / "data", "--spm-vocab-size", "5"])
+    assert "--spm-vocab-size 5: sentencepiece cannot train on this corpus (Vocabulary size is smaller" in line
+    assert not (tmp_path / "data").exists()
+
+
+def test_one_writer_per_folder_and_no_replacing_another_models_export_without_force(overfit_dae, tmp_path):
+    from fairseq_wae.save_dir_lock import hold_folder
+
+    data, ckpt, _ = overfit_dae
+    out = tmp_path / "export"
+    run([*EXPORT, "--checkpoint", ckpt / "checkpoint_best.pt", "--data", data, "--out", out])
+    run([*EXPORT, "--checkpoint", ckpt / "checkpoint_best.pt", "--data", data, "--out", out])  # a rerun replaces its own
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    other = [*EXPORT, "--checkpoint", ckpt / "checkpoint_last.pt", "--data", data, "--out", out]
+    line = refused(other)
+    assert f"--out {out} holds the export of another checkpoint ({ckpt / 'checkpoint_best.pt'}): pass --force" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    (tmp_path / "evaluation.json").write_text('{"name": "wae"}')
+    assert "holds no 'metrics' object" in refused([*other, "--force", "--evaluation", tmp_path / "evaluation.json"])
+    run([*other, "--force"])
+    assert '"checkpoint_last.pt"' not in (out / "export.json").read_text()
+    assert str(ckpt / "checkpoint_last.pt") in (out / "export.json").read_text()
+    # a second writer, export or preparation, is refused while the first holds the folder
+    held = hold_folder(str(out), "test", ".staging-")
+    try:
+        for cmd in ([*other, "--force"], [*PREPARE, "--input", data.parent / "train.txt", "--out", out, "--force"]):
+            assert f"{out} is being written by another fairseq-wae command" in refused(cmd)
+    finally:
+        os.close(held)
+
+
+def test_a_line_longer_than_the_cap_is_refused_while_it_is_read_in_bounded_memory(tmp_path):
+    """A 200 MB line: refused naming the file and line at 1 MiB, the process never above 500 MB."""
+    path = tmp_path / "one-line.txt"
+    with open(path, "wb") as f:
+        f.write(b"a short first line\n")
+        for _ in range(200):
+            f.write(b"word " * 209715)
+    code = ("import resource, sys\nfrom fairseq_wae.errors import one_line\nfrom fairseq_wae.cli.prepare_corpus "
+            "import main\ntry:\n    main(sys.argv[1:])\nexcept Exception as e:\n    print(one_line(e), file=sys.stderr)\n"
+            "print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code, "--input", str(path), "--out", str(tmp_path / "out")],
+                            env=CLI_ENV, capture_output=True, text=True, timeout=300)
+    assert f"{path}, line 2: longer than 1,048,576 bytes" in result.stderr, result.stderr[-3000:]
+    peak_kb = int(result.stderr.split("peak ")[-1].split()[0])
+    assert peak_kb < 500 * 1024, peak_kb
+    assert not (tmp_path / "out").exists()

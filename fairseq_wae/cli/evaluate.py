@@ -17,6 +17,8 @@ import tempfile
 
 from fairseq_wae import text_metrics
 from fairseq_wae.corpus import sha256_of
+from fairseq_wae.errors import Refusal
+from fairseq_wae.lines import text_file_lines
 from fairseq_wae.text_metrics import EvaluationError
 
 
@@ -24,13 +26,12 @@ def read_lines(path: str, what: str):
     """One sentence a line; an empty line is a sentence of length 0, wherever it stands."""
     if os.path.isdir(path):
         raise EvaluationError(f"{what}: {path} is a folder, not a text file")
-    try:
-        with open(path, encoding="utf-8", newline="\n") as f:
-            lines = [line.rstrip("\n").strip() for line in f]
-    except FileNotFoundError:
+    if not os.path.exists(path):
         raise EvaluationError(f"{what}: no such file: {path}")
-    except UnicodeDecodeError as e:
-        raise EvaluationError(f"{what}: {path} is not UTF-8 text ({e})")
+    try:
+        lines = [line.strip() for line in text_file_lines(path)]  # each line in bounded memory
+    except Refusal as e:
+        raise EvaluationError(f"{what}: {e}") from None
     if not lines:
         raise EvaluationError(f"{what}: {path} is empty")
     return lines

@@ -15,7 +15,9 @@ import logging
 import os
 import shutil
 
+from fairseq_wae.dictionary import load_dictionary
 from fairseq_wae.errors import Refusal
+from fairseq_wae.save_dir_lock import hold_folder
 
 logger = logging.getLogger(__name__)
 
@@ -158,22 +160,12 @@ def _publish(staging: str, out: str, written: list, previous: dict) -> None:
             os.remove(os.path.join(out, name))
 
 
-def export(checkpoint: str, data: str, out: str, evaluation: str = None) -> dict:
+def export(checkpoint: str, data: str, out: str, evaluation: str = None, force: bool = False) -> dict:
     """Writes the model folder ``out`` (see the module's docstring); returns what export.json records.
 
     Everything is written into a staging folder inside ``out`` and moved into place at the end: a
     failed export removes it, a killed one leaves it for the next export into ``out`` to remove."""
-    from fairseq.data import Dictionary
-
-    from fairseq_wae.checkpoints import (
-        check_checkpoint_file,
-        dictionary_fingerprint,
-        is_autoencoder_checkpoint,
-        load_checkpoint_state,
-        require_dictionary,
-        saved_model_class,
-    )
-    from fairseq_wae.corpus import read_manifest, sha256_of
+    from fairseq_wae.checkpoints import check_checkpoint_file
 
     check_checkpoint_file(checkpoint)
     dictionary = os.path.join(data, "dict.txt")
@@ -181,14 +173,60 @@ def export(checkpoint: str, data: str, out: str, evaluation: str = None) -> dict
         raise ExportError(f"--data {data} has no dict.txt")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ExportError(f"--out {out} is a file, not a folder")
+    new_folder = not os.path.exists(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot write into --out {out} ({e.strerror}: {e.filename}): choose a folder you can "
+                          "write to") from None
+    writer = hold_folder(out, "export", STAGING_PREFIX, ExportError)  # until this export ends
+    try:
+        return _export(checkpoint, data, out, evaluation, force)
+    finally:
+        os.close(writer)
+        if new_folder and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)
+
+
+def _other_model(previous: dict, checkpoint: str, out: str):
+    """Why ``out``'s export is another model's, which only --force replaces; None for a rerun of the same
+    checkpoint."""
+    earlier = previous.get("checkpoint")
+    if not previous or earlier == os.path.abspath(checkpoint):
+        return None
+    return (f"--out {out} holds the export of another checkpoint ({earlier or 'unrecorded'}): pass --force to "
+            "replace it, or choose another --out")
+
+
+def _export(checkpoint: str, data: str, out: str, evaluation, force: bool) -> dict:
+
+    from fairseq_wae.checkpoints import (
+        checkpoint_dictionary,
+        dictionary_fingerprint,
+        is_autoencoder_checkpoint,
+        load_checkpoint_state,
+        require_dictionary,
+        saved_model_class,
+    )
+    from fairseq_wae.corpus import read_manifest, sha256_of
+    from fairseq_wae.tokenizer import tokenization_mismatch
+
+    dictionary = os.path.join(data, "dict.txt")
     previous = _previous_export(out)
+    problem = _other_model(previous, checkpoint, out)
+    if problem is not None and not force:
+        raise ExportError(problem)
     state = load_checkpoint_state(checkpoint)  # weights only: a pickled object would run code
     if state["cfg"].get("model", {}).get("_name") is None:
         raise ExportError(f"{checkpoint} has no model config: not a fairseq-wae checkpoint")
     if not is_autoencoder_checkpoint(state):
         raise ExportError(f"{checkpoint} holds --arch {state['cfg']['model']['_name']}: not a fairseq-wae autoencoder")
     # an export with another corpus's dict.txt would scramble every sentence
-    require_dictionary(state, checkpoint, dictionary_fingerprint(Dictionary.load(dictionary), dictionary))
+    require_dictionary(state, checkpoint, dictionary_fingerprint(load_dictionary(dictionary), dictionary))
+    # and one with another tokeniser's files would feed the model words it never read
+    mismatch = tokenization_mismatch((checkpoint_dictionary(state) or {}).get("tokenization"), data)
+    if mismatch is not None:
+        raise ExportError(f"{checkpoint}: {mismatch}")
     state.pop("last_optimizer_state", None)
     state.get("extra_state", {}).pop("metrics", None)  # the training meters: not needed to use the model
     evaluation_report = None
@@ -198,8 +236,10 @@ def export(checkpoint: str, data: str, out: str, evaluation: str = None) -> dict
                 evaluation_report = json.load(f)
         except (OSError, ValueError) as e:
             raise ExportError(f"--evaluation {evaluation} is not an evaluate.py --json file ({e})") from None
+        if not isinstance(evaluation_report, dict) or not isinstance(evaluation_report.get("metrics"), dict):
+            raise ExportError(f"--evaluation {evaluation} holds no 'metrics' object: give the file that "
+                              "fairseq-wae-evaluate --json wrote")
     card = _model_card(state, saved_model_class(state), read_manifest(data), evaluation_report, checkpoint)
-    new_folder = not os.path.exists(out)
     staging = _staging_folder(out)
     try:
         written = _write_files(staging, state, data, card)
@@ -215,8 +255,6 @@ def export(checkpoint: str, data: str, out: str, evaluation: str = None) -> dict
     finally:
         if not os.path.isfile(os.path.join(staging, EXPORT_RECORD)):
             shutil.rmtree(staging, ignore_errors=True)
-            if new_folder and not os.listdir(out):
-                os.rmdir(out)
     _publish(staging, out, written, previous)
     os.rmdir(staging)
     return record
@@ -228,9 +266,12 @@ def main(argv=None):
     parser.add_argument("--data", required=True, help="the data folder it was trained on (dict.txt, manifest.json)")
     parser.add_argument("--out", required=True, help="the model folder to write")
     parser.add_argument("--evaluation", help="an evaluate.py --json file: its Table 1 row goes into the model card")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the export of another checkpoint that --out holds (a rerun of the same "
+                             "checkpoint replaces its own export without it)")
     args = parser.parse_args(argv)
     try:
-        record = export(args.checkpoint, args.data, args.out, args.evaluation)  # a refusal: one line
+        record = export(args.checkpoint, args.data, args.out, args.evaluation, args.force)  # a refusal: one line
     except OSError as e:
         raise ExportError(f"{e}: nothing in --out {args.out} was replaced") from e
     print(f"{args.out}: {', '.join(record['files'])}; model.pt {record['model_bytes']:,} bytes "

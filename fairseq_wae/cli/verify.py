@@ -12,13 +12,13 @@ import argparse
 import os
 import sys
 
+from fairseq_wae.dictionary import load_dictionary
 from fairseq_wae.errors import Refusal
 
 
 def verify(data: str):
     """(problems, one summary line per folder) for DATA's folders, all read in full."""
     from fairseq import utils
-    from fairseq.data import Dictionary
 
     from fairseq_wae.data_checks import verify_folder
 
@@ -29,7 +29,7 @@ def verify(data: str):
     first_dictionary = os.path.join(folders[0], "dict.txt")
     if not os.path.isfile(first_dictionary):
         return [f"no dictionary at {first_dictionary}: is {folders[0]} a fairseq-preprocess output folder?"], []
-    dictionary = Dictionary.load(first_dictionary)
+    dictionary = load_dictionary(first_dictionary)
     problems, summaries = [], []
     for folder in folders:
         found, read = verify_folder(folder, dictionary, first_dictionary)

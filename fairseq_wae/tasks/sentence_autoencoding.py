@@ -23,12 +23,14 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, DictConfig, open_dict
 
 from fairseq_wae.checkpoints import CheckpointError, check_checkpoint, dictionary_fingerprint, guard_save_dir
-from fairseq_wae.data_checks import check_dictionaries, check_not_mid_preparation, check_split
+from fairseq_wae.data_checks import check_dictionaries, check_not_mid_preparation, check_split, check_split_sizes
+from fairseq_wae.decoding import SymbolMaskingEnsemble, unproducible_symbols
+from fairseq_wae.dictionary import load_dictionary
 from fairseq_wae.errors import MissingFile, Refusal
 from fairseq_wae.models.architectures import check_named_architecture
 from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
 from fairseq_wae.options import check_finite_numbers, resolved
-from fairseq_wae.tokenizer import special_symbols_in
+from fairseq_wae.interactive import InteractiveSentences, given_bpe, interactive_tokenization_problem, not_a_sentence
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +174,8 @@ class SentenceAutoencodingTask(FairseqTask):
         self.model_in_training = self.criterion_in_training = None
         self.rerun_update = None
         self.stand_in = None  # a batch that padding forwards (see _stand_in_for_padding)
+        self.text_tokenization = {}  # the --tokenizer and --bpe that fairseq-interactive and -generate built
+        self.inputs_read, self.refused_inputs = 0, set()  # fairseq-interactive's lines so far, the refused ones
         self.saved_progress = self.saved_criterion_parameters = None
 
     @classmethod
@@ -192,7 +196,7 @@ class SentenceAutoencodingTask(FairseqTask):
         dict_path = os.path.join(utils.split_paths(cfg.data)[0], "dict.txt")
         if not os.path.isfile(dict_path):
             raise MissingFile(f"no dictionary at {dict_path}: is {cfg.data} a fairseq-preprocess output folder?")
-        dictionary = Dictionary.load(dict_path)
+        dictionary = load_dictionary(dict_path)
         check_dictionaries(utils.split_paths(cfg.data), dictionary)  # every shard's, at start-up
         for checkpoint in filter(None, utils.split_paths(resolved(cfg, "checkpoint_paths") or "")):
             # fairseq-generate's --path, before fairseq loads it: readable, weights only, this dictionary's
@@ -203,6 +207,7 @@ class SentenceAutoencodingTask(FairseqTask):
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         data_dir = utils.split_paths(self.cfg.data)[(epoch - 1) % len(utils.split_paths(self.cfg.data))]
         prefix = os.path.join(data_dir, split)
+        check_split_sizes(data_dir, split)  # what fairseq's loader would fail on without naming the file
         sentences = data_utils.load_indexed_dataset(prefix, self.dictionary, self.cfg.dataset_impl)
         if sentences is None:
             raise MissingFile(f"split {split!r} not found: no {prefix}.bin/.idx in {data_dir}")
@@ -222,20 +227,41 @@ class SentenceAutoencodingTask(FairseqTask):
         logger.info(f"{split}: {len(sentences)} sentences from {prefix}")
 
     def get_interactive_tokens_and_lengths(self, lines, encode_fn):
-        """fairseq-interactive's typed lines as token ids, refusing one that holds ``<s>``, ``<pad>`` or
-        ``</s>`` as a token (typed without ``--tokenizer normalized_moses``, which reads them as text)."""
+        """fairseq-interactive's typed lines as token ids. A line that is no sentence is refused on its
+        own, with a warning naming it, and the session goes on: an empty or blank one (a byte-order mark
+        alone included), one of unknown words only, one that holds ``<s>``, ``<pad>`` or ``</s>`` as a
+        token (typed as tokens, which the corpus never holds). ``build_dataset_for_inference`` leaves
+        them out, so they get no made-up reconstruction."""
+        self._check_interactive_tokenization()
         tokens, lengths = super().get_interactive_tokens_and_lengths(lines, encode_fn)
-        for line, ids in zip(lines, tokens):
-            special = special_symbols_in(self.dictionary, ids[:-1])
-            if special:
-                raise Refusal(f"the typed line {line!r} holds {' '.join(special)}, a special symbol of the "
-                              "dictionary that no prepared sentence holds: leave it out, or read input with "
-                              "--tokenizer normalized_moses, as the corpus was prepared")
+        self.refused_inputs = set()
+        for i, (line, ids) in enumerate(zip(lines, tokens)):
+            problem = not_a_sentence(self.dictionary, ids)
+            if problem is not None:
+                self.refused_inputs.add(i)
+                logger.warning(f"input line {self.inputs_read + i + 1} ({line[:80]!r}) {problem}: not reconstructed")
+        self.inputs_read += len(lines)
         return tokens, lengths
 
+    def build_tokenizer(self, args):
+        self.text_tokenization["tokenizer"] = getattr(args, "_name", None) if args is not None else None
+        return super().build_tokenizer(args)
+
+    def build_bpe(self, args):
+        name = getattr(args, "_name", None) if args is not None else None
+        model = getattr(args, "sentencepiece_model", None)
+        self.text_tokenization["bpe"] = given_bpe(name, model)
+        return super().build_bpe(args)
+
+    def _check_interactive_tokenization(self) -> None:
+        problem = interactive_tokenization_problem(utils.split_paths(self.cfg.data)[0], self.text_tokenization)
+        if problem is not None:
+            raise Refusal(problem)
+
     def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
-        """fairseq-interactive: the typed sentences, to be reconstructed."""
-        return LanguagePairDataset(src_tokens, src_lengths, self.source_dictionary, left_pad_source=False)
+        """fairseq-interactive: the typed sentences, to be reconstructed, but the refused lines."""
+        return InteractiveSentences(src_tokens, src_lengths, self.source_dictionary, left_pad_source=False,
+                                    refused=self.refused_inputs)
 
     def filter_indices_by_size(self, indices, dataset, max_positions=None, ignore_invalid_inputs=False):
         """Sentences over --max-sentence-len are skipped when asked to. fairseq itself leaves out of
@@ -420,6 +446,8 @@ class SentenceAutoencodingTask(FairseqTask):
     def build_generator(self, models, args, **kwargs):
         if self.cfg.sample_posterior and not all(getattr(m, "is_gaussian", False) for m in models):
             raise Refusal("--sample-posterior needs a Gaussian latent head (a VAE or stochastic WAE checkpoint)")
+        if not getattr(args, "score_reference", False):  # fairseq's scorer takes the models as they are
+            models = SymbolMaskingEnsemble(models, unproducible_symbols(self.target_dictionary))
         return super().build_generator(models, args, **kwargs)
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
