@@ -12,7 +12,8 @@ would agree; where they part says what separates prior samples from reconstructi
 """
 import argparse
 import json
-import sys
+
+from fairseq_wae.errors import Refusal
 
 
 def parse_weights(text: str):
@@ -53,10 +54,10 @@ def main(argv=None):
     try:
         weights = parse_weights(args.blend)
     except ValueError as e:
-        sys.exit(f"latent_coverage.py: {e}")
+        raise Refusal(f"{e}")
     for flag in ("num", "max_sentence_len", "max_len", "batch_size"):
         if getattr(args, flag) < (2 if flag == "num" else 1):
-            sys.exit(f"latent_coverage.py: --{flag.replace('_', '-')} is too small: {getattr(args, flag)}")
+            raise Refusal(f"--{flag.replace('_', '-')} is too small: {getattr(args, flag)}")
 
     import torch
 
@@ -74,15 +75,15 @@ def main(argv=None):
         sentences, _ = read_plain_sentences(args.sentences, strict=True)
         corpus = read_plain_sentences(args.corpus, strict=True)[0] if args.corpus else sentences
     except (FileNotFoundError, ValueError, CorpusError) as e:
-        sys.exit(f"latent_coverage.py: {e}")
+        raise Refusal(f"{e}")
     if len(sentences) < args.num:
-        sys.exit(f"latent_coverage.py: --num {args.num} but {args.sentences} holds {len(sentences)} sentences")
+        raise Refusal(f"--num {args.num} but {args.sentences} holds {len(sentences)} sentences")
     sentences = [" ".join(s.split()[: args.max_sentence_len]) for s in sentences[: args.num]]
 
     try:
         codes = autoencoder.encode(sentences, tokenize=False, batch_size=args.batch_size, what=args.sentences)
     except ValueError as e:
-        sys.exit(f"latent_coverage.py: {e}")
+        raise Refusal(f"{e}")
     generator = torch.Generator().manual_seed(args.seed)
     sources = [("posterior codes", codes)]
     sources += [(f"blend s={w:g}", blend_toward_prior(codes, w, generator)) for w in weights]
@@ -94,7 +95,7 @@ def main(argv=None):
         try:
             rows.append({"source": name, **score(decodes, corpus, args.max_len)})
         except EvaluationError as e:
-            sys.exit(f"latent_coverage.py: {name}: {e}")
+            raise Refusal(f"{name}: {e}")
     result = {"checkpoint": args.path, "codes": code_spectrum(codes), "rows": rows,
               "settings": {k: getattr(args, k) for k in ("num", "blend", "max_sentence_len", "max_len", "seed")}}
 

@@ -5,7 +5,8 @@
 """
 import argparse
 import json
-import sys
+
+from fairseq_wae.errors import Refusal
 
 
 def main(argv=None):
@@ -25,17 +26,17 @@ def main(argv=None):
     try:
         autoencoder = from_checkpoint(args.path, args.data)
     except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"latent_metrics.py: {e}")
+        raise Refusal(f"{e}")
     if not autoencoder.model.is_gaussian:
-        sys.exit(f"latent_metrics.py: {args.path} has a deterministic latent head: KL, MI and IW-NLL need q(z|x)")
+        raise Refusal(f"{args.path} has a deterministic latent head: KL, MI and IW-NLL need q(z|x)")
     with open(args.sentences, encoding="utf-8") as f:
         sentences = [line.strip() for line in f if line.strip()][: args.max_sentences]
     if not sentences:
-        sys.exit(f"latent_metrics.py: {args.sentences} holds no sentences")
+        raise Refusal(f"{args.sentences} holds no sentences")
     try:
         batches = autoencoder.batches(sentences, tokenize=False, batch_size=args.batch_size, what=args.sentences)
     except ValueError as e:
-        sys.exit(f"latent_metrics.py: {e}")
+        raise Refusal(f"{e}")
     result = evaluate_latent_space(autoencoder.model, autoencoder.task, batches, args.samples)
     print(json.dumps(result))
     if args.json:

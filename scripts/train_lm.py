@@ -7,7 +7,6 @@ The corpus is lower-cased and tokenised exactly like the SNLI pipeline (fairseq_
 lmplz and build_binary are looked up in $KENLM_BIN, then where scripts/install_kenlm.sh puts them, then on PATH.
 """
 import argparse
-import gzip
 import json
 import os
 import shutil
@@ -15,6 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from fairseq_wae.errors import Refusal
 
 
 def find_kenlm_binary(name: str) -> str:
@@ -26,7 +27,7 @@ def find_kenlm_binary(name: str) -> str:
             return path
     found = shutil.which(name)
     if found is None:
-        sys.exit(f"train_lm.py: KenLM's {name} not found; run: bash scripts/install_kenlm.sh")
+        raise Refusal(f"KenLM's {name} not found; run: bash scripts/install_kenlm.sh")
     return found
 
 
@@ -36,14 +37,15 @@ def main(argv=None):
     parser.add_argument("--order", type=int, default=3)
     parser.add_argument("--out", required=True, help="binary model to write (an .arpa is kept beside it)")
     parser.add_argument("--memory", default="500M", help="lmplz -S: memory bound (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="replace the model --out names, which exists")
     args = parser.parse_args(argv)
     if args.order < 1:
-        sys.exit(f"train_lm.py: --order must be at least 1, got {args.order}")
-    if not os.path.isfile(args.corpus):
-        sys.exit(f"train_lm.py: no such file: {args.corpus}")
+        parser.error(f"--order must be at least 1, got {args.order}")
+    if os.path.exists(args.out) and not args.force:
+        parser.error(f"--out {args.out} exists: pass --force to replace it, or choose another --out")
     lmplz, build_binary = find_kenlm_binary("lmplz"), find_kenlm_binary("build_binary")
 
-    from fairseq_wae.corpus import Tokenizer
+    from fairseq_wae.corpus import Tokenizer, plain_sentences
 
     started = time.time()
     tokenize = Tokenizer()
@@ -53,16 +55,18 @@ def main(argv=None):
     words = sentences = 0
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         text = os.path.join(tmp, "corpus.txt")
-        opener = gzip.open if args.corpus.endswith(".gz") else open
-        with opener(args.corpus, "rt", encoding="utf-8", errors="replace") as f, open(text, "w", encoding="utf-8") as g:
-            for line in f:
-                tokens = tokenize(line.strip())
+        reports = []
+        # as a preparation reads its inputs: gzip by its bytes, each line in bounded memory, lines that are
+        # not UTF-8 or empty skipped and counted
+        with open(text, "w", encoding="utf-8") as g:
+            for line in plain_sentences(args.corpus, False, reports):
+                tokens = tokenize(line)
                 if tokens:
                     g.write(tokens + "\n")
                     sentences += 1
                     words += len(tokens.split())
-        if sentences == 0:
-            sys.exit(f"train_lm.py: {args.corpus} holds no sentences")
+        if reports and reports[0].skipped:
+            print(reports[0].summary(), file=sys.stderr)
         tokenized = time.time()
         with open(text, "rb") as f, open(arpa + ".tmp", "wb") as g:
             # --skip_symbols: the news corpus holds literal <s>, </s>, <unk> strings;

@@ -14,7 +14,7 @@ epochs by default, and the mean vector is subtracted before writing (the first s
 """
 import argparse
 import logging
-import sys
+import os
 
 
 def main(argv=None):
@@ -34,13 +34,14 @@ def main(argv=None):
 
     from gensim.models import Word2Vec
 
-    try:
-        with open(args.input, encoding="utf-8") as f:
-            sentences = [line.split() for line in f if line.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-        sys.exit(f"train_word2vec.py: cannot read {args.input}: {e}")
+    from fairseq_wae.lines import text_file_lines
+
+    if not os.path.isfile(args.input):
+        parser.error(f"no such file: {args.input}")
+    # each line read in bounded memory; a line that is not UTF-8 is refused naming it
+    sentences = [line.split() for line in text_file_lines(args.input) if line.strip()]
     if not sentences:
-        sys.exit(f"train_word2vec.py: {args.input} holds no sentences")
+        parser.error(f"{args.input} holds no sentences")
     model = Word2Vec(sentences, vector_size=args.dim, window=args.window, min_count=args.min_count,
                      epochs=args.epochs, seed=args.seed, workers=args.workers, sg=1)
     if not args.keep_mean:

@@ -193,3 +193,11 @@ def test_a_line_longer_than_the_cap_is_refused_while_it_is_read_in_bounded_memor
     peak_kb = int(result.stderr.split("peak ")[-1].split()[0])
     assert peak_kb < 500 * 1024, peak_kb
     assert not (tmp_path / "out").exists()
+
+
+def test_the_language_model_script_never_replaces_a_model_without_force(tmp_path):
+    (tmp_path / "lm.bin").write_bytes(b"an earlier model")
+    line = refused([sys.executable, os.path.join(os.path.dirname(USER_DIR), "scripts", "train_lm.py"), "--corpus",
+                    tmp_path / "corpus.txt", "--out", tmp_path / "lm.bin"])
+    assert f"--out {tmp_path / 'lm.bin'} exists: pass --force to replace it" in line
+    assert (tmp_path / "lm.bin").read_bytes() == b"an earlier model"
