@@ -89,7 +89,8 @@ def test_interactive_mode_reconstructs_a_typed_line(overfit_dae):
     data, ckpt, _ = overfit_dae
     sentence = (data.parent / "train.txt").read_text().splitlines()[3]
     result = subprocess.run(["fairseq-interactive", str(data), "--user-dir", USER_DIR, "--task",
-                             "sentence_autoencoding", "--path", str(ckpt / "checkpoint_best.pt"), "--cpu", "--beam", "1"],
+                             "sentence_autoencoding", "--path", str(ckpt / "checkpoint_best.pt"), "--cpu", "--beam", "1",
+                             "--tokenizer", "normalized_moses"],
                             input=sentence + "\n", env=CLI_ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert any(line.startswith("H-0\t") and line.endswith("\t" + sentence) for line in result.stdout.splitlines())

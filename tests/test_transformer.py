@@ -100,7 +100,8 @@ def test_the_python_interface_interactive_mode_and_the_scripts_take_the_transfor
                 "--no-tokenize", "--steps", "4", sentences[0], sentences[1]]).stdout
     assert sentences[0] in walk and sentences[1] in walk
     typed = subprocess.run(["fairseq-interactive", str(data), "--user-dir", USER_DIR, "--task", "sentence_autoencoding",
-                            "--path", str(checkpoint), "--cpu", "--beam", "1"], input=sentences[3] + "\n", env=CLI_ENV,
+                            "--path", str(checkpoint), "--cpu", "--beam", "1", "--tokenizer", "normalized_moses"],
+                           input=sentences[3] + "\n", env=CLI_ENV,
                            capture_output=True, text=True, timeout=300)
     assert typed.returncode == 0, typed.stderr[-2000:]
     assert any(line.startswith("H-0\t") and line.endswith("\t" + sentences[3]) for line in typed.stdout.splitlines())

@@ -15,6 +15,9 @@ import argparse
 import torch
 
 
+MAX_STEPS = 1_000_000  # as AutoencoderHubInterface.interpolate
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sentences", nargs="+")
@@ -32,8 +35,8 @@ def main(argv=None):
     if len(args.sentences) != expected:
         parser.error(f"{'--analogy takes 3' if args.analogy else 'interpolation takes 2'} sentences, "
                      f"got {len(args.sentences)}")
-    if args.steps < 2:
-        parser.error(f"--steps must be at least 2, got {args.steps}")
+    if not 2 <= args.steps <= MAX_STEPS:
+        parser.error(f"--steps must be from 2 to {MAX_STEPS:,} (the interface's bound), got {args.steps:,}")
 
     from fairseq_wae.hub_interface import from_checkpoint
     from fairseq_wae.interpolation import lerp, slerp
