@@ -101,11 +101,12 @@ function drawMap() {
                                       seed: $("map-seed").value, latent_temperature: $("map-temp").value,
                                       method: $("map-method").value});
     const fetched = performance.now();
-    const trace = (points, name, color) => ({
+    const trace = (points, name, color, size, opacity) => ({
       x: points.x, y: points.y, hovertext: points.text, hoverinfo: "text", name: name, type: "scatter",
-      mode: "markers", marker: {size: 4, color: color, opacity: 0.6},
+      mode: "markers", marker: {size: size, color: color, opacity: opacity},
     });
-    await Plotly.react("map", [trace(answer.corpus, "corpus", "#3b6ea5"), trace(answer.prior, "prior samples", "#d9534f")], {
+    await Plotly.react("map", [trace(answer.corpus, "corpus", "#3b6ea5", 3, 0.5),
+                               trace(answer.prior, "prior samples", "#e4572e", 5, 0.9)], {
       margin: {l: 50, r: 10, t: 10, b: 40}, hovermode: "closest", legend: {orientation: "h"},
       xaxis: {title: {text: answer.axes[0]}}, yaxis: {title: {text: answer.axes[1]}},
     }, {displaylogo: false, responsive: true});
