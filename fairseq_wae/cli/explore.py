@@ -16,6 +16,8 @@ import os
 import socket
 import sys
 
+logger = logging.getLogger(__name__)
+
 PROG = "fairseq-wae-explore"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -99,7 +101,7 @@ def main(argv=None):
         except (OSError, UnicodeDecodeError) as e:
             sys.exit(f"{PROG}: --corpus {args.corpus}: {e}")
         if beyond:
-            logging.warning(f"--corpus {args.corpus}: using its first {MAP_LIMIT:,} sentences, of {MAP_LIMIT + beyond:,}")
+            logger.warning(f"--corpus {args.corpus}: using its first {MAP_LIMIT:,} sentences, of {MAP_LIMIT + beyond:,}")
         if not corpus:
             sys.exit(f"{PROG}: --corpus {args.corpus} holds no sentence")
     try:
@@ -113,7 +115,7 @@ def main(argv=None):
         sys.exit(f"{PROG}: cannot serve on --host {args.host} --port {args.port}: {e.strerror or e}")
     host, port = sock.getsockname()[:2]
     if args.host not in LOOPBACK:
-        logging.warning(f"serving on {args.host}: anyone who reaches it can run the model")
+        logger.warning(f"serving on {args.host}: anyone who reaches it can run the model")
     shown = f"[{host}]" if ":" in host else host
     print(f"{PROG}: serving {args.model} on http://{shown}:{port}", flush=True)
     server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", access_log=False))

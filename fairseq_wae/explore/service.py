@@ -81,6 +81,7 @@ class ExploreService:
         self.card = card or {}
         self._lock = threading.Lock()
         self._maps: Dict[tuple, Dict] = {}
+        self._maps_lock = threading.Lock()
         if len(self.corpus) > limits.MAP_LIMIT:
             raise ValueError(f"the corpus has {len(self.corpus):,} sentences: at most {limits.MAP_LIMIT:,}")
         self.corpus_codes = model.encode(self.corpus, what="--corpus").cpu() if self.corpus else None
@@ -149,11 +150,15 @@ class ExploreService:
             raise InputError("the map is empty: ask for corpus codes (size) or prior samples (prior), or start "
                              "fairseq-wae-explore with --corpus FILE")
         key = (size, prior, seed, latent_temperature, method)
-        if key not in self._maps:
-            if len(self._maps) >= 8:
-                self._maps.pop(next(iter(self._maps)))
-            self._maps[key] = self._draw_map(size, prior, seed, latent_temperature, method)
-        return self._maps[key]
+        with self._maps_lock:
+            cached = self._maps.get(key)
+        if cached is None:  # drawn outside the lock: a t-SNE of thousands of codes takes minutes
+            cached = self._draw_map(size, prior, seed, latent_temperature, method)
+            with self._maps_lock:
+                if len(self._maps) >= 8:  # the last few maps asked for: a page redrawn, a second browser
+                    self._maps.pop(next(iter(self._maps)))
+                self._maps[key] = cached
+        return cached
 
     def _draw_map(self, size: int, prior: int, seed: int, latent_temperature: float, method: str) -> Dict:
         codes = self.corpus_codes[:size].double() if size else torch.zeros(0, self.model.latent_dim, dtype=torch.float64)
