@@ -41,7 +41,14 @@ def explored(overfit_dae, tmp_path_factory):
          "--data", data, "--out", folder / "model"])
     corpus = [line for line in (REPO / "examples" / "toy" / "sentences.txt").read_text().splitlines() if line][:CORPUS_SIZE]
     (folder / "corpus.txt").write_text("\n".join(corpus) + "\n")
-    return folder / "model", folder / "corpus.txt", corpus, LSTMAutoencoderModel.from_pretrained(str(folder / "model"))
+    # one thread, as the server and pytest-xdist's workers run: the tiny model's decoding is 3x slower on
+    # two threads that contend with the server's
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield folder / "model", folder / "corpus.txt", corpus, LSTMAutoencoderModel.from_pretrained(str(folder / "model"))
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +182,7 @@ def test_the_page_in_a_headless_browser_shows_what_the_interface_gives(server, e
         find = browser.find_element
 
         def answered(section):
-            WebDriverWait(browser, 60).until(lambda b: find(By.ID, section).get_attribute("data-state") in ("done", "error"))
+            WebDriverWait(browser, 60, poll_frequency=0.05).until(lambda b: find(By.ID, section).get_attribute("data-state") in ("done", "error"))
             return find(By.ID, section).get_attribute("data-state")
 
         def lines(list_id):
@@ -186,7 +193,7 @@ def test_the_page_in_a_headless_browser_shows_what_the_interface_gives(server, e
             find(By.ID, element_id).send_keys(text)
 
         browser.get(server)
-        WebDriverWait(browser, 60).until(lambda b: b.execute_script("return document.body.dataset.ready"))
+        WebDriverWait(browser, 60, poll_frequency=0.05).until(lambda b: b.execute_script("return document.body.dataset.ready"))
         assert find(By.ID, "card-title").text == "lstm_ae_tiny trained with ae_cross_entropy"
 
         type_into("rec-input", "a dog is carrying a box .")
@@ -237,7 +244,7 @@ def test_the_page_in_a_headless_browser_shows_what_the_interface_gives(server, e
         point = browser.find_elements(By.CSS_SELECTOR, "#map .scatterlayer .trace:first-child .point")[0]
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", point)
         ActionChains(browser).move_to_element(point).pause(0.3).click().perform()
-        WebDriverWait(browser, 30).until(lambda b: "reconstruction:" in find(By.ID, "map-click").text)
+        WebDriverWait(browser, 30, poll_frequency=0.05).until(lambda b: "reconstruction:" in find(By.ID, "map-click").text)
         sentence, reconstruction = [line.split(": ", 1)[1] for line in find(By.ID, "map-click").text.splitlines()]
         shown = browser.execute_script("const map = document.getElementById('map'); "
                                        "return map.data[0].hovertext.concat(map.data[1].hovertext)")
