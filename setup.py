@@ -10,7 +10,9 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["fairseq_wae", "fairseq_wae.*"]),
     # the model yamls fairseq-hydra-train selects an architecture by (pkg://fairseq_wae.config)
-    package_data={"fairseq_wae.config": ["model/*.yaml"]},
+    package_data={"fairseq_wae.config": ["model/*.yaml"],
+                  # the page of fairseq-wae-explore (its plotly.min.js comes from the plotly package)
+                  "fairseq_wae.explore": ["static/*.html", "static/*.js", "static/*.css"]},
     install_requires=[
         # PyPI fairseq 0.12.2 does not import on Python 3.11+; fairseq-fixed is the same module, fixed
         'fairseq==0.12.2; python_version < "3.11"',
@@ -31,7 +33,10 @@ setup(
     # pytest-xdist runs the tests on every core (pytest.ini: -n auto), sharing the trained fixtures;
     # pytest-randomly runs them in another order each time (its seed printed first and last), so that a
     # test leaning on what an earlier one left behind fails in CI rather than when the order changes
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "pytest-randomly>=3.12"]},
+    # fairseq-wae-explore: FastAPI and uvicorn serve the page, plotly draws the map offline (its bundled
+    # plotly.min.js); the tests drive the page in the distribution's Chromium through Selenium
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "pytest-randomly>=3.12", "selenium>=4.10"],
+                    "explore": ["fastapi>=0.100", "uvicorn>=0.23", "plotly>=5"]},
     entry_points={"console_scripts": [
         "fairseq-wae-prepare = fairseq_wae.cli.prepare_corpus:main",
         "fairseq-wae-prepare-snli = fairseq_wae.cli.prepare_snli:main",
@@ -40,6 +45,7 @@ setup(
         "fairseq-wae-export = fairseq_wae.cli.export:main",
         "fairseq-wae-bind-dictionary = fairseq_wae.cli.bind_dictionary:main",
         "fairseq-wae-verify = fairseq_wae.cli.verify:main",
+        "fairseq-wae-explore = fairseq_wae.cli.explore:main",
     ]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
 )

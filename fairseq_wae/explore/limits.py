@@ -1,0 +1,128 @@
+"""What the page may ask, checked before the model runs: each refusal is one message the page shows,
+naming the field, and the server goes on serving.
+
+The limits keep one request to about a second of a CPU and a page the browser can draw; where the
+Python interface has a limit of its own (``SAMPLE_LIST_LIMIT``, the seed range of fairseq-generate)
+these are below it."""
+import math
+from typing import Dict, List, Optional, Tuple
+
+#: characters in one typed sentence (a sentence of the corpora here is under 400)
+MAX_SENTENCE_CHARS = 1000
+#: sentences reconstructed in one request (one a line)
+MAX_SENTENCES = 100
+#: points of one interpolation, both ends included
+MAX_STEPS = 100
+#: prior samples in one request (the interface lists up to 1,000,000: a page shows far fewer)
+MAX_SAMPLES = 1000
+#: neighbours of one sentence
+MAX_NEIGHBOURS = 100
+#: corpus codes on the map (and sentences of --corpus that are read)
+MAP_LIMIT = 10_000
+#: prior samples on the map (each is decoded, for its sentence on hover)
+MAX_MAP_PRIOR = 1000
+#: beam size
+MAX_BEAM = 20
+#: fairseq-generate --seed's range (numpy takes no seed beyond it)
+LARGEST_SEED = 2**32 - 1
+
+DECODINGS = ("greedy", "beam", "sampling")
+INTERPOLATIONS = ("linear", "spherical")
+
+
+class InputError(ValueError):
+    """A request the page can correct; its message is shown there as it is."""
+
+
+def _given(body: Dict, name: str):
+    value = body.get(name)
+    return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+
+def integer(body: Dict, name: str, default: Optional[int], minimum: int, maximum: int) -> Optional[int]:
+    """``body[name]`` as an integer in ``minimum .. maximum`` (a number or the text of one), else ``default``."""
+    value = _given(body, name)
+    if value is None:
+        return default
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a whole number, got {value!r}") from None
+    if not math.isfinite(number) or number != int(number):
+        raise InputError(f"{name} must be a whole number, got {value!r}")
+    if not minimum <= number <= maximum:
+        raise InputError(f"{name} must be between {minimum:,} and {maximum:,}, got {int(number):,}")
+    return int(number)
+
+
+def positive_number(body: Dict, name: str, default: Optional[float], maximum: float = math.inf) -> Optional[float]:
+    """``body[name]`` as a finite number > 0 (and <= ``maximum``), else ``default``."""
+    value = _given(body, name)
+    if value is None:
+        return default
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}") from None
+    if not (math.isfinite(number) and 0 < number <= maximum):
+        bound = f" and at most {maximum:g}" if maximum < math.inf else ""
+        raise InputError(f"{name} must be a finite number greater than 0{bound}, got {value!r}")
+    return number
+
+
+def choice(body: Dict, name: str, choices, default: str) -> str:
+    value = _given(body, name)
+    if value is None:
+        return default
+    if value not in choices:
+        raise InputError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def sentence(body: Dict, name: str) -> str:
+    """One typed sentence: not empty, at most ``MAX_SENTENCE_CHARS`` characters."""
+    value = body.get(name)
+    if value is None or not isinstance(value, str) or not value.strip():
+        raise InputError(f"{name} is empty: type a sentence")
+    value = value.strip()
+    if len(value) > MAX_SENTENCE_CHARS:
+        raise InputError(f"{name} has {len(value):,} characters: at most {MAX_SENTENCE_CHARS:,} are taken")
+    if "\n" in value:
+        raise InputError(f"{name} holds several lines: type one sentence")
+    return value
+
+
+def sentences(body: Dict, name: str) -> List[str]:
+    """Typed sentences, one a line (blank lines left out): at least one, at most ``MAX_SENTENCES``."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InputError(f"{name} must be text, one sentence a line")
+    lines = [line.strip() for line in (value or "").splitlines() if line.strip()]
+    if not lines:
+        raise InputError(f"{name} is empty: type a sentence (one a line)")
+    if len(lines) > MAX_SENTENCES:
+        raise InputError(f"{name} has {len(lines):,} lines: at most {MAX_SENTENCES} sentences at a time")
+    for number, line in enumerate(lines, start=1):
+        if len(line) > MAX_SENTENCE_CHARS:
+            raise InputError(f"{name}: line {number} has {len(line):,} characters: at most "
+                             f"{MAX_SENTENCE_CHARS:,} are taken")
+    return lines
+
+
+def search(body: Dict) -> Tuple[int, Dict, Optional[int]]:
+    """(beam, fairseq's search options, seed of the sampling or None) of the decoding fields: greedy,
+    beam search of ``beam`` hypotheses, or sampling (``topk``, ``topp``, softmax ``temperature``,
+    drawn from torch's generator seeded with ``sampling_seed``; prior samples have a seed of their own)."""
+    decoding = choice(body, "decoding", DECODINGS, "greedy")
+    if decoding == "greedy":
+        return 1, {}, None
+    if decoding == "beam":
+        return integer(body, "beam", 5, 1, MAX_BEAM), {}, None
+    options = {"sampling": True, "temperature": positive_number(body, "temperature", 1.0, maximum=100.0)}
+    topk = integer(body, "topk", None, 1, 100_000)
+    topp = positive_number(body, "topp", None, maximum=1.0)
+    if topk is not None:
+        options["sampling_topk"] = topk
+    if topp is not None:
+        options["sampling_topp"] = topp
+    return 1, options, integer(body, "sampling_seed", 1, 0, LARGEST_SEED)

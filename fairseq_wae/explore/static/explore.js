@@ -1,0 +1,168 @@
+// The page of fairseq-wae-explore: each button posts its section's fields to /api/<route> and shows the
+// answer, or the server's message for a refused request. A section's data-state is "busy" while its
+// request runs, then "done" or "error" (what the tests and the benchmark wait for).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+async function post(route, body) {
+  const response = await fetch("/api/" + route, {
+    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
+  });
+  let answer;
+  try { answer = await response.json(); } catch (e) { answer = {error: "the server answered " + response.status}; }
+  if (!response.ok) throw new Error(answer.error || ("the server answered " + response.status));
+  return answer;
+}
+
+function search() {
+  return {decoding: $("decoding").value, beam: $("beam").value, topk: $("topk").value, topp: $("topp").value,
+          temperature: $("temperature").value, sampling_seed: $("search-seed").value};
+}
+
+// Runs `work` for the section holding `errorId`: its error cleared first, shown if `work` throws.
+async function run(sectionId, errorId, work) {
+  const section = $(sectionId);
+  section.dataset.state = "busy";
+  $(errorId).textContent = "";
+  try {
+    await work();
+    section.dataset.state = "done";
+  } catch (e) {
+    $(errorId).textContent = e.message;
+    section.dataset.state = "error";
+  }
+}
+
+function fillList(list, lines, mark) {
+  list.replaceChildren(...lines.map((line, i) => {
+    const item = document.createElement("li");
+    item.textContent = line;
+    if (mark && i > 0 && line !== lines[i - 1]) item.classList.add("changed");
+    return item;
+  }));
+}
+
+function reconstruct() {
+  return run("reconstruct", "rec-error", async () => {
+    $("rec-output").replaceChildren();
+    const answer = await post("reconstruct", {...search(), sentences: $("rec-input").value});
+    fillList($("rec-output"), answer.reconstructions);
+  });
+}
+
+function interpolate() {
+  return run("interpolate", "int-error", async () => {
+    $("int-output").replaceChildren();
+    const answer = await post("interpolate", {...search(), start: $("int-start").value, end: $("int-end").value,
+                                              steps: $("int-steps").value, method: $("int-method").value});
+    fillList($("int-output"), answer.path, true);  // a step whose sentence changed is highlighted
+  });
+}
+
+function sample() {
+  return run("sample", "sam-error", async () => {
+    $("sam-output").replaceChildren();
+    $("sam-download").classList.add("hidden");
+    const answer = await post("sample", {...search(), n: $("sam-n").value, seed: $("sam-seed").value,
+                                         latent_temperature: $("sam-temp").value});
+    fillList($("sam-output"), answer.samples);
+    const link = $("sam-download");
+    if (link.href) URL.revokeObjectURL(link.href);
+    link.href = URL.createObjectURL(new Blob([answer.samples.join("\n") + "\n"], {type: "text/plain"}));
+    link.download = `samples-n${answer.n}-seed${answer.seed}-T${answer.latent_temperature}.txt`;
+    link.classList.remove("hidden");
+  });
+}
+
+function neighbours() {
+  return run("neighbours", "nn-error", async () => {
+    $("nn-output").replaceChildren();
+    const answer = await post("neighbours", {sentence: $("nn-input").value, k: $("nn-k").value});
+    $("nn-output").replaceChildren(...answer.neighbours.map(([sentence, distance]) => {
+      const row = document.createElement("tr");
+      for (const cell of [sentence, distance.toFixed(4)]) {
+        const td = document.createElement("td");
+        td.textContent = cell;
+        row.appendChild(td);
+      }
+      return row;
+    }));
+  });
+}
+
+// The map: corpus codes and prior samples in 2-D, the sentence on hover, its reconstruction on click.
+// data-fetch-ms and data-render-ms: the server's answer, and the drawing until the next frame.
+function drawMap() {
+  return run("map-section", "map-error", async () => {
+    const started = performance.now();
+    $("map-status").textContent = "drawing...";
+    const answer = await post("map", {size: $("map-size").value, prior: $("map-prior").value,
+                                      seed: $("map-seed").value, latent_temperature: $("map-temp").value,
+                                      method: $("map-method").value});
+    const fetched = performance.now();
+    const trace = (points, name, color, size, opacity) => ({
+      x: points.x, y: points.y, hovertext: points.text, hoverinfo: "text", name: name, type: "scatter",
+      mode: "markers", marker: {size: size, color: color, opacity: opacity},
+    });
+    await Plotly.react("map", [trace(answer.corpus, "corpus", "#3b6ea5", 3, 0.5),
+                               trace(answer.prior, "prior samples", "#e4572e", 5, 0.9)], {
+      margin: {l: 50, r: 10, t: 10, b: 40}, hovermode: "closest", legend: {orientation: "h"},
+      xaxis: {title: {text: answer.axes[0]}}, yaxis: {title: {text: answer.axes[1]}},
+    }, {displaylogo: false, responsive: true});
+    await new Promise((resolve) => requestAnimationFrame(() => resolve()));
+    const drawn = performance.now();
+    const status = $("map-status");
+    status.dataset.points = String(answer.corpus.x.length + answer.prior.x.length);
+    status.dataset.fetchMs = (fetched - started).toFixed(0);
+    status.dataset.renderMs = (drawn - fetched).toFixed(0);
+    status.textContent = `${answer.corpus.x.length} corpus codes, ${answer.prior.x.length} prior samples ` +
+                         `(${answer.method}; ${((drawn - started) / 1000).toFixed(2)} s)`;
+    if (!$("map").dataset.clicks) {
+      $("map").dataset.clicks = "on";
+      $("map").on("plotly_click", (event) => reconstructPoint(event.points[0].hovertext));
+    }
+  });
+}
+
+function reconstructPoint(sentence) {
+  return run("map-section", "map-error", async () => {
+    const answer = await post("reconstruct", {...search(), sentences: sentence});
+    $("map-click").replaceChildren();
+    for (const [label, text] of [["sentence", sentence], ["reconstruction", answer.reconstructions[0]]]) {
+      const line = document.createElement("div");
+      line.textContent = `${label}: ${text}`;
+      $("map-click").appendChild(line);
+    }
+  });
+}
+
+async function showCard() {
+  const response = await fetch("/api/card");
+  const card = await response.json();
+  $("card-title").textContent = card.title || "";
+  $("card-summary").replaceChildren(...(card.summary || []).map(([key, value]) => {
+    const row = document.createElement("tr");
+    row.innerHTML = "<th></th><td></td>";
+    row.children[0].textContent = key;
+    row.children[1].textContent = value;
+    return row;
+  }));
+  $("card-text").textContent = card.card || "(a checkpoint, not an export: no model card; fairseq-wae-export writes one)";
+  $("map-size").value = Math.min(card.corpus_sentences, card.limits.map);
+  $("map-prior").value = card.corpus_sentences ? 200 : 500;
+  $("map-method").replaceChildren(...card.projection_methods.map((method) => {
+    const option = document.createElement("option");
+    option.value = option.textContent = method;
+    return option;
+  }));
+  if (!card.corpus_sentences) $("nn-error").textContent = "no corpus: start fairseq-wae-explore with --corpus FILE";
+  document.body.dataset.ready = "yes";
+}
+
+$("rec-button").addEventListener("click", reconstruct);
+$("int-button").addEventListener("click", interpolate);
+$("sam-button").addEventListener("click", sample);
+$("nn-button").addEventListener("click", neighbours);
+$("map-button").addEventListener("click", drawMap);
+showCard();
