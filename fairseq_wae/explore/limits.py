@@ -7,6 +7,8 @@ these are below it."""
 import math
 from typing import Dict, List, Optional, Tuple
 
+from fairseq_wae.errors import Refusal
+
 #: characters in one typed sentence (a sentence of the corpora here is under 400)
 MAX_SENTENCE_CHARS = 1000
 #: sentences reconstructed in one request (one a line)
@@ -30,8 +32,8 @@ DECODINGS = ("greedy", "beam", "sampling")
 INTERPOLATIONS = ("linear", "spherical")
 
 
-class InputError(ValueError):
-    """A request the page can correct; its message is shown there as it is."""
+class InputError(Refusal):
+    """A request the page can correct; its message is shown there as it is (one of the plugin's refusals)."""
 
 
 def _given(body: Dict, name: str):
