@@ -423,7 +423,8 @@ def bind_dictionary(checkpoint: str, data: str) -> Tuple[Dict, List[str]]:
         check_same_dictionary(bound, fingerprint, checkpoint, ", or leave the checkpoint as it is")
         return fingerprint, ["already bound to this dictionary: nothing written"]
     checks = bindable_checks(state, checkpoint, dictionary, dictionary_path)
-    state["model"][BINDING_KEY] = fingerprint
+    # the tokenisation of the folder bound to, as training records it (DictionaryBinding)
+    state["model"][BINDING_KEY] = {**fingerprint, "tokenization": folder_tokenization(data)}
     save_in_place(state, checkpoint)
     return fingerprint, checks
 

@@ -26,7 +26,7 @@ from fairseq_wae.checkpoints import CheckpointError, check_checkpoint, dictionar
 from fairseq_wae.data_checks import check_dictionaries, check_not_mid_preparation, check_split, check_split_sizes
 from fairseq_wae.decoding import SymbolMaskingEnsemble, unproducible_symbols
 from fairseq_wae.dictionary import load_dictionary
-from fairseq_wae.errors import MissingFile, Refusal
+from fairseq_wae.errors import MissingFile, Refusal, show_refusals_as_one_line
 from fairseq_wae.models.architectures import check_named_architecture
 from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
 from fairseq_wae.options import check_finite_numbers, resolved
@@ -180,6 +180,9 @@ class SentenceAutoencodingTask(FairseqTask):
 
     @classmethod
     def setup_task(cls, cfg: SentenceAutoencodingConfig, **kwargs):
+        # again over torch.distributed's own hook, which a data-parallel worker has installed by now and
+        # which would swallow the one line (it captures the earlier hook's output until that returns)
+        show_refusals_as_one_line()
         if not cfg.data:
             raise Refusal("give the data folder (the output of fairseq-preprocess --only-source)")
         _adapt_precision_to_device(cfg)
