@@ -165,8 +165,12 @@ def test_one_writer_per_folder_and_no_replacing_another_models_export_without_fo
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     (tmp_path / "evaluation.json").write_text('{"name": "wae"}')
     assert "holds no 'metrics' object" in refused([*other, "--force", "--evaluation", tmp_path / "evaluation.json"])
+    inode = out.stat().st_ino
+    left = tmp_path / ".export.export-swap-999999999"  # what an export killed mid-swap leaves beside --out
+    left.mkdir()
     run([*other, "--force"])
-    assert '"checkpoint_last.pt"' not in (out / "export.json").read_text()
+    # swapped in as one folder (the earlier one whole until then), nothing left beside it
+    assert out.stat().st_ino != inode and sorted(p.name for p in tmp_path.iterdir()) == ["evaluation.json", "export"]
     assert str(ckpt / "checkpoint_last.pt") in (out / "export.json").read_text()
     # a second writer, export or preparation, is refused while the first holds the folder
     held = hold_folder(str(out), "test", ".staging-")

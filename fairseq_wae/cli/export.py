@@ -10,6 +10,8 @@ removes what an interrupted export left there. The checkpoint is read weights-on
 fingerprint of the --data folder's dictionary (fairseq-wae-bind-dictionary stamps it into an older one).
 """
 import argparse
+import ctypes
+import errno
 import json
 import logging
 import os
@@ -22,7 +24,8 @@ from fairseq_wae.save_dir_lock import hold_folder
 logger = logging.getLogger(__name__)
 
 EXPORT_RECORD = "export.json"
-STAGING_PREFIX = ".export-staging-"  # + the process id: what an export writes before moving it into --out
+STAGING_PREFIX = ".export-staging-"
+SWAP_INFIX = ".export-swap-"  # .<out's name><infix><pid>, beside --out: an export swapped in, or the one it replaced  # + the process id: what an export writes before moving it into --out
 EARLIER_TEMPORARY = "model.pt.tmp"  # what earlier versions wrote model.pt as before moving it
 
 
@@ -72,6 +75,13 @@ def _remove_leftovers(out: str) -> None:
     run, the ``model.pt.tmp`` of earlier versions); refuses while another export writes into it."""
     from fairseq_wae.save_dir_lock import process_alive
 
+    parent, own = os.path.split(os.path.abspath(out))
+    for name in os.listdir(parent) if os.access(parent, os.W_OK) else []:
+        pid = name[len(f".{own}{SWAP_INFIX}"):]
+        if name.startswith(f".{own}{SWAP_INFIX}") and pid.isdigit() and not process_alive(int(pid)):
+            logger.warning(f"removing {os.path.join(parent, name)}, left by an export killed while it swapped "
+                           f"{out} (process {pid}): {out} holds one whole export")
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
     for name in os.listdir(out):
         pid = name[len(STAGING_PREFIX):]
         if name.startswith(STAGING_PREFIX) and pid.isdigit():
@@ -255,9 +265,55 @@ def _export(checkpoint: str, data: str, out: str, evaluation, force: bool) -> di
     finally:
         if not os.path.isfile(os.path.join(staging, EXPORT_RECORD)):
             shutil.rmtree(staging, ignore_errors=True)
-    _publish(staging, out, written, previous)
-    os.rmdir(staging)
+    if not (previous and _swap_in(staging, out)):
+        _publish(staging, out, written, previous)
+        os.rmdir(staging)
     return record
+
+
+def _replaced_folder(out: str, pid: int) -> str:
+    """Where an export that replaces ``out``'s earlier export puts the folder it swaps in (and then the
+    earlier export): beside ``out``, named after it and the process."""
+    parent, name = os.path.split(os.path.abspath(out))
+    return os.path.join(parent, f".{name}{SWAP_INFIX}{pid}")
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swaps two folders in one step (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_cwd, exchange = -100, 2
+    if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) != 0:
+        error = ctypes.get_errno()
+        if error in (errno.EINVAL, errno.ENOSYS, errno.EXDEV):
+            return False
+        raise OSError(error, os.strerror(error), a)
+    return True
+
+
+def _swap_in(staging: str, out: str) -> bool:
+    """Replaces the earlier export in ``out`` by the complete one in ``staging`` in one step: the staged
+    folder is moved beside ``out`` and the two are exchanged, so a reader (or a kill) sees the whole old
+    export or the whole new one, never files of both; the old one is then removed. False where the
+    parent folder cannot be written or the exchange is not available: the files are moved one by one."""
+    beside = _replaced_folder(out, os.getpid())
+    try:
+        os.rename(staging, beside)
+    except OSError:
+        return False
+    try:
+        os.chmod(beside, os.stat(out).st_mode & 0o7777)  # the folder keeps its mode
+        swapped = _exchange(beside, out)
+    except OSError:
+        swapped = False
+    if not swapped:
+        os.rename(beside, staging)
+        return False
+    shutil.rmtree(beside, ignore_errors=True)  # the earlier export, now beside
+    return True
 
 
 def main(argv=None):
