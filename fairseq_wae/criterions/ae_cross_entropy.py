@@ -21,7 +21,7 @@ from omegaconf import II
 from torch import Tensor
 
 from fairseq_wae.distributed import data_parallel_workers
-from fairseq_wae.input_noise import InputNoise
+from fairseq_wae.data.noising import InputNoise
 from fairseq_wae.latent_space import active_units_from_sums
 from fairseq_wae.options import check_non_negative, check_rate, resolved
 from fairseq_wae.schedules import word_dropout_rate
@@ -78,7 +78,7 @@ class AutoencoderCrossEntropyConfig(FairseqDataclass):
     word_dropout_max: float = field(
         default=0.5, metadata={"help": "the word-dropout rate never grows past this (the paper: 0.5)"}
     )
-    # text-autoencoders' input noise (DAAE: --noise-drop 0.3), on the encoder's input alone; see input_noise.py
+    # text-autoencoders' input noise (DAAE: --noise-drop 0.3), on the encoder's input alone; see data/noising.py
     noise_drop: float = field(
         default=0.0, metadata={"help": "encoder input: probability of dropping each word in training"}
     )
