@@ -2,7 +2,7 @@
 
 For Gaussian heads (He et al. 2019; Li et al. 2019; Burda et al. 2016) these take the model in eval
 mode and the encoder's inputs from the Python interface
-(:meth:`fairseq_wae.hub_interface.AutoencoderHubInterface.batches`); results are per sentence, in nats. For
+(:meth:`fairseq_wae.models.hub_interface.AutoencoderHubInterface.batches`); results are per sentence, in nats. For
 any head, the last three functions compare encoded codes with the prior N(0, I) the samples come from
 (used by scripts/latent_coverage.py).
 """

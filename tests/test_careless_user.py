@@ -628,7 +628,7 @@ def unicode_corpus(tmp_path_factory):
 def test_text_is_normalised_alike_in_preparation_the_interface_interpolation_and_interactive(unicode_corpus):
     import unicodedata
 
-    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.models.hub_interface import from_checkpoint
 
     data, checkpoint, invisible_line = unicode_corpus
     written = sum(((data / f"{split}.txt").read_text(encoding="utf-8").splitlines()
@@ -659,7 +659,7 @@ def test_text_is_normalised_alike_in_preparation_the_interface_interpolation_and
 
 
 def test_special_symbols_typed_as_tokens_are_refused_and_read_as_text_otherwise(prepared, tmp_path):
-    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.models.hub_interface import from_checkpoint
 
     data, save_dir = prepared
     checkpoint = save_dir / "checkpoint_last.pt"
@@ -687,7 +687,7 @@ def sentencepiece_corpus(tmp_path_factory):
 
 
 def test_interpolation_on_a_sentencepiece_corpus_prints_words(sentencepiece_corpus):
-    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.models.hub_interface import from_checkpoint
 
     data, checkpoint = sentencepiece_corpus
     hub = from_checkpoint(str(checkpoint), str(data))
@@ -709,7 +709,7 @@ def test_interpolation_on_a_sentencepiece_corpus_prints_words(sentencepiece_corp
 def test_samples_stream_in_batches_and_a_list_beyond_the_limit_is_refused(prepared):
     import torch
 
-    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.models.hub_interface import from_checkpoint
 
     data, save_dir = prepared
     hub = from_checkpoint(str(save_dir / "checkpoint_last.pt"), str(data))
@@ -733,7 +733,7 @@ def test_samples_stream_in_batches_and_a_list_beyond_the_limit_is_refused(prepar
 def test_latent_and_softmax_temperatures_and_seeds_are_told_apart_and_checked(prepared, caplog):
     import torch
 
-    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.models.hub_interface import from_checkpoint
 
     data, save_dir = prepared
     checkpoint = save_dir / "checkpoint_last.pt"

@@ -36,7 +36,7 @@ def main(argv=None):
     if args.steps < 2:
         sys.exit(f"interpolate.py: --steps must be at least 2, got {args.steps}")
 
-    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.models.hub_interface import from_checkpoint
     from fairseq_wae.interpolation import lerp, slerp
 
     try:

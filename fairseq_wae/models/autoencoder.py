@@ -168,13 +168,13 @@ class SentenceAutoencoderModel(FairseqEncoderDecoderModel):
     @classmethod
     def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "model.pt", data_name_or_path: str = ".",
                         **kwargs):
-        """A trained autoencoder as an :class:`~fairseq_wae.hub_interface.AutoencoderHubInterface`.
+        """A trained autoencoder as an :class:`~fairseq_wae.models.hub_interface.AutoencoderHubInterface`.
 
         ``model_name_or_path``: a folder made by ``fairseq-wae-export`` (weights, dict.txt, tokeniser),
         or a checkpoint folder with ``checkpoint_file=`` and ``data_name_or_path=`` the data folder.
         Any fairseq-wae model loads, whichever class this is called on.
         """
-        from fairseq_wae.hub_interface import load_hub_interface
+        from fairseq_wae.models.hub_interface import load_hub_interface
 
         return load_hub_interface(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
 
