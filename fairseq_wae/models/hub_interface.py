@@ -22,6 +22,7 @@ from omegaconf import open_dict
 from torch import Tensor, nn
 
 from fairseq_wae.interpolation import lerp, slerp
+from fairseq_wae.latent_space import prior_codes
 from fairseq_wae.seeding import check_seed
 from fairseq_wae.tokenizer import special_symbols_in
 
@@ -235,8 +236,6 @@ class AutoencoderHubInterface(nn.Module):
                              "codes at a time, e.g. f.writelines(s + '\\n' for s in model.iter_sample(n))")
 
     def _prior_codes(self, ids: range, seed: int, latent_temperature: float) -> Tensor:
-        from fairseq_wae.tasks.prior_sampling import prior_codes
-
         return prior_codes(ids, self.latent_dim, seed, latent_temperature,
                            dtype=next(self.model.parameters()).dtype, what="latent_temperature")
 
