@@ -541,7 +541,7 @@ def test_a_checkpoint_without_a_fingerprint_is_refused_everywhere_until_bound(pr
     from fairseq.data import Dictionary
 
     from fairseq_wae import LSTMAutoencoderModel
-    from fairseq_wae.checkpoints import CheckpointError, checkpoint_dictionary, load_checkpoint_state
+    from fairseq_wae.checkpoint_utils import CheckpointError, checkpoint_dictionary, load_checkpoint_state
 
     data, save_dir = prepared
     old_dir = tmp_path / "old"
@@ -813,7 +813,7 @@ def test_code_pickled_into_a_checkpoint_or_an_export_never_runs(prepared, tmp_pa
     import pickle
 
     from fairseq_wae import LSTMAutoencoderModel
-    from fairseq_wae.checkpoints import CheckpointError
+    from fairseq_wae.checkpoint_utils import CheckpointError
 
     pickle.loads(pickle.dumps(RunsACommand(tmp_path / "control")))
     assert (tmp_path / "control").exists()  # the payload works: unpickled, it runs

@@ -28,7 +28,7 @@ class ExportError(ValueError):
 
 
 def _progress(state) -> str:
-    from fairseq_wae.checkpoints import training_progress
+    from fairseq_wae.checkpoint_utils import training_progress
 
     updates, epochs, batches = training_progress(state)
     return f"{updates} updates, {epochs} epochs" + (f" and {batches} batches of the next" if batches else "")
@@ -164,7 +164,7 @@ def export(checkpoint: str, data: str, out: str, evaluation: str = None) -> dict
     failed export removes it, a killed one leaves it for the next export into ``out`` to remove."""
     from fairseq.data import Dictionary
 
-    from fairseq_wae.checkpoints import (
+    from fairseq_wae.checkpoint_utils import (
         check_checkpoint_file,
         dictionary_fingerprint,
         is_autoencoder_checkpoint,
@@ -228,7 +228,7 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="the model folder to write")
     parser.add_argument("--evaluation", help="an evaluate.py --json file: its Table 1 row goes into the model card")
     args = parser.parse_args(argv)
-    from fairseq_wae.checkpoints import CheckpointError
+    from fairseq_wae.checkpoint_utils import CheckpointError
 
     try:
         record = export(args.checkpoint, args.data, args.out, args.evaluation)

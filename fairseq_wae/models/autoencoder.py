@@ -17,7 +17,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel
 from torch import Tensor
 
-from fairseq_wae.checkpoints import DictionaryBinding
+from fairseq_wae.checkpoint_utils import DictionaryBinding
 from fairseq_wae.embeddings import load_embedding_weights
 from fairseq_wae.models.latent import LATENT_HEADS, FixedScaleBatchNorm
 from fairseq_wae.schedules import ScheduleStateSlot

@@ -320,7 +320,7 @@ def load_hub_interface(model_name_or_path: str, checkpoint_file: str, data_name_
     from fairseq import hub_utils
     from fairseq.data import Dictionary
 
-    from fairseq_wae.checkpoints import CheckpointError, check_checkpoint, check_checkpoint_file, dictionary_fingerprint
+    from fairseq_wae.checkpoint_utils import CheckpointError, check_checkpoint, check_checkpoint_file, dictionary_fingerprint
 
     if os.pathsep in checkpoint_file:
         raise ValueError(f"checkpoint_file {checkpoint_file!r}: the interface holds one model, give one checkpoint")

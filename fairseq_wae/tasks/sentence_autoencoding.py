@@ -22,7 +22,7 @@ from fairseq.nan_detector import NanDetector
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, DictConfig, open_dict
 
-from fairseq_wae.checkpoints import CheckpointError, check_checkpoint, dictionary_fingerprint, guard_save_dir
+from fairseq_wae.checkpoint_utils import CheckpointError, check_checkpoint, dictionary_fingerprint, guard_save_dir
 from fairseq_wae.data_checks import check_dictionaries, check_not_mid_preparation, check_split
 from fairseq_wae.models.architectures import check_named_architecture
 from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
@@ -49,7 +49,7 @@ class SentenceAutoencodingConfig(FairseqDataclass):
     )
     dataset_impl: Optional[str] = II("dataset.dataset_impl")
     seed: int = II("common.seed")
-    # read, not set, here: where fairseq-train saves and resumes (see fairseq_wae.checkpoints.guard_save_dir)
+    # read, not set, here: where fairseq-train saves and resumes (see fairseq_wae.checkpoint_utils.guard_save_dir)
     save_dir: str = II("checkpoint.save_dir")
     restore_file: str = II("checkpoint.restore_file")
     no_save: bool = II("checkpoint.no_save")
