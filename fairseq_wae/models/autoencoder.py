@@ -17,8 +17,8 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel
 from torch import Tensor
 
-from fairseq_wae.checkpoint_utils import DictionaryBinding
 from fairseq_wae.embeddings import load_embedding_weights
+from fairseq_wae.models.dictionary_binding import DictionaryBinding
 from fairseq_wae.models.latent import LATENT_HEADS, FixedScaleBatchNorm
 from fairseq_wae.schedules import ScheduleStateSlot
 
@@ -138,6 +138,9 @@ class SentenceEncoder(FairseqEncoder):
 
 class SentenceAutoencoderModel(FairseqEncoderDecoderModel):
     """Sentence autoencoder; ``forward`` also returns the encoder output for the criterion's penalty."""
+
+    #: its checkpoints carry the fingerprint of the dictionary it was trained with (:class:`DictionaryBinding`)
+    BINDS_DICTIONARY = True
 
     def __init__(self, encoder: SentenceEncoder, decoder, dictionary_path=None):
         super().__init__(encoder, decoder)
