@@ -181,14 +181,14 @@ def check_same_model_class(state: Dict, model_class: type, arch: Optional[str], 
 
 def guard_save_dir(save_dir: str, restore_file: str, dictionary_fingerprint: Dict, lock: bool = True,
                    model_class: Optional[type] = None, arch: Optional[str] = None,
-                   while_running=None) -> Optional[SaveDirLock]:
+                   owner=None) -> Optional[SaveDirLock]:
     """What fairseq-train must know before it resumes from ``save_dir`` (see the module's docstring);
     with ``model_class``, also that the checkpoint holds a model of that class. Returns the lock taken
-    (given back when the frame ``while_running`` has returned or raised, see :class:`SaveDirLock`), or
+    (given back when the training that ``owner`` stands for ends, see :class:`SaveDirLock`), or
     None without ``lock``; a refused run gives it back at once."""
     if os.path.exists(save_dir) and not os.path.isdir(save_dir):
         raise CheckpointError(f"--save-dir {save_dir} is a file, not a folder")
-    taken = lock_save_dir(save_dir, while_running) if lock else None
+    taken = lock_save_dir(save_dir, owner) if lock else None
     try:
         if lock:
             recover_last_checkpoint(save_dir)

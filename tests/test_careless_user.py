@@ -1,4 +1,5 @@
 """The mistakes of a careless user, each through the real command: nothing lost, nothing silently wrong."""
+import gc
 import gzip
 import json
 import os
@@ -249,13 +250,15 @@ def test_a_truncated_checkpoint_last_resumes_from_the_newest_readable_one(prepar
 # 5. one training per save dir
 
 LOCK = "fairseq-wae.lock"
-#: how long a test waits for a lock to be given back; it is looked at every LOCK_WATCH_SECONDS (0.1)
+#: how long a test waits for a lock to be given back (by another process's exit, or at once in this one)
 RELEASE_WAIT_SECONDS = 10
 
 
 def released(lock):
-    """Whether ``lock`` disappears within RELEASE_WAIT_SECONDS: an ended training's lock is given back by a
-    thread that looks every LOCK_WATCH_SECONDS."""
+    """Whether ``lock`` disappears within RELEASE_WAIT_SECONDS: an ended training's lock is given back when
+    its process exits, when the object that stands for it (fairseq-train's task) is gone, or when the
+    training is refused or its task raises."""
+    gc.collect()  # this test process is a Python session that has let go of its ended trainings' tasks
     waited_until = time.monotonic() + RELEASE_WAIT_SECONDS
     while lock.exists() and time.monotonic() < waited_until:
         time.sleep(0.05)
@@ -358,9 +361,13 @@ def test_a_lock_of_a_training_running_in_this_process_is_honoured_and_given_back
     taken, finish = threading.Event(), threading.Event()
     locks = []
 
-    def training():  # holds the lock while this function runs, as fairseq-train's main does
-        locks.append(lock_save_dir(tmp_path, while_running=sys._getframe()))
-        locks.append(lock_save_dir(tmp_path, while_running=sys._getframe()))  # its own: not a rival
+    class Training:  # what stands for a training, as fairseq-train's task does
+        pass
+
+    def training():  # holds the lock while its training runs (its owner exists), as fairseq-train's task does
+        owner = Training()
+        locks.append(lock_save_dir(tmp_path, owner=owner))
+        locks.append(lock_save_dir(tmp_path, owner=owner))  # its own: not a rival
         taken.set()
         finish.wait()
 
