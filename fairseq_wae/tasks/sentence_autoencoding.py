@@ -22,7 +22,7 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, DictConfig, open_dict
 
 from fairseq_wae.checkpoint_utils import CheckpointError, check_checkpoint, dictionary_fingerprint, guard_save_dir
-from fairseq_wae.data_checks import check_dictionaries, check_not_mid_preparation, check_split
+from fairseq_wae.data.checks import check_dictionaries, check_not_mid_preparation, check_split
 from fairseq_wae.models.architectures import check_named_architecture
 from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
 from fairseq_wae.options import resolved
@@ -192,7 +192,7 @@ class SentenceAutoencodingTask(FairseqTask):
         sentences = data_utils.load_indexed_dataset(prefix, self.dictionary, self.cfg.dataset_impl)
         if sentences is None:
             raise FileNotFoundError(f"split {split!r} not found: no {prefix}.bin/.idx in {data_dir}")
-        check_split(data_dir, split, self.dictionary, self.dictionary_path, sentences)  # see fairseq_wae/data_checks.py
+        check_split(data_dir, split, self.dictionary, self.dictionary_path, sentences)  # see fairseq_wae/data/checks.py
         sizes = sentences.sizes
         if self.cfg.max_sentence_len is not None and self.cfg.overlong_sentences == "truncate":
             eos = self.dictionary.eos()
