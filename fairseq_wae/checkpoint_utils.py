@@ -179,11 +179,23 @@ def check_same_model_class(state: Dict, model_class: type, arch: Optional[str], 
             "train into another --save-dir")
 
 
+def check_same_criterion(state: Dict, criterion: str, resume: str) -> None:
+    """Refuses to resume the optimizer state of one criterion with another (fairseq would stop with "please
+    reset the optimizer" after loading the model), naming both and the ways on."""
+    saved = ((state.get("cfg") or {}).get("criterion") or {}).get("_name")
+    if saved is not None and saved != criterion:
+        raise CheckpointError(
+            f"{resume}, which this run would resume from, was trained with --criterion {saved}, but this run "
+            f"trains with --criterion {criterion}: resume with --criterion {saved}, train into another --save-dir, "
+            "or keep only its weights with --reset-optimizer")
+
+
 def guard_save_dir(save_dir: str, restore_file: str, dictionary_fingerprint: Dict, lock: bool = True,
                    model_class: Optional[type] = None, arch: Optional[str] = None,
-                   owner=None) -> Optional[SaveDirLock]:
+                   owner=None, criterion: Optional[str] = None) -> Optional[SaveDirLock]:
     """What fairseq-train must know before it resumes from ``save_dir`` (see the module's docstring);
-    with ``model_class``, also that the checkpoint holds a model of that class. Returns the lock taken
+    with ``model_class``, also that the checkpoint holds a model of that class, and with ``criterion`` (None
+    under --reset-optimizer) that it was trained with that criterion. Returns the lock taken
     (given back when the training that ``owner`` stands for ends, see :class:`SaveDirLock`), or
     None without ``lock``; a refused run gives it back at once."""
     if os.path.exists(save_dir) and not os.path.isdir(save_dir):
@@ -197,6 +209,8 @@ def guard_save_dir(save_dir: str, restore_file: str, dictionary_fingerprint: Dic
             state = load_checkpoint_state(resume)
             if model_class is not None:
                 check_same_model_class(state, model_class, arch, resume)
+            if criterion is not None:
+                check_same_criterion(state, criterion, resume)
             require_dictionary(state, resume, dictionary_fingerprint, f"{resume}, which this run would resume from,",
                                ", or train into another --save-dir")
     except BaseException:

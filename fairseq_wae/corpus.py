@@ -23,6 +23,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from fairseq_wae.errors import Refusal
 from fairseq_wae.tokenizer import DESCRIPTION as TOKENIZER_DESCRIPTION
 from fairseq_wae.tokenizer import NormalizedMosesTokenizer, without_invisible_characters
 
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 
 
-class CorpusError(ValueError):
+class CorpusError(Refusal):
     """Bad input: the message names the file, line or option."""
 
 
@@ -718,7 +719,7 @@ def read_journal(out: str) -> Optional[Dict]:
         for key in ("process", "staging", "previous", "old", "new"):
             journal[key]  # noqa: B018 (a KeyError names what is missing)
         if not all(isinstance(name, str) for side in ("old", "new") for name in journal[side]["names"]):
-            raise ValueError("a file name that is not a string")
+            raise TypeError("a file name that is not a string")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CorpusError(f"{path} is not a journal this tool can read ({e}): it says a preparation into {out} "
                           "stopped while moving files, but not which; move the folder aside and prepare again")

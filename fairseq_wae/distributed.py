@@ -6,6 +6,8 @@ import torch.distributed as dist
 from fairseq.distributed import utils as distributed_utils
 from torch import Tensor
 
+from fairseq_wae.errors import Refusal
+
 
 def data_parallel_workers() -> Tuple[int, int]:
     """(this worker's rank, the number of data-parallel workers), as fairseq counts them; (0, 1) without a
@@ -31,8 +33,8 @@ def gather_padded(x: Tensor, rows: int) -> Tuple[Tensor, Tensor]:
     if not _parallel():
         return x, torch.ones(x.size(0), dtype=torch.bool, device=x.device)
     if x.size(0) > rows:
-        raise ValueError(f"{x.size(0)} rows to gather, over the {rows} that every worker pads to: a batch larger "
-                         "than --batch-size / --batch-size-valid")
+        raise Refusal(f"{x.size(0)} rows to gather, over the {rows} that every worker pads to: a batch larger "
+                      "than --batch-size / --batch-size-valid")
     real = (torch.arange(rows, device=x.device) < x.size(0)).to(x.dtype).unsqueeze(1)
     padded = torch.cat([x, x.new_zeros((rows - x.size(0),) + x.shape[1:])])
     marked = torch.cat([padded.detach(), real], dim=1)

@@ -5,6 +5,8 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
+from fairseq_wae.errors import MissingFile, Refusal
+
 
 def _has_word2vec_header(path: str) -> bool:
     with open(path, "rb") as f:
@@ -17,14 +19,14 @@ def load_keyed_vectors(path: str):
     from gensim.models import KeyedVectors
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--embed-path: no such file: {path}")
+        raise MissingFile(f"--embed-path: no such file: {path}")
     binary = path.endswith(".bin")
     try:
         return KeyedVectors.load_word2vec_format(
             path, binary=binary, no_header=not binary and not _has_word2vec_header(path), unicode_errors="replace"
         )
     except (ValueError, EOFError, UnicodeDecodeError) as e:
-        raise ValueError(f"--embed-path {path}: not a word2vec/GloVe {'binary' if binary else 'text'} file ({e})")
+        raise Refusal(f"--embed-path {path}: not a word2vec/GloVe {'binary' if binary else 'text'} file ({e})")
 
 
 def dictionary_words(dictionary):
@@ -41,7 +43,7 @@ def load_embedding_weights(path: str, dictionary, initial: Tensor) -> Tuple[Tens
     """
     vectors = load_keyed_vectors(path)
     if vectors.vector_size != initial.size(1):
-        raise ValueError(
+        raise Refusal(
             f"--embed-path {path} holds {vectors.vector_size}-d vectors but --embed-dim is {initial.size(1)}"
         )
     weights = initial.clone()

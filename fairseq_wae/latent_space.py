@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from fairseq_wae.errors import Refusal
 from fairseq_wae.models.latent import reparameterize
 from fairseq_wae.penalties import gaussian_kl
 from fairseq_wae.seeding import seeded_generator
@@ -118,7 +119,7 @@ def code_spectrum(z: Tensor) -> Dict[str, float]:
     dimensions the codes effectively spread over (the latent size for N(0, I)).
     """
     if z.dim() != 2 or z.size(0) < 2:
-        raise ValueError(f"need at least two codes as rows of a matrix, got shape {tuple(z.shape)}")
+        raise Refusal(f"need at least two codes as rows of a matrix, got shape {tuple(z.shape)}")
     z = z.double()
     eigenvalues = torch.linalg.eigvalsh(torch.cov(z.T))
     return {
@@ -139,7 +140,7 @@ def blend_toward_prior(z: Tensor, weight: float, generator=None) -> Tensor:
     was trained to where prior samples land without leaving the prior's scale.
     """
     if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"the blend weight s must be in [0, 1], got {weight}")
+        raise Refusal(f"the blend weight s must be in [0, 1], got {weight}")
     noise = torch.randn(z.shape, generator=generator, dtype=z.dtype)
     return math.sqrt(1.0 - weight * weight) * z + weight * noise
 
@@ -165,7 +166,7 @@ def prior_codes(ids: Sequence[int], latent_dim: int, seed: int, temperature: flo
         unit[row] = torch.randn(latent_dim, generator=seeded_generator(seed, int(i)))
     codes = temperature * unit
     if not torch.isfinite(codes.to(dtype)).all():
-        raise ValueError(f"{what} {temperature:g} draws codes beyond the range of the model's {dtype} (|z| up to "
-                         f"{temperature * float(unit.abs().max()):.3g}, the largest it holds is "
-                         f"{torch.finfo(dtype).max:.3g}): choose a smaller temperature")
+        raise Refusal(f"{what} {temperature:g} draws codes beyond the range of the model's {dtype} (|z| up to "
+                      f"{temperature * float(unit.abs().max()):.3g}, the largest it holds is "
+                      f"{torch.finfo(dtype).max:.3g}): choose a smaller temperature")
     return codes

@@ -7,6 +7,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from fairseq_wae.errors import Refusal
+
 #: The authors' multi-scale inverse multiquadratic kernel sums over these multiples of ``C_base``.
 AUTHORS_IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 #: ... of ``C_base = 4 * latent_dim`` (Tolstikhin et al. use 2 d_z for a single C).
@@ -83,7 +85,7 @@ def mmd_unbiased(z_posterior: Tensor, z_prior: Tensor, kernel, valid: Optional[T
     """
     n = z_posterior.size(0)
     if z_prior.size(0) != n or (valid is None and n < 2):
-        raise ValueError(f"MMD needs two samples of equal size >= 2, got {n} and {z_prior.size(0)}")
+        raise Refusal(f"MMD needs two samples of equal size >= 2, got {n} and {z_prior.size(0)}")
     pooled = torch.cat([z_posterior, z_prior], dim=0)
     off_diagonal = ~torch.eye(2 * n, dtype=torch.bool, device=pooled.device)
     if valid is None:

@@ -9,6 +9,8 @@ from typing import Optional
 
 from torch import nn
 
+from fairseq_wae.errors import Refusal
+
 KL_ANNEAL_CHOICES = ("constant", "linear", "sigmoid", "tanh", "cyclical")
 
 
@@ -43,7 +45,7 @@ def kl_weight(
     if schedule == "cyclical":
         position = (step % max(anneal_steps, 1)) / max(anneal_steps, 1)
         return max_weight * min(1.0, position / 0.5)
-    raise ValueError(f"unknown --kl-anneal {schedule!r}; choose from {', '.join(KL_ANNEAL_CHOICES)}")
+    raise Refusal(f"unknown --kl-anneal {schedule!r}; choose from {', '.join(KL_ANNEAL_CHOICES)}")
 
 
 def word_dropout_rate(epoch: int, start: float, increment: float, maximum: float) -> float:

@@ -5,6 +5,8 @@ import math
 import torch
 from torch import Tensor
 
+from fairseq_wae.errors import Refusal
+
 
 def seeded_seed(*key: int) -> int:
     """A seed made from ``key``. Python hashes tuples of ints without per-process salting, so the same
@@ -40,5 +42,5 @@ def check_seed(seed, what: str = "seed") -> None:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"{what} must be an integer, got {seed!r}")
     if not 0 <= seed <= LARGEST_SEED:
-        raise ValueError(f"{what} must be in 0 .. 2**32 - 1 = {LARGEST_SEED:,} (the range of fairseq-generate "
-                         f"--seed, which seeds numpy), got {seed}")
+        raise Refusal(f"{what} must be in 0 .. 2**32 - 1 = {LARGEST_SEED:,} (the range of fairseq-generate "
+                      f"--seed, which seeds numpy), got {seed}")

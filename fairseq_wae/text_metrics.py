@@ -6,10 +6,12 @@ import math
 from collections import Counter
 from typing import Dict, List, Sequence
 
+from fairseq_wae.errors import Refusal
+
 LOG2_10 = math.log2(10)
 
 
-class EvaluationError(ValueError):
+class EvaluationError(Refusal):
     """Bad evaluation input: the message names the file or the problem."""
 
 

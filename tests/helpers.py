@@ -67,6 +67,8 @@ def run_in_process(module_name, argv):
     from fairseq import checkpoint_utils
     from fairseq.logging import progress_bar
 
+    from fairseq_wae.errors import EXIT_STATUS, one_line, refusal_message
+
     module = importlib.import_module(module_name)
     fairseqs = module_name in IN_PROCESS.values()
     # fairseq keeps a run's best validation loss on these functions: a new process starts without it
@@ -95,9 +97,10 @@ def run_in_process(module_name, argv):
         returncode = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if e.code is not None and not isinstance(e.code, int):
             err.write(f"{e.code}\n")
-    except Exception:
-        err.write(traceback.format_exc())
-        returncode = 1
+    except Exception as error:  # as the plugin's sys.excepthook shows it (fairseq_wae.errors)
+        line = one_line(error)
+        err.write(traceback.format_exc() if line is None else f"{line}\n")
+        returncode = 1 if refusal_message(error) is None else EXIT_STATUS
     finally:
         sys.argv, root.handlers = saved[0], saved[1]
         root.setLevel(saved[2])

@@ -14,7 +14,8 @@ import json
 import logging
 import os
 import shutil
-import sys
+
+from fairseq_wae.errors import Refusal
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +24,8 @@ STAGING_PREFIX = ".export-staging-"  # + the process id: what an export writes b
 EARLIER_TEMPORARY = "model.pt.tmp"  # what earlier versions wrote model.pt as before moving it
 
 
-class ExportError(ValueError):
-    pass
+class ExportError(Refusal):
+    """An export that must not be written: the message names the flag or file."""
 
 
 def _progress(state) -> str:
@@ -228,12 +229,10 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="the model folder to write")
     parser.add_argument("--evaluation", help="an evaluate.py --json file: its Table 1 row goes into the model card")
     args = parser.parse_args(argv)
-    from fairseq_wae.checkpoint_utils import CheckpointError
-
     try:
-        record = export(args.checkpoint, args.data, args.out, args.evaluation)
-    except (ExportError, CheckpointError, OSError) as e:
-        sys.exit(f"fairseq-wae-export: {e}")
+        record = export(args.checkpoint, args.data, args.out, args.evaluation)  # a refusal: one line
+    except OSError as e:
+        raise ExportError(f"{e}: nothing in --out {args.out} was replaced") from e
     print(f"{args.out}: {', '.join(record['files'])}; model.pt {record['model_bytes']:,} bytes "
           f"(the checkpoint: {record['checkpoint_bytes']:,})")
 

@@ -12,6 +12,8 @@ import argparse
 import os
 import sys
 
+from fairseq_wae.errors import Refusal
+
 
 def verify(data: str):
     """(problems, one summary line per folder) for DATA's folders, all read in full."""
@@ -47,7 +49,7 @@ def main(argv=None):
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
-        sys.exit(f"fairseq-wae-verify: {len(problems)} problem{'s' if len(problems) > 1 else ''} in {args.data}")
+        raise Refusal(f"{len(problems)} problem{'s' if len(problems) > 1 else ''} in {args.data}")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from fairseq_wae.criterions.ae_cross_entropy import AutoencoderCrossEntropyConfig, AutoencoderCrossEntropyCriterion
+from fairseq_wae.errors import Refusal
 from fairseq_wae.latent_space import GAUSSIAN_SUMMED_STATISTICS, gaussian_posterior_stats
 from fairseq_wae.options import check_non_negative
 
@@ -79,7 +80,7 @@ class AdversarialAutoencoderCriterion(AutoencoderCrossEntropyCriterion):
         check_non_negative("adversarial-lambda", cfg.adversarial_lambda)
         check_non_negative("logvar-l1", cfg.logvar_l1)
         if cfg.discriminator_dim < 1:
-            raise ValueError(f"--discriminator-dim must be at least 1, got {cfg.discriminator_dim}")
+            raise Refusal(f"--discriminator-dim must be at least 1, got {cfg.discriminator_dim}")
         self.adversarial_lambda = cfg.adversarial_lambda
         self.logvar_weight = cfg.logvar_l1
         self.latent_dim = int(cfg.latent_dim)
@@ -87,12 +88,12 @@ class AdversarialAutoencoderCriterion(AutoencoderCrossEntropyCriterion):
 
     def check_model(self, model) -> None:
         if model.latent_dim != self.latent_dim:
-            raise ValueError(f"--criterion aae built its discriminator for {self.latent_dim}-dimensional codes, but the "
-                             f"model's z has {model.latent_dim}: build the criterion from the model's config "
-                             "(model.latent_dim)")
+            raise Refusal(f"--criterion aae built its discriminator for {self.latent_dim}-dimensional codes, but the "
+                          f"model's z has {model.latent_dim}: build the criterion from the model's config "
+                          "(model.latent_dim)")
         if self.logvar_weight > 0 and not model.is_gaussian:
-            raise ValueError("--logvar-l1 (the LAAE) penalises a Gaussian head's log-variance: use --arch "
-                             "lstm_aae_paper or transformer_aae_small, or --latent-head gaussian")
+            raise Refusal("--logvar-l1 (the LAAE) penalises a Gaussian head's log-variance: use --arch "
+                          "lstm_aae_paper or transformer_aae_small, or --latent-head gaussian")
 
     def discriminate(self, z: Tensor, train_discriminator: bool) -> Tensor:
         """D's logits for ``z``, in float32 whatever the precision D's parameters are kept in. With

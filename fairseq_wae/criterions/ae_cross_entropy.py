@@ -22,6 +22,7 @@ from torch import Tensor
 
 from fairseq_wae.distributed import data_parallel_workers
 from fairseq_wae.data.noising import InputNoise
+from fairseq_wae.errors import Refusal
 from fairseq_wae.latent_space import active_units_from_sums
 from fairseq_wae.options import check_non_negative, check_rate, resolved
 from fairseq_wae.schedules import word_dropout_rate
@@ -126,9 +127,9 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
         for flag in ("noise-drop", "noise-blank", "noise-substitute"):
             check_rate(flag, getattr(cfg, flag.replace("-", "_")))
         if cfg.noise_drop == 1.0:
-            raise ValueError("--noise-drop 1 drops every word: the encoder would read nothing but EOS")
+            raise Refusal("--noise-drop 1 drops every word: the encoder would read nothing but EOS")
         if cfg.noise_shuffle_distance < 0:
-            raise ValueError(f"--noise-shuffle-distance must be >= 0 (words), got {cfg.noise_shuffle_distance}")
+            raise Refusal(f"--noise-shuffle-distance must be >= 0 (words), got {cfg.noise_shuffle_distance}")
         self.input_noise = InputNoise(task.source_dictionary, cfg.noise_drop, cfg.noise_blank, cfg.noise_substitute,
                                       cfg.noise_shuffle_distance)
         self.word_dropout = cfg.word_dropout

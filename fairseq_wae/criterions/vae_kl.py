@@ -10,6 +10,7 @@ from torch import Tensor
 
 from fairseq_wae.criterions.ae_cross_entropy import AutoencoderCrossEntropyConfig, AutoencoderCrossEntropyCriterion
 from fairseq_wae.distributed import global_sums
+from fairseq_wae.errors import Refusal
 from fairseq_wae.latent_space import GAUSSIAN_SUMMED_STATISTICS, gaussian_posterior_stats
 from fairseq_wae.options import check_non_negative
 from fairseq_wae.penalties import gaussian_kl
@@ -52,9 +53,9 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
         check_non_negative("kl-weight", cfg.kl_weight)
         check_non_negative("kl-free-bits", cfg.kl_free_bits)
         if cfg.kl_anneal_steps < 1:
-            raise ValueError(f"--kl-anneal-steps must be at least 1, got {cfg.kl_anneal_steps}")
+            raise Refusal(f"--kl-anneal-steps must be at least 1, got {cfg.kl_anneal_steps}")
         if cfg.kl_anneal_stop_at_peak and cfg.kl_anneal == "constant":
-            raise ValueError("--kl-anneal-stop-at-peak needs an annealing --kl-anneal schedule, not 'constant'")
+            raise Refusal("--kl-anneal-stop-at-peak needs an annealing --kl-anneal schedule, not 'constant'")
         self.max_kl_weight = cfg.kl_weight
         self.schedule = dict(schedule=str(cfg.kl_anneal), anneal_steps=cfg.kl_anneal_steps,
                              midpoint=cfg.kl_anneal_midpoint, steepness=cfg.kl_anneal_steepness)
@@ -64,8 +65,8 @@ class VaeKlCriterion(AutoencoderCrossEntropyCriterion):
 
     def check_model(self, model) -> None:
         if not model.is_gaussian:
-            raise ValueError("--criterion vae_kl needs a Gaussian latent head: use --arch lstm_vae_* or "
-                             "transformer_vae_*, or --latent-head gaussian")
+            raise Refusal("--criterion vae_kl needs a Gaussian latent head: use --arch lstm_vae_* or "
+                          "transformer_vae_*, or --latent-head gaussian")
 
     @property
     def current_kl_weight(self) -> float:

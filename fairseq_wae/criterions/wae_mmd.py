@@ -2,6 +2,7 @@
 
 With a Gaussian latent head and ``--kl-variance-penalty gamma`` it is the stochastic WAE.
 """
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Dict, Optional, Tuple
@@ -14,10 +15,11 @@ from torch import Tensor
 
 from fairseq_wae.criterions.ae_cross_entropy import AutoencoderCrossEntropyConfig, AutoencoderCrossEntropyCriterion
 from fairseq_wae.distributed import gather_padded, global_sum, scale_gradient
+from fairseq_wae.errors import Refusal
 from fairseq_wae.latent_space import GAUSSIAN_SUMMED_STATISTICS, gaussian_posterior_stats
 from fairseq_wae.options import check_non_negative, resolved
-from fairseq_wae.seeding import normal_rows
 from fairseq_wae.penalties import AUTHORS_IMQ_C_BASE_PER_DIM, AUTHORS_IMQ_SCALES, imq_kernel, mmd_unbiased, rbf_kernel, variance_kl
+from fairseq_wae.seeding import normal_rows
 
 
 @dataclass
@@ -62,10 +64,10 @@ class WaeMmdCriterion(AutoencoderCrossEntropyCriterion):
         try:
             scales = tuple(float(s) for s in str(cfg.imq_scales).split(","))
         except ValueError:
-            raise ValueError(f"--imq-scales must be comma-separated numbers, got {cfg.imq_scales!r}")
-        if min(scales) <= 0 or cfg.imq_c_base_per_dim <= 0:
-            raise ValueError(f"--imq-scales and --imq-c-base-per-dim must be positive, got {cfg.imq_scales!r}, "
-                             f"{cfg.imq_c_base_per_dim}")
+            raise Refusal(f"--imq-scales must be comma-separated numbers, got {cfg.imq_scales!r}")
+        if not all(0 < number < math.inf for number in (*scales, cfg.imq_c_base_per_dim)):  # NaN too
+            raise Refusal(f"--imq-scales and --imq-c-base-per-dim must be finite and positive, got {cfg.imq_scales!r}, "
+                          f"{cfg.imq_c_base_per_dim}")
         self.mmd_lambda = cfg.mmd_lambda
         self.kernel_name = str(cfg.mmd_kernel)
         self.imq_scales, self.imq_c_base_per_dim = scales, cfg.imq_c_base_per_dim
@@ -73,15 +75,15 @@ class WaeMmdCriterion(AutoencoderCrossEntropyCriterion):
         self.mmd_global = cfg.mmd_global
         batch_sizes = [size for size in (resolved(cfg, "batch_size"), resolved(cfg, "batch_size_valid")) if size]
         if self.mmd_global and not batch_sizes:
-            raise ValueError("--mmd-global needs --batch-size: every worker pads its codes to it, so that no "
-                             "worker waits on the host for the others' batch sizes")
+            raise Refusal("--mmd-global needs --batch-size: every worker pads its codes to it, so that no "
+                          "worker waits on the host for the others' batch sizes")
         # training's and validation's batches: every worker pads to the larger
         self.batch_size = max(batch_sizes, default=None)
 
     def check_model(self, model) -> None:
         if self.variance_weight > 0 and not model.is_gaussian:
-            raise ValueError("--kl-variance-penalty (the stochastic WAE) needs a Gaussian latent head: "
-                             "use --arch lstm_swae_paper or transformer_swae_small, or --latent-head gaussian")
+            raise Refusal("--kl-variance-penalty (the stochastic WAE) needs a Gaussian latent head: "
+                          "use --arch lstm_swae_paper or transformer_swae_small, or --latent-head gaussian")
 
     def global_mmd(self, z: Tensor, sample) -> Tuple[Tensor, Tensor]:
         """(MMD of the codes of every worker's batch, how many codes that is), as one process would

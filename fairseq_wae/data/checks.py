@@ -21,6 +21,7 @@ from typing import List
 import numpy as np
 
 from fairseq_wae.corpus import JOURNAL, MANIFEST, largest_token_id, read_manifest, sha256_of
+from fairseq_wae.errors import Refusal
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def mid_preparation_problem(folder: str):
 def check_not_mid_preparation(folder: str) -> None:
     problem = mid_preparation_problem(folder)
     if problem is not None:
-        raise ValueError(problem)
+        raise Refusal(problem)
 
 
 def check_dictionaries(folders: List[str], dictionary) -> None:
@@ -60,7 +61,7 @@ def check_dictionaries(folders: List[str], dictionary) -> None:
         if problem is None and folder != folders[0]:
             problem = _other_words(path, dictionary, os.path.join(folders[0], "dict.txt"))
         if problem is not None:
-            raise ValueError(problem)
+            raise Refusal(problem)
 
 
 def _other_words(path: str, dictionary, first_path: str):
@@ -110,7 +111,7 @@ def check_split(folder: str, split: str, dictionary, dictionary_path: str, sente
     else:
         problem = _unprepared_problem(os.path.join(folder, split), sentences, dictionary, dictionary_path)
     if problem is not None:
-        raise ValueError(problem)
+        raise Refusal(problem)
 
 
 def _recorded_problem(folder: str, split: str, manifest: dict, dictionary, dictionary_path: str):

@@ -18,6 +18,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from fairseq_wae.errors import Refusal
+
 
 def word_positions(tokens: Tensor, lengths: Tensor) -> Tensor:
     """True at the words of a right-padded, EOS-last batch: not at EOS, not at padding."""
@@ -85,8 +87,8 @@ class InputNoise:
         self.blank_symbol = dictionary.bos()
         self.vocabulary: Optional[Tensor] = substitutable_words(dictionary) if substitute > 0 else None
         if self.vocabulary is not None and len(self.vocabulary) == 0:
-            raise ValueError("--noise-substitute needs a dictionary with words to substitute; this one has only "
-                             "special symbols")
+            raise Refusal("--noise-substitute needs a dictionary with words to substitute; this one has only "
+                          "special symbols")
 
     @property
     def active(self) -> bool:

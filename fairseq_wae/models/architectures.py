@@ -15,6 +15,8 @@ from typing import Any, Dict, NamedTuple
 from fairseq.models import register_model_architecture
 from omegaconf import OmegaConf
 
+from fairseq_wae.errors import Refusal
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config")
 # what a hydra config adds to hydra.searchpath to find the yamls, installed or in a checkout
 SEARCH_PATH = "pkg://fairseq_wae.config"
@@ -80,7 +82,7 @@ def check_named_architecture(cfg) -> None:
     differences = [f"{key} {getattr(cfg, key, None)} (not {value})" for key, value in architecture.settings.items()
                    if str(getattr(cfg, key, None)) != str(value)]
     if differences:
-        raise ValueError(
+        raise Refusal(
             f"model _name {name} under fairseq-hydra-train: fairseq fills the model config from "
             f"{architecture.model_name}'s defaults, not from the architecture, so this config builds another "
             f"network than --arch {name} ({', '.join(differences)}). Select the architecture's yaml in place of the "

@@ -18,6 +18,7 @@ from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel
 from torch import Tensor
 
 from fairseq_wae.embeddings import load_embedding_weights
+from fairseq_wae.errors import Refusal
 from fairseq_wae.models.dictionary_binding import DictionaryBinding
 from fairseq_wae.models.latent import LATENT_HEADS, FixedScaleBatchNorm
 from fairseq_wae.schedules import ScheduleStateSlot
@@ -56,13 +57,13 @@ def check_positive(cfg, *names: str) -> None:
     """Refuses a size below 1 at start-up, naming the flag."""
     for name in names:
         if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+            raise Refusal(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
 
 
 def check_dropout(cfg, *names: str) -> None:
     for name in names:
         if not 0.0 <= getattr(cfg, name) < 1.0:
-            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(cfg, name)}")
+            raise Refusal(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(cfg, name)}")
 
 
 def build_embedding(cfg, dictionary) -> nn.Embedding:

@@ -21,6 +21,7 @@ import torch
 from omegaconf import open_dict
 from torch import Tensor, nn
 
+from fairseq_wae.errors import MissingFile, Refusal
 from fairseq_wae.interpolation import lerp, slerp
 from fairseq_wae.latent_space import prior_codes
 from fairseq_wae.seeding import check_seed
@@ -33,7 +34,7 @@ def _check_count(name: str, value, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+        raise Refusal(f"{name} must be at least {minimum}, got {value}")
 
 
 def progress(batches: range, what: str):
@@ -49,14 +50,14 @@ def sentence_tokens(dictionary, text: str, number: int, what: str, shown: str) -
     the caller gave it, ``shown``)."""
     tokens = dictionary.encode_line(text, add_if_not_exist=False, append_eos=True).long()
     if len(tokens) == 1:
-        raise ValueError(f"{what}: sentence {number} is empty")
+        raise Refusal(f"{what}: sentence {number} is empty")
     special = special_symbols_in(dictionary, tokens[:-1])
     if special:
-        raise ValueError(f"{what}: sentence {number} ({shown!r}) holds {' '.join(special)}, a special symbol of the "
-                         "dictionary that no prepared sentence holds: leave it out (given as raw text, with "
-                         "tokenisation on, it is read as the characters it is made of)")
+        raise Refusal(f"{what}: sentence {number} ({shown!r}) holds {' '.join(special)}, a special symbol of the "
+                      "dictionary that no prepared sentence holds: leave it out (given as raw text, with "
+                      "tokenisation on, it is read as the characters it is made of)")
     if tokens[:-1].eq(dictionary.unk()).all():
-        raise ValueError(f"{what}: sentence {number} ({shown!r}) has no word in the model's dictionary")
+        raise Refusal(f"{what}: sentence {number} ({shown!r}) has no word in the model's dictionary")
     return tokens
 
 
@@ -127,13 +128,13 @@ class AutoencoderHubInterface(nn.Module):
             raise TypeError(f"{what}: give a list of sentences (a string alone is one: wrap it in a list)")
         sentences = list(sentences)
         if len(sentences) == 0:
-            raise ValueError(f"{what}: the list is empty")
+            raise Refusal(f"{what}: the list is empty")
         ids, unknown = [], 0
         for number, sentence in enumerate(sentences, start=1):
             if not isinstance(sentence, str):
                 raise TypeError(f"{what}: sentence {number} is a {type(sentence).__name__}, not a string")
             if not sentence.strip():
-                raise ValueError(f"{what}: sentence {number} is empty")
+                raise Refusal(f"{what}: sentence {number} is empty")
             text = self.codec.encode(sentence) if tokenize and self.codec is not None else sentence
             tokens = sentence_tokens(self.dictionary, text, number, what, shown=sentence)
             unknown += int(tokens[:-1].eq(self.dictionary.unk()).sum())
@@ -162,7 +163,7 @@ class AutoencoderHubInterface(nn.Module):
                batch_size: int = 256, what: str = "sentences") -> Tensor:
         """Codes z, one row per sentence: a Gaussian encoder's posterior mean unless ``sample_posterior``."""
         if sample_posterior and not self.model.is_gaussian:
-            raise ValueError("sample_posterior needs a Gaussian latent head (a VAE or stochastic WAE)")
+            raise Refusal("sample_posterior needs a Gaussian latent head (a VAE or stochastic WAE)")
         codes = [self.model.encoder(tokens, lengths, sample_posterior=sample_posterior)["z"]
                  for tokens, lengths in self.batches(sentences, tokenize, batch_size, what)]
         return torch.cat(codes)
@@ -173,11 +174,11 @@ class AutoencoderHubInterface(nn.Module):
         if z.dim() == 1:
             z = z.unsqueeze(0)
         if z.dim() != 2 or z.size(1) != self.latent_dim or z.size(0) == 0:
-            raise ValueError(f"z must be (n, {self.latent_dim}) codes, got shape {tuple(z.shape)}")
+            raise Refusal(f"z must be (n, {self.latent_dim}) codes, got shape {tuple(z.shape)}")
         if not z.is_floating_point():
             raise TypeError(f"z must be a floating-point tensor, got {z.dtype}")
         if not torch.isfinite(z).all():
-            raise ValueError("z holds NaN or infinite values")
+            raise Refusal("z holds NaN or infinite values")
         return z.to(self.device, next(self.model.parameters()).dtype)
 
     def _generator(self, beam: int, options: Dict):
@@ -229,11 +230,11 @@ class AutoencoderHubInterface(nn.Module):
         check_seed(seed)
         if isinstance(latent_temperature, bool) or not isinstance(latent_temperature, (int, float)) \
                 or not 0 < latent_temperature < math.inf:
-            raise ValueError(f"latent_temperature must be a finite number > 0, got {latent_temperature!r}")
+            raise Refusal(f"latent_temperature must be a finite number > 0, got {latent_temperature!r}")
         if listed_by and n > self.SAMPLE_LIST_LIMIT:
-            raise ValueError(f"{listed_by}(n={n:,}) would hold all of them at once (more than "
-                             f"{self.SAMPLE_LIST_LIMIT:,}): use iter_sample(n, ...), which draws and decodes batch_size "
-                             "codes at a time, e.g. f.writelines(s + '\\n' for s in model.iter_sample(n))")
+            raise Refusal(f"{listed_by}(n={n:,}) would hold all of them at once (more than "
+                          f"{self.SAMPLE_LIST_LIMIT:,}): use iter_sample(n, ...), which draws and decodes batch_size "
+                          "codes at a time, e.g. f.writelines(s + '\\n' for s in model.iter_sample(n))")
 
     def _prior_codes(self, ids: range, seed: int, latent_temperature: float) -> Tensor:
         return prior_codes(ids, self.latent_dim, seed, latent_temperature,
@@ -290,7 +291,7 @@ class AutoencoderHubInterface(nn.Module):
         _check_count("steps", steps, minimum=2)
         walks = {"linear": lerp, "spherical": slerp}
         if method not in walks:
-            raise ValueError(f"method must be 'linear' or 'spherical', got {method!r}")
+            raise Refusal(f"method must be 'linear' or 'spherical', got {method!r}")
         a, b = self.encode([start, end], tokenize, what="start and end")
         points = torch.stack([walks[method](a, b, i / (steps - 1)) for i in range(steps)])
         return self.decode(points, tokenize=tokenize, **search)
@@ -323,9 +324,9 @@ def load_hub_interface(model_name_or_path: str, checkpoint_file: str, data_name_
     from fairseq_wae.checkpoint_utils import CheckpointError, check_checkpoint, check_checkpoint_file, dictionary_fingerprint
 
     if os.pathsep in checkpoint_file:
-        raise ValueError(f"checkpoint_file {checkpoint_file!r}: the interface holds one model, give one checkpoint")
+        raise Refusal(f"checkpoint_file {checkpoint_file!r}: the interface holds one model, give one checkpoint")
     if not os.path.isdir(model_name_or_path):
-        raise FileNotFoundError(f"{model_name_or_path} is not a folder (an exported model, or a checkpoint folder)")
+        raise MissingFile(f"{model_name_or_path} is not a folder (an exported model, or a checkpoint folder)")
     for name in checkpoint_file.split(os.pathsep):
         check_checkpoint_file(os.path.join(model_name_or_path, name))
     if os.path.isdir(data_name_or_path) and data_name_or_path != ".":
@@ -333,8 +334,8 @@ def load_hub_interface(model_name_or_path: str, checkpoint_file: str, data_name_
     data = data_name_or_path if not data_name_or_path.startswith(".") \
         else os.path.join(model_name_or_path, data_name_or_path)
     if not os.path.isfile(os.path.join(data, "dict.txt")):
-        raise FileNotFoundError(f"no dict.txt in {os.path.abspath(data)}: give data_name_or_path, the data folder the "
-                                "model was trained on (an exported model folder holds its own)")
+        raise MissingFile(f"no dict.txt in {os.path.abspath(data)}: give data_name_or_path, the data folder the "
+                          "model was trained on (an exported model folder holds its own)")
     dictionary = os.path.join(data, "dict.txt")
     # before fairseq loads the file: weights only, and trained with this dictionary
     check_checkpoint(os.path.join(model_name_or_path, checkpoint_file),
@@ -346,7 +347,7 @@ def load_hub_interface(model_name_or_path: str, checkpoint_file: str, data_name_
         raise CheckpointError(f"{path}: {e}") from None
     model = loaded["models"][0]
     if not hasattr(model, "latent_dim"):
-        raise ValueError(f"{path} holds a {type(model).__name__}: not a fairseq-wae autoencoder checkpoint")
+        raise Refusal(f"{path} holds a {type(model).__name__}: not a fairseq-wae autoencoder checkpoint")
     return AutoencoderHubInterface(loaded["args"], loaded["task"], model, TextCodec(data))
 
 

@@ -6,6 +6,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from fairseq_wae.distributed import data_parallel_workers, global_sum
+from fairseq_wae.errors import Refusal
 
 
 def reparameterize(mean: Tensor, logvar: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -117,9 +118,9 @@ def build_latent_head(cfg, input_size: int) -> nn.Module:
     if gamma is None:
         return LATENT_HEADS[cfg.latent_head](input_size, cfg.latent_dim)
     if cfg.latent_head != "gaussian":
-        raise ValueError(f"--bn-posterior-mean normalises a Gaussian head's posterior mean: add --latent-head gaussian "
-                         f"(or a *_vae_* arch); this model's head is {cfg.latent_head}")
+        raise Refusal(f"--bn-posterior-mean normalises a Gaussian head's posterior mean: add --latent-head gaussian "
+                      f"(or a *_vae_* arch); this model's head is {cfg.latent_head}")
     if not gamma > 0:
-        raise ValueError(f"--bn-posterior-mean (BN-VAE's fixed scale gamma) must be > 0, got {gamma}; Zhu et al. use "
-                         "0.3 to 0.9")
+        raise Refusal(f"--bn-posterior-mean (BN-VAE's fixed scale gamma) must be > 0, got {gamma}; Zhu et al. use "
+                      "0.3 to 0.9")
     return GaussianLatent(input_size, cfg.latent_dim, bn_posterior_mean=gamma)

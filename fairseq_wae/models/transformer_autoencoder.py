@@ -22,6 +22,7 @@ from fairseq.modules import FairseqDropout, LayerNorm, PositionalEmbedding
 from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
 from torch import Tensor
 
+from fairseq_wae.errors import Refusal
 from fairseq_wae.models.autoencoder import (
     SentenceAutoencoderConfig,
     SentenceAutoencoderModel,
@@ -195,11 +196,11 @@ class TransformerAutoencoderModel(SentenceAutoencoderModel):
                        "latent_dim", "latent_memory_slots")
         check_dropout(cfg, "dropout", "attention_dropout", "activation_dropout")
         if cfg.embed_dim % cfg.attention_heads:
-            raise ValueError(f"--attention-heads {cfg.attention_heads} does not divide --embed-dim {cfg.embed_dim}: "
-                             "each head takes an equal share of the model size")
+            raise Refusal(f"--attention-heads {cfg.attention_heads} does not divide --embed-dim {cfg.embed_dim}: "
+                          "each head takes an equal share of the model size")
         if cfg.latent_injection == "embedding" and cfg.latent_memory_slots != 1:
-            raise ValueError(f"--latent-memory-slots {cfg.latent_memory_slots} has no effect with --latent-injection "
-                             "embedding: use --latent-injection memory or both")
+            raise Refusal(f"--latent-memory-slots {cfg.latent_memory_slots} has no effect with --latent-injection "
+                          "embedding: use --latent-injection memory or both")
 
     @classmethod
     def describe_network(cls, cfg) -> str:

@@ -12,6 +12,7 @@ import torch
 from fairseq.data import FairseqDataset
 from fairseq.tasks import register_task
 
+from fairseq_wae.errors import Refusal
 from fairseq_wae.latent_space import prior_codes
 from fairseq_wae.tasks.sentence_autoencoding import SentenceAutoencodingConfig, SentenceAutoencodingTask
 
@@ -65,11 +66,11 @@ class PriorSamplingTask(SentenceAutoencodingTask):
     @classmethod
     def setup_task(cls, cfg: PriorSamplingConfig, **kwargs):
         if cfg.num_samples < 1:
-            raise ValueError(f"--task prior_sampling needs --num-samples N (N >= 1), got {cfg.num_samples}")
+            raise Refusal(f"--task prior_sampling needs --num-samples N (N >= 1), got {cfg.num_samples}")
         if not 0 < cfg.latent_temperature < math.inf:
-            raise ValueError(f"--latent-temperature must be a finite number > 0, got {cfg.latent_temperature}")
+            raise Refusal(f"--latent-temperature must be a finite number > 0, got {cfg.latent_temperature}")
         if cfg.sample_posterior:
-            raise ValueError("--sample-posterior concerns reconstruction: use --task sentence_autoencoding")
+            raise Refusal("--sample-posterior concerns reconstruction: use --task sentence_autoencoding")
         return super().setup_task(cfg, **kwargs)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
@@ -78,7 +79,7 @@ class PriorSamplingTask(SentenceAutoencodingTask):
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         latent_dims = {model.latent_dim for model in models}
         if len(latent_dims) != 1:
-            raise ValueError(f"an ensemble must share one latent size, got {sorted(latent_dims)}")
+            raise Refusal(f"an ensemble must share one latent size, got {sorted(latent_dims)}")
         z = prior_codes(sample["id"].tolist(), latent_dims.pop(), self.cfg.seed, self.cfg.latent_temperature,
                         dtype=next(models[0].parameters()).dtype)
         sample["net_input"]["latent"] = z.to(sample["net_input"]["src_tokens"].device)

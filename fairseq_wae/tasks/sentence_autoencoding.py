@@ -23,9 +23,10 @@ from omegaconf import II, DictConfig, open_dict
 
 from fairseq_wae.checkpoint_utils import CheckpointError, check_checkpoint, dictionary_fingerprint, guard_save_dir
 from fairseq_wae.data.checks import check_dictionaries, check_not_mid_preparation, check_split
+from fairseq_wae.errors import MissingFile, Refusal
 from fairseq_wae.models.architectures import check_named_architecture
 from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
-from fairseq_wae.options import resolved
+from fairseq_wae.options import check_finite_numbers, resolved
 from fairseq_wae.tokenizer import special_symbols_in
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,15 @@ def _common_config(cfg):
     return root.get("common") if root is not None and root is not cfg else None
 
 
+def _resumed_criterion(cfg) -> Optional[str]:
+    """The criterion whose optimizer state a resumed run must find in its checkpoint: the run's own, or
+    None under --reset-optimizer (which keeps only the weights) and for a config made alone."""
+    root = cfg._get_root() if isinstance(cfg, DictConfig) else None
+    if root is None or root is cfg or "criterion" not in root or root.get("checkpoint", {}).get("reset_optimizer"):
+        return None
+    return root.criterion.get("_name")
+
+
 def _adapt_precision_to_device(cfg) -> None:
     """fairseq 0.12's command line turns ``--bf16`` into ``--tpu`` (options.parse_args_and_arch), and its
     trainer then asks torch_xla for a device, on GPUs and CPUs alike. Without torch_xla there is no TPU
@@ -123,8 +133,8 @@ def _refuse_half_precision_training_on_the_cpu(cfg) -> None:
                       ("amp", "its autocast and loss scaler are CUDA's, so this would train in float32")):
         if common.get(flag):
             also = " or --memory-efficient-fp16" if flag == "fp16" else ""
-            raise ValueError(f"--{flag}{also} (common.{flag} in hydra) on the CPU: fairseq cannot train so ({why}); "
-                             f"train in bfloat16 with --bf16 there, or use --{flag} on a GPU")
+            raise Refusal(f"--{flag}{also} (common.{flag} in hydra) on the CPU: fairseq cannot train so ({why}); "
+                          f"train in bfloat16 with --bf16 there, or use --{flag} on a GPU")
 
 
 @register_task("sentence_autoencoding", dataclass=SentenceAutoencodingConfig)
@@ -150,19 +160,21 @@ class SentenceAutoencodingTask(FairseqTask):
     @classmethod
     def setup_task(cls, cfg: SentenceAutoencodingConfig, **kwargs):
         if not cfg.data:
-            raise ValueError("give the data folder (the output of fairseq-preprocess --only-source)")
+            raise Refusal("give the data folder (the output of fairseq-preprocess --only-source)")
         _adapt_precision_to_device(cfg)
+        root = cfg._get_root() if isinstance(cfg, DictConfig) else cfg
+        check_finite_numbers(root)  # the whole command line's, before anything is built
         if cfg.max_sentence_len is not None and cfg.max_sentence_len < 1:
-            raise ValueError(f"--max-sentence-len must be at least 1, got {cfg.max_sentence_len}")
+            raise Refusal(f"--max-sentence-len must be at least 1, got {cfg.max_sentence_len}")
         for folder in utils.split_paths(cfg.data):
             if not os.path.isdir(folder):
                 problem = "is a file" if os.path.exists(folder) else "does not exist"
-                raise FileNotFoundError(f"the data folder {folder} {problem}: give the output folder of "
-                                        "fairseq-preprocess or scripts/prepare_corpus.py")
+                raise MissingFile(f"the data folder {folder} {problem}: give the output folder of "
+                                  "fairseq-preprocess or scripts/prepare_corpus.py")
             check_not_mid_preparation(folder)  # before its dict.txt, which may be the other corpus's
         dict_path = os.path.join(utils.split_paths(cfg.data)[0], "dict.txt")
         if not os.path.isfile(dict_path):
-            raise FileNotFoundError(f"no dictionary at {dict_path}: is {cfg.data} a fairseq-preprocess output folder?")
+            raise MissingFile(f"no dictionary at {dict_path}: is {cfg.data} a fairseq-preprocess output folder?")
         dictionary = Dictionary.load(dict_path)
         check_dictionaries(utils.split_paths(cfg.data), dictionary)  # every shard's, at start-up
         for checkpoint in filter(None, utils.split_paths(resolved(cfg, "checkpoint_paths") or "")):
@@ -191,7 +203,7 @@ class SentenceAutoencodingTask(FairseqTask):
         prefix = os.path.join(data_dir, split)
         sentences = data_utils.load_indexed_dataset(prefix, self.dictionary, self.cfg.dataset_impl)
         if sentences is None:
-            raise FileNotFoundError(f"split {split!r} not found: no {prefix}.bin/.idx in {data_dir}")
+            raise MissingFile(f"split {split!r} not found: no {prefix}.bin/.idx in {data_dir}")
         check_split(data_dir, split, self.dictionary, self.dictionary_path, sentences)  # see fairseq_wae/data/checks.py
         sizes = sentences.sizes
         if self.cfg.max_sentence_len is not None and self.cfg.overlong_sentences == "truncate":
@@ -214,9 +226,9 @@ class SentenceAutoencodingTask(FairseqTask):
         for line, ids in zip(lines, tokens):
             special = special_symbols_in(self.dictionary, ids[:-1])
             if special:
-                raise ValueError(f"the typed line {line!r} holds {' '.join(special)}, a special symbol of the "
-                                 "dictionary that no prepared sentence holds: leave it out, or read input with "
-                                 "--tokenizer normalized_moses, as the corpus was prepared")
+                raise Refusal(f"the typed line {line!r} holds {' '.join(special)}, a special symbol of the "
+                              "dictionary that no prepared sentence holds: leave it out, or read input with "
+                              "--tokenizer normalized_moses, as the corpus was prepared")
         return tokens, lengths
 
     def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
@@ -231,16 +243,16 @@ class SentenceAutoencodingTask(FairseqTask):
         if self.cfg.max_sentence_len is not None and self.cfg.overlong_sentences == "skip":
             keep = dataset.src_sizes[indices] <= self.cfg.max_sentence_len + 1
             if len(indices) and not keep.any():
-                raise ValueError(f"--max-sentence-len {self.cfg.max_sentence_len} with --overlong-sentences skip "
-                                 f"leaves none of the {len(indices)} sentences of the {split} split: raise the "
-                                 "limit, or truncate instead")
+                raise Refusal(f"--max-sentence-len {self.cfg.max_sentence_len} with --overlong-sentences skip "
+                              f"leaves none of the {len(indices)} sentences of the {split} split: raise the "
+                              "limit, or truncate instead")
             if not keep.all():
                 logger.info(f"skipping {int((~keep).sum())} sentences over --max-sentence-len {self.cfg.max_sentence_len}")
             indices = indices[keep]
         _, too_long = dataset.filter_indices_by_size(indices, max_positions)
         if len(too_long) and (split == "train" or not ignore_invalid_inputs):
             longest = max(int(np.max(dataset.size(i))) for i in too_long)
-            raise ValueError(
+            raise Refusal(
                 f"{len(too_long):,} sentence(s) of the {split} split are longer than fairseq can batch (max positions "
                 f"{max_positions}, from the model's --max-target-positions and --max-tokens; the longest has "
                 f"{longest:,} tokens with EOS, e.g. sentence #{too_long[0]}), and fairseq would leave them out "
@@ -269,10 +281,10 @@ class SentenceAutoencodingTask(FairseqTask):
         model = super().build_model(cfg, from_checkpoint)
         arch = getattr(cfg, "_name", None) or getattr(cfg, "arch", None)
         if not isinstance(model, SentenceAutoencoderModel):
-            raise ValueError(f"--arch {arch or '?'} "
-                             f"({type(model).__name__}) is not a sentence autoencoder: --task {self.cfg._name} "
-                             "needs one of fairseq-wae's (--arch lstm_*_paper, transformer_*_small, their *_tiny "
-                             "sizes, lstm_autoencoder or transformer_autoencoder)")
+            raise Refusal(f"--arch {arch or '?'} "
+                          f"({type(model).__name__}) is not a sentence autoencoder: --task {self.cfg._name} "
+                          "needs one of fairseq-wae's (--arch lstm_*_paper, transformer_*_small, their *_tiny "
+                          "sizes, lstm_autoencoder or transformer_autoencoder)")
         self.model_built_afresh = None if from_checkpoint else (model, cfg, arch)
         return model
 
@@ -288,7 +300,8 @@ class SentenceAutoencodingTask(FairseqTask):
         if first_worker:
             try:
                 self.save_dir_lock = guard_save_dir(self.cfg.save_dir, self.cfg.restore_file, fingerprint,
-                                                    model_class=type(model), arch=arch, owner=self)
+                                                    model_class=type(model), arch=arch, owner=self,
+                                                    criterion=_resumed_criterion(self.cfg))
             except CheckpointError as e:
                 error = e
         if distributed:
@@ -314,8 +327,8 @@ class SentenceAutoencodingTask(FairseqTask):
         may build a model and a criterion to call them itself, and meet their refusal at the forward."""
         criterion = super().build_criterion(cfg)
         if not hasattr(criterion, "check_model"):
-            raise ValueError(f"--criterion {cfg._name} is not an autoencoder objective (no KL, MMD or adversarial "
-                             "term on z, no word dropout): use ae_cross_entropy (the DAE), vae_kl, wae_mmd or aae")
+            raise Refusal(f"--criterion {cfg._name} is not an autoencoder objective (no KL, MMD or adversarial "
+                          "term on z, no word dropout): use ae_cross_entropy (the DAE), vae_kl, wae_mmd or aae")
         built_afresh, self.model_built_afresh = self.model_built_afresh, None
         if built_afresh is not None and resolved(self.cfg, "save_dir") is not None:
             model, self.model_cfg_in_training, arch = built_afresh
@@ -375,8 +388,8 @@ class SentenceAutoencodingTask(FairseqTask):
                 self.stand_in = sample
             return sample, False
         if self.stand_in is None:
-            raise ValueError("a data-parallel worker got no batch at all: this split has fewer batches than there "
-                             "are workers; use fewer workers or a smaller --batch-size")
+            raise Refusal("a data-parallel worker got no batch at all: this split has fewer batches than there "
+                          "are workers; use fewer workers or a smaller --batch-size")
         return self.stand_in, True
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
@@ -420,7 +433,7 @@ class SentenceAutoencodingTask(FairseqTask):
 
     def build_generator(self, models, args, **kwargs):
         if self.cfg.sample_posterior and not all(getattr(m, "is_gaussian", False) for m in models):
-            raise ValueError("--sample-posterior needs a Gaussian latent head (a VAE or stochastic WAE checkpoint)")
+            raise Refusal("--sample-posterior needs a Gaussian latent head (a VAE or stochastic WAE checkpoint)")
         return super().build_generator(models, args, **kwargs)
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
