@@ -767,7 +767,7 @@ def test_latent_and_softmax_temperatures_and_seeds_are_told_apart_and_checked(pr
 # 11. what reads its input as a stream, and sentences too long for fairseq's batches
 
 def test_a_fifo_or_a_pipe_is_read_like_the_file_it_carries(tmp_path):
-    from fairseq_wae.corpus import sha256_of
+    from fairseq_wae.preprocess.manifest import sha256_of
 
     text = write_sentences(tmp_path / "s.txt", 80)
     run([*PREPARE_CORPUS, "--input", text, "--out", tmp_path / "file"])
@@ -946,9 +946,9 @@ def prepare_in_a_child(argv, log, stop_at_move=None, tool="prepare_corpus"):
         logging.getLogger().setLevel(logging.INFO)
         import importlib
 
-        from fairseq_wae import corpus
+        from fairseq_wae.preprocess import staging
 
-        moves, move = [], corpus._move
+        moves, move = [], staging._move
 
         def counted_move(source, destination):
             moves.append(destination)
@@ -956,7 +956,7 @@ def prepare_in_a_child(argv, log, stop_at_move=None, tool="prepare_corpus"):
                 os._exit(KILLED)
             move(source, destination)
 
-        corpus._move = counted_move
+        staging._move = counted_move
         try:
             importlib.import_module(f"fairseq_wae.cli.{tool}").main([str(a) for a in argv])
             status = 0
@@ -972,7 +972,7 @@ def prepare_in_a_child(argv, log, stop_at_move=None, tool="prepare_corpus"):
 
 
 def test_a_preparation_killed_at_any_file_move_leaves_a_corpus_or_one_the_next_run_repairs(tmp_path):
-    from fairseq_wae.corpus import JOURNAL
+    from fairseq_wae.preprocess.manifest import JOURNAL
     from fairseq_wae.tasks.sentence_autoencoding import SentenceAutoencodingConfig, SentenceAutoencodingTask
 
     old_text, new_text = write_sentences(tmp_path / "old.txt", 60, seed=1), write_sentences(tmp_path / "new.txt", 60, seed=2)

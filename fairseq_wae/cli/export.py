@@ -173,7 +173,7 @@ def export(checkpoint: str, data: str, out: str, evaluation: str = None) -> dict
         require_dictionary,
         saved_model_class,
     )
-    from fairseq_wae.corpus import read_manifest, sha256_of
+    from fairseq_wae.preprocess.manifest import read_manifest, sha256_of
 
     check_checkpoint_file(checkpoint)
     dictionary = os.path.join(data, "dict.txt")

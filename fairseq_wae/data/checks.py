@@ -20,7 +20,7 @@ from typing import List
 
 import numpy as np
 
-from fairseq_wae.corpus import JOURNAL, MANIFEST, largest_token_id, read_manifest, sha256_of
+from fairseq_wae.preprocess.manifest import JOURNAL, MANIFEST, largest_token_id, read_manifest, sha256_of
 from fairseq_wae.errors import Refusal
 
 logger = logging.getLogger(__name__)
