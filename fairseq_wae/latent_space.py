@@ -2,12 +2,13 @@
 
 For Gaussian heads (He et al. 2019; Li et al. 2019; Burda et al. 2016) these take the model in eval
 mode and the encoder's inputs from the Python interface
-(:meth:`fairseq_wae.hub_interface.AutoencoderHubInterface.batches`); results are per sentence, in nats. For
-any head, the last three functions compare encoded codes with the prior N(0, I) the samples come from
-(used by scripts/latent_coverage.py).
+(:meth:`fairseq_wae.models.hub_interface.AutoencoderHubInterface.batches`); results are per sentence, in nats. For
+any head, code_spectrum, blend_toward_prior and gaussian_fit_sample compare encoded codes with the prior
+N(0, I) the samples come from (used by scripts/latent_coverage.py), and :func:`prior_codes` draws those
+samples' codes (for ``--task prior_sampling`` and the Python interface alike).
 """
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -15,6 +16,7 @@ from torch import Tensor
 from fairseq_wae.errors import Refusal
 from fairseq_wae.models.latent import reparameterize
 from fairseq_wae.penalties import gaussian_kl
+from fairseq_wae.seeding import seeded_generator
 
 
 def log_normal(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
@@ -152,3 +154,19 @@ def gaussian_fit_sample(z: Tensor, num_samples: int, generator=None) -> Tensor:
     factor = torch.linalg.cholesky(covariance + jitter)
     noise = torch.randn(num_samples, len(mean), generator=generator, dtype=mean.dtype)
     return (mean + noise @ factor.T).to(z.dtype)
+
+
+def prior_codes(ids: Sequence[int], latent_dim: int, seed: int, temperature: float,
+                dtype: torch.dtype = torch.float32, what: str = "--latent-temperature") -> torch.Tensor:
+    """z_i ~ N(0, temperature^2 I) for each sample index i of ``ids``, drawn from a generator seeded by
+    (seed, i), in float32. Refused, naming the option ``what``, when a code does not fit in ``dtype``
+    (the model's): fairseq's search would fail on the infinite scores with an AssertionError."""
+    unit = torch.empty(len(ids), latent_dim)
+    for row, i in enumerate(ids):
+        unit[row] = torch.randn(latent_dim, generator=seeded_generator(seed, int(i)))
+    codes = temperature * unit
+    if not torch.isfinite(codes.to(dtype)).all():
+        raise Refusal(f"{what} {temperature:g} draws codes beyond the range of the model's {dtype} (|z| up to "
+                      f"{temperature * float(unit.abs().max()):.3g}, the largest it holds is "
+                      f"{torch.finfo(dtype).max:.3g}): choose a smaller temperature")
+    return codes

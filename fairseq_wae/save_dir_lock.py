@@ -3,13 +3,13 @@ took it (process, host, a token) and the folder it was taken for, so that a copy
 locked; it is given back when its training ends (see :class:`SaveDirLock`)."""
 import atexit
 import fcntl
+import gc
 import json
 import logging
 import os
 import socket
-import sys
-import threading
 import uuid
+import weakref
 from typing import Dict, Optional
 
 from fairseq_wae.errors import CheckpointError
@@ -69,50 +69,39 @@ def same_folder(held: Dict, mine: Dict) -> bool:
     return held["inode"] == mine["inode"] and (held.get("host") != mine["host"] or held.get("device") == mine["device"])
 
 
-#: how often (seconds) a lock looks whether the training that holds it still runs
-LOCK_WATCH_SECONDS = 0.1
 _HELD: Dict[str, "SaveDirLock"] = {}  # the locks this process holds, by their training's token
 
 
 class SaveDirLock:
-    """A save dir's lock file, held by one training of this process. It is given back by :meth:`release`,
-    at the process's exit, and, given the frame of the function that trains (``while_running``), as soon
-    as that frame has returned or raised: fairseq-train's ``main`` calls nothing of the task when it
-    ends, so a daemon thread looks every :data:`LOCK_WATCH_SECONDS` whether the frame is still on its
-    thread's stack. That holds in a Python session too, also while a traceback keeps the frame."""
+    """A save dir's lock file, held by one training of this process, for an explicit lifetime: until
+    :meth:`release` is called, until the process exits (atexit), or, given the object that stands for
+    the training (``owner``: fairseq-train's task, see SentenceAutoencodingTask.build_criterion), until
+    that object is gone (weakref.finalize; the lock does not keep it alive). fairseq-train calls
+    nothing of the task when it ends: a CLI run ends with its process; in a Python session the task is
+    gone once the session lets go of it (collected with its reference cycles), and the task gives the
+    lock back itself when one of its methods raises during the training."""
 
-    def __init__(self, path: str, record: Dict, while_running=None):
+    def __init__(self, path: str, record: Dict, owner=None):
         self.path, self.record = path, record
-        self._frame, self._thread = while_running, threading.get_ident()
-        self._stop = threading.Event()
+        self._owner = weakref.ref(owner) if owner is not None else None
+        self._released = False
         _HELD[record["training"]] = self
         atexit.register(self.release)
-        if while_running is not None:
-            threading.Thread(target=self._watch, name=f"fairseq-wae lock of {path}", daemon=True).start()
+        if owner is not None:
+            weakref.finalize(owner, self.release)
+
+    def owned_by(self, owner) -> bool:
+        return owner is not None and self._owner is not None and self._owner() is owner
 
     def training_runs(self) -> bool:
-        """Whether the training that took the lock runs: its frame is on its thread's stack (without a
-        frame: until the lock is released)."""
-        frame, released = self._frame, self._stop.is_set()
-        if released or frame is None:
-            return not released
-        current = sys._current_frames().get(self._thread)
-        while current is not None:
-            if current is frame:
-                return True
-            current = current.f_back
-        return False
-
-    def _watch(self) -> None:
-        while not self._stop.wait(LOCK_WATCH_SECONDS):
-            if not self.training_runs():
-                self.release()
+        """Whether the training that took the lock runs: not released, and its owner (if it was given
+        one) is still there."""
+        return not self._released and (self._owner is None or self._owner() is not None)
 
     def release(self) -> None:
         """Removes the lock file if it is still this training's (another training of this process may
         have taken it over since; a forked child never removes its parent's)."""
-        self._stop.set()
-        self._frame = None  # the training's frame, and all it holds, is not kept by the lock
+        self._released = True
         _HELD.pop(self.record["training"], None)
         atexit.unregister(self.release)
         if os.getpid() != self.record["pid"]:
@@ -124,9 +113,9 @@ class SaveDirLock:
             pass
 
 
-def lock_save_dir(save_dir: str, while_running=None) -> SaveDirLock:
-    """Takes ``save_dir/fairseq-wae.lock`` for a training (see :class:`SaveDirLock` for when it is given
-    back). A lock is honoured when it was taken for this folder (not copied with its files into another
+def lock_save_dir(save_dir: str, owner=None) -> SaveDirLock:
+    """Takes ``save_dir/fairseq-wae.lock`` for a training (``owner``: the object that stands for it; see
+    :class:`SaveDirLock` for when it is given back; the same owner taking it again gets the same lock). A lock is honoured when it was taken for this folder (not copied with its files into another
     one) by a process that runs, or by a training of this process that runs; any other is taken over
     with a warning."""
     os.makedirs(save_dir, exist_ok=True)
@@ -141,7 +130,7 @@ def lock_save_dir(save_dir: str, while_running=None) -> SaveDirLock:
             if held is None:
                 continue  # given back meanwhile
             holder = _HELD.get(held.get("training"))
-            if holder is not None and while_running is not None and holder._frame is while_running:
+            if holder is not None and holder.owned_by(owner):
                 return holder  # the training that holds it, building a model again
             logger.warning(f"taking over {path}, {_why_not_honoured(held, mine, save_dir, path)}")
             try:
@@ -151,7 +140,7 @@ def lock_save_dir(save_dir: str, while_running=None) -> SaveDirLock:
             continue
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(mine) + "\n")
-        return SaveDirLock(path, mine, while_running)
+        return SaveDirLock(path, mine, owner)
     raise CheckpointError(f"could not take the lock {path}")
 
 
@@ -166,6 +155,8 @@ def _why_not_honoured(held: Dict, mine: Dict, save_dir: str, path: str) -> str:
         return "which names no process"
     if pid == mine["pid"] and host == mine["host"]:
         holder = _HELD.get(held.get("training"))
+        if holder is not None and holder.training_runs():
+            gc.collect()  # an ended training's owner may wait in a reference cycle: collected, it gives the lock back
         if holder is not None and holder.training_runs():
             raise CheckpointError(
                 f"--save-dir {save_dir} is in use by another training of this process (see {path}): two runs would "

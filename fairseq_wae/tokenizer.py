@@ -1,5 +1,5 @@
 """The one way raw text becomes the corpus's tokens, wherever text comes in: preparation
-(``corpus.Tokenizer``), the Python interface (``hub_interface.TextCodec``), fairseq-wae-interpolate,
+(``preprocess.tokenize.Tokenizer``), the Python interface (``models.hub_interface.TextCodec``), fairseq-wae-interpolate,
 and fairseq-interactive (``--tokenizer normalized_moses``).
 
 Text is normalised before it is tokenised, so that what looks the same is the same token:

@@ -150,7 +150,7 @@ def write_startup_corpus(folder, count, snli_folder):
     from fairseq.data import Dictionary
     from fairseq.data.indexed_dataset import MMapIndexedDataset, _dtype_header_code, best_fitting_int_dtype
 
-    from fairseq_wae.corpus import describe_files, write_manifest
+    from fairseq_wae.preprocess.manifest import describe_files, write_manifest
 
     base = snli_sentences(snli_folder)
     repetitions = -(-count // len(base))
@@ -358,7 +358,7 @@ def prepare_speed(count, news_folder, baseline_revision=None):
 
 
 def corpus_digest(path):
-    from fairseq_wae.corpus import sha256_of
+    from fairseq_wae.preprocess.manifest import sha256_of
 
     return sha256_of(path)
 

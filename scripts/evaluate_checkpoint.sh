@@ -37,7 +37,7 @@ python "$scripts/extract_hypotheses.py" "$prefix.samples.out" > "$prefix.samples
 python "$scripts/evaluate.py" --name "$(basename "$prefix")" --reference "$prefix.ref.txt" \
     --reconstructions "$prefix.recon.txt" --samples "$prefix.samples.txt" --corpus "$data/train.txt" \
     --lm "$lm" --json "$prefix.json"
-if python -c "import sys; from fairseq_wae.checkpoints import load_checkpoint_state as load; a = load(sys.argv[1])['cfg']['model']; sys.exit(0 if a['latent_head'] == 'gaussian' else 1)" "$ckpt" 2>/dev/null; then
+if python -c "import sys; from fairseq_wae.checkpoint_utils import load_checkpoint_state as load; a = load(sys.argv[1])['cfg']['model']; sys.exit(0 if a['latent_head'] == 'gaussian' else 1)" "$ckpt" 2>/dev/null; then
     python "$scripts/latent_metrics.py" --path "$ckpt" --data "$data" --sentences "$prefix.ref.txt" \
         --max-sentences 500 --samples 20 --json "$prefix.latent.json"
 fi

@@ -61,8 +61,8 @@ def main(argv=None):
 
     import torch
 
-    from fairseq_wae.corpus import CorpusError, read_plain_sentences
-    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.preprocess.readers import CorpusError, read_plain_sentences
+    from fairseq_wae.models.hub_interface import from_checkpoint
     from fairseq_wae.latent_space import (
         blend_toward_prior,
         code_spectrum,

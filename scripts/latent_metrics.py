@@ -20,7 +20,7 @@ def main(argv=None):
     parser.add_argument("--json")
     args = parser.parse_args(argv)
 
-    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.models.hub_interface import from_checkpoint
     from fairseq_wae.latent_space import evaluate_latent_space
 
     try:

@@ -3,7 +3,7 @@
 
     python scripts/train_lm.py --corpus ../shared/data/lm/news_en_reuters21578_bbc.txt.gz --order 3 --out lm/news3.bin
 
-The corpus is lower-cased and tokenised exactly like the SNLI pipeline (fairseq_wae.corpus.Tokenizer).
+The corpus is lower-cased and tokenised exactly like the SNLI pipeline (fairseq_wae.preprocess.tokenize.Tokenizer).
 lmplz and build_binary are looked up in $KENLM_BIN, then where scripts/install_kenlm.sh puts them, then on PATH.
 """
 import argparse
@@ -45,7 +45,8 @@ def main(argv=None):
         parser.error(f"--out {args.out} exists: pass --force to replace it, or choose another --out")
     lmplz, build_binary = find_kenlm_binary("lmplz"), find_kenlm_binary("build_binary")
 
-    from fairseq_wae.corpus import Tokenizer, plain_sentences
+    from fairseq_wae.preprocess.readers import plain_sentences
+    from fairseq_wae.preprocess.tokenize import Tokenizer
 
     started = time.time()
     tokenize = Tokenizer()

@@ -181,7 +181,7 @@ def interface(task, model):
     from fairseq.dataclass.configs import GenerationConfig
     from omegaconf import OmegaConf
 
-    from fairseq_wae.hub_interface import AutoencoderHubInterface
+    from fairseq_wae.models.hub_interface import AutoencoderHubInterface
 
     return AutoencoderHubInterface(OmegaConf.create({"generation": OmegaConf.structured(GenerationConfig)}), task, model)
 

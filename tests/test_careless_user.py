@@ -1,4 +1,5 @@
 """The mistakes of a careless user, each through the real command: nothing lost, nothing silently wrong."""
+import gc
 import gzip
 import json
 import os
@@ -249,13 +250,15 @@ def test_a_truncated_checkpoint_last_resumes_from_the_newest_readable_one(prepar
 # 5. one training per save dir
 
 LOCK = "fairseq-wae.lock"
-#: how long a test waits for a lock to be given back; it is looked at every LOCK_WATCH_SECONDS (0.1)
+#: how long a test waits for a lock to be given back (by another process's exit, or at once in this one)
 RELEASE_WAIT_SECONDS = 10
 
 
 def released(lock):
-    """Whether ``lock`` disappears within RELEASE_WAIT_SECONDS: an ended training's lock is given back by a
-    thread that looks every LOCK_WATCH_SECONDS."""
+    """Whether ``lock`` disappears within RELEASE_WAIT_SECONDS: an ended training's lock is given back when
+    its process exits, when the object that stands for it (fairseq-train's task) is gone, or when the
+    training is refused or its task raises."""
+    gc.collect()  # this test process is a Python session that has let go of its ended trainings' tasks
     waited_until = time.monotonic() + RELEASE_WAIT_SECONDS
     while lock.exists() and time.monotonic() < waited_until:
         time.sleep(0.05)
@@ -358,9 +361,13 @@ def test_a_lock_of_a_training_running_in_this_process_is_honoured_and_given_back
     taken, finish = threading.Event(), threading.Event()
     locks = []
 
-    def training():  # holds the lock while this function runs, as fairseq-train's main does
-        locks.append(lock_save_dir(tmp_path, while_running=sys._getframe()))
-        locks.append(lock_save_dir(tmp_path, while_running=sys._getframe()))  # its own: not a rival
+    class Training:  # what stands for a training, as fairseq-train's task does
+        pass
+
+    def training():  # holds the lock while its training runs (its owner exists), as fairseq-train's task does
+        owner = Training()
+        locks.append(lock_save_dir(tmp_path, owner=owner))
+        locks.append(lock_save_dir(tmp_path, owner=owner))  # its own: not a rival
         taken.set()
         finish.wait()
 
@@ -541,7 +548,7 @@ def test_a_checkpoint_without_a_fingerprint_is_refused_everywhere_until_bound(pr
     from fairseq.data import Dictionary
 
     from fairseq_wae import LSTMAutoencoderModel
-    from fairseq_wae.checkpoints import CheckpointError, checkpoint_dictionary, load_checkpoint_state
+    from fairseq_wae.checkpoint_utils import CheckpointError, checkpoint_dictionary, load_checkpoint_state
 
     data, save_dir = prepared
     old_dir = tmp_path / "old"
@@ -628,7 +635,7 @@ def unicode_corpus(tmp_path_factory):
 def test_text_is_normalised_alike_in_preparation_the_interface_interpolation_and_interactive(unicode_corpus):
     import unicodedata
 
-    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.models.hub_interface import from_checkpoint
 
     data, checkpoint, invisible_line = unicode_corpus
     written = sum(((data / f"{split}.txt").read_text(encoding="utf-8").splitlines()
@@ -659,7 +666,7 @@ def test_text_is_normalised_alike_in_preparation_the_interface_interpolation_and
 
 
 def test_special_symbols_typed_as_tokens_are_refused_and_read_as_text_otherwise(prepared, tmp_path):
-    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.models.hub_interface import from_checkpoint
 
     data, save_dir = prepared
     checkpoint = save_dir / "checkpoint_last.pt"
@@ -687,7 +694,7 @@ def sentencepiece_corpus(tmp_path_factory):
 
 
 def test_interpolation_on_a_sentencepiece_corpus_prints_words(sentencepiece_corpus):
-    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.models.hub_interface import from_checkpoint
 
     data, checkpoint = sentencepiece_corpus
     hub = from_checkpoint(str(checkpoint), str(data))
@@ -709,7 +716,7 @@ def test_interpolation_on_a_sentencepiece_corpus_prints_words(sentencepiece_corp
 def test_samples_stream_in_batches_and_a_list_beyond_the_limit_is_refused(prepared):
     import torch
 
-    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.models.hub_interface import from_checkpoint
 
     data, save_dir = prepared
     hub = from_checkpoint(str(save_dir / "checkpoint_last.pt"), str(data))
@@ -733,7 +740,7 @@ def test_samples_stream_in_batches_and_a_list_beyond_the_limit_is_refused(prepar
 def test_latent_and_softmax_temperatures_and_seeds_are_told_apart_and_checked(prepared, caplog):
     import torch
 
-    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.models.hub_interface import from_checkpoint
 
     data, save_dir = prepared
     checkpoint = save_dir / "checkpoint_last.pt"
@@ -760,7 +767,7 @@ def test_latent_and_softmax_temperatures_and_seeds_are_told_apart_and_checked(pr
 # 11. what reads its input as a stream, and sentences too long for fairseq's batches
 
 def test_a_fifo_or_a_pipe_is_read_like_the_file_it_carries(tmp_path):
-    from fairseq_wae.corpus import sha256_of
+    from fairseq_wae.preprocess.manifest import sha256_of
 
     text = write_sentences(tmp_path / "s.txt", 80)
     run([*PREPARE_CORPUS, "--input", text, "--out", tmp_path / "file"])
@@ -813,7 +820,7 @@ def test_code_pickled_into_a_checkpoint_or_an_export_never_runs(prepared, tmp_pa
     import pickle
 
     from fairseq_wae import LSTMAutoencoderModel
-    from fairseq_wae.checkpoints import CheckpointError
+    from fairseq_wae.checkpoint_utils import CheckpointError
 
     pickle.loads(pickle.dumps(RunsACommand(tmp_path / "control")))
     assert (tmp_path / "control").exists()  # the payload works: unpickled, it runs
@@ -939,10 +946,10 @@ def prepare_in_a_child(argv, log, stop_at_move=None, tool="prepare_corpus"):
         logging.getLogger().setLevel(logging.INFO)
         import importlib
 
-        from fairseq_wae import corpus
         from fairseq_wae.errors import EXIT_STATUS, Refusal, one_line
+        from fairseq_wae.preprocess import staging
 
-        moves, move = [], corpus._move
+        moves, move = [], staging._move
 
         def counted_move(source, destination):
             moves.append(destination)
@@ -950,7 +957,7 @@ def prepare_in_a_child(argv, log, stop_at_move=None, tool="prepare_corpus"):
                 os._exit(KILLED)
             move(source, destination)
 
-        corpus._move = counted_move
+        staging._move = counted_move
         try:
             importlib.import_module(f"fairseq_wae.cli.{tool}").main([str(a) for a in argv])
             status = 0
@@ -969,7 +976,7 @@ def prepare_in_a_child(argv, log, stop_at_move=None, tool="prepare_corpus"):
 
 
 def test_a_preparation_killed_at_any_file_move_leaves_a_corpus_or_one_the_next_run_repairs(tmp_path):
-    from fairseq_wae.corpus import JOURNAL
+    from fairseq_wae.preprocess.manifest import JOURNAL
     from fairseq_wae.tasks.sentence_autoencoding import SentenceAutoencodingConfig, SentenceAutoencodingTask
 
     old_text, new_text = write_sentences(tmp_path / "old.txt", 60, seed=1), write_sentences(tmp_path / "new.txt", 60, seed=2)

@@ -73,7 +73,7 @@ def test_interpolation_endpoints_decode_to_the_inputs(overfit_dae):
         assert len(out) == 5
         assert out[0] == f"0\t{a}" and out[-1] == f"4\t{b}"
     # z_1 - z_2 + z_3 in the order given (z_a - z_a + z_b is z_b); a real analogy is the Python interface's
-    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.models.hub_interface import from_checkpoint
 
     c = (data.parent / "train.txt").read_text().splitlines()[2]
     real = from_checkpoint(ckpt / "checkpoint_best.pt", data).analogy(a, b, c, tokenize=False)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers import build, first_batch
-from fairseq_wae.input_noise import InputNoise, word_blank, word_drop, word_shuffle, word_substitute
+from fairseq_wae.data.noising import InputNoise, word_blank, word_drop, word_shuffle, word_substitute
 
 EOS, PAD, BLANK = 2, 1, 0
 # two sentences of 4 and 2 words, EOS last, right-padded

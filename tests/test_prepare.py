@@ -221,7 +221,7 @@ def test_any_number_of_workers_writes_the_bytes_of_the_in_memory_algorithm(tmp_p
     random.Random(seed)) makes of the same lines."""
     import random
 
-    from fairseq_wae.corpus import BATCH_SENTENCES, Tokenizer
+    from fairseq_wae.preprocess.tokenize import BATCH_SENTENCES, Tokenizer
 
     lines = toy_sentences(2 * BATCH_SENTENCES + 500, seed=4)
     lines = lines + [line.upper() for line in lines[::3]]  # duplicates once lower-cased, in later batches
@@ -248,7 +248,7 @@ def test_lines_that_share_a_hash_are_told_apart_byte_for_byte(tmp_path):
     """Every line given the same 8-byte digest: only the true repeats go, first occurrences stay in order."""
     import array
 
-    from fairseq_wae.corpus import TokenizedSentences
+    from fairseq_wae.preprocess.tokenize import TokenizedSentences
 
     lines = [b"a b\n", b"c\n", b"a b\n", b"d e f\n", b"c\n", b"a b\n", b"g\n"]
     store = TokenizedSentences(str(tmp_path / "store"))
@@ -266,7 +266,8 @@ def test_memory_grows_by_tens_of_bytes_a_sentence_not_by_the_sentences(tmp_path)
     it did before, cost about 1.9 KB a sentence."""
     import tracemalloc
 
-    from fairseq_wae.corpus import plain_sentences, prepare
+    from fairseq_wae.preprocess.prepare import prepare
+    from fairseq_wae.preprocess.readers import plain_sentences
 
     base = toy_sentences(500, seed=6)
 
@@ -292,7 +293,7 @@ def test_sentencepiece_trains_on_a_seeded_sample_only_above_its_bound(tmp_path):
     """A bound above the train split reads it all, in order: the model of an unbounded run (as before the
     bound existed); a bound below it trains on a sample, the same one every time. The folders differ:
     spm.model records no path that would tell them apart."""
-    from fairseq_wae.corpus import train_sentencepiece
+    from fairseq_wae.preprocess.binarize import train_sentencepiece
 
     def trained(name, bound):
         folder = tmp_path / name

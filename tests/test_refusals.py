@@ -103,7 +103,7 @@ def test_another_fairseq_models_checkpoint_is_named_as_not_a_fairseq_wae_model(f
         assert expected in refused(cmd)
     assert not (tmp_path / "export").exists()
     # a foreign model whose config loads weights-only is named from it
-    from fairseq_wae.checkpoints import check_checkpoint
+    from fairseq_wae.checkpoint_utils import check_checkpoint
     from fairseq_wae.errors import CheckpointError
 
     path = tmp_path / "transformer.pt"

@@ -138,7 +138,7 @@ def training_summary(log_path):
 def code_activity(checkpoint, data):
     """Active units of the codes (posterior means for a Gaussian head) of the test split, cut to 20 words
     as in training: dimensions whose code varies over the sentences by more than the usual 0.01."""
-    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.models.hub_interface import from_checkpoint
     from fairseq_wae.latent_space import active_units
 
     with open(os.path.join(data, "test.txt"), encoding="utf-8") as f:
@@ -334,7 +334,7 @@ def figure1(args):
     import matplotlib.pyplot as plt
     import torch
 
-    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.models.hub_interface import from_checkpoint
 
     with open(os.path.join(args.data, "test.txt"), encoding="utf-8") as f:
         sentences = [line.strip() for line in f][: args.points]

@@ -18,7 +18,7 @@ def main(argv=None):
                         help="fairseq-train checkpoints (checkpoint_best.pt, ...) or an exported model.pt")
     parser.add_argument("data", metavar="DATA", help="the data folder the model was trained on (its dict.txt)")
     args = parser.parse_args(argv)
-    from fairseq_wae.checkpoints import bind_dictionary, describe
+    from fairseq_wae.checkpoint_utils import bind_dictionary, describe
 
     for checkpoint in args.checkpoints:
         fingerprint, checks = bind_dictionary(checkpoint, args.data)  # a refusal: one line (fairseq_wae.errors)

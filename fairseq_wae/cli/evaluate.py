@@ -16,9 +16,9 @@ import os
 import tempfile
 
 from fairseq_wae import text_metrics
-from fairseq_wae.corpus import sha256_of
 from fairseq_wae.errors import Refusal
 from fairseq_wae.lines import text_file_lines
+from fairseq_wae.preprocess.manifest import sha256_of
 from fairseq_wae.text_metrics import EvaluationError
 
 

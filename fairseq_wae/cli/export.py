@@ -34,7 +34,7 @@ class ExportError(Refusal):
 
 
 def _progress(state) -> str:
-    from fairseq_wae.checkpoints import training_progress
+    from fairseq_wae.checkpoint_utils import training_progress
 
     updates, epochs, batches = training_progress(state)
     return f"{updates} updates, {epochs} epochs" + (f" and {batches} batches of the next" if batches else "")
@@ -175,7 +175,7 @@ def export(checkpoint: str, data: str, out: str, evaluation: str = None, force: 
 
     Everything is written into a staging folder inside ``out`` and moved into place at the end: a
     failed export removes it, a killed one leaves it for the next export into ``out`` to remove."""
-    from fairseq_wae.checkpoints import check_checkpoint_file
+    from fairseq_wae.checkpoint_utils import check_checkpoint_file
 
     check_checkpoint_file(checkpoint)
     dictionary = os.path.join(data, "dict.txt")
@@ -210,7 +210,7 @@ def _other_model(previous: dict, checkpoint: str, out: str):
 
 def _export(checkpoint: str, data: str, out: str, evaluation, force: bool) -> dict:
 
-    from fairseq_wae.checkpoints import (
+    from fairseq_wae.checkpoint_utils import (
         checkpoint_dictionary,
         dictionary_fingerprint,
         is_autoencoder_checkpoint,
@@ -218,7 +218,7 @@ def _export(checkpoint: str, data: str, out: str, evaluation, force: bool) -> di
         require_dictionary,
         saved_model_class,
     )
-    from fairseq_wae.corpus import read_manifest, sha256_of
+    from fairseq_wae.preprocess.manifest import read_manifest, sha256_of
     from fairseq_wae.tokenizer import tokenization_mismatch
 
     dictionary = os.path.join(data, "dict.txt")

@@ -38,7 +38,7 @@ def main(argv=None):
     if not 2 <= args.steps <= MAX_STEPS:
         parser.error(f"--steps must be from 2 to {MAX_STEPS:,} (the interface's bound), got {args.steps:,}")
 
-    from fairseq_wae.hub_interface import from_checkpoint
+    from fairseq_wae.models.hub_interface import from_checkpoint
     from fairseq_wae.interpolation import lerp, slerp
 
     autoencoder = from_checkpoint(args.path, args.data)  # a refusal: one line (fairseq_wae.errors)

@@ -11,7 +11,9 @@ import logging
 
 import itertools
 
-from fairseq_wae.corpus import SPM_INPUT_SENTENCES, CorpusError, plain_sentences, prepare
+from fairseq_wae.preprocess.binarize import SPM_INPUT_SENTENCES
+from fairseq_wae.preprocess.prepare import prepare
+from fairseq_wae.preprocess.readers import CorpusError, plain_sentences
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, default_num, default_split) -> None:

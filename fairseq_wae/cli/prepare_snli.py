@@ -10,15 +10,100 @@ file, or a plain one-sentence-a-line file (.gz allowed). Several paths are merge
 """
 import argparse
 import itertools
+import json
 import logging
 import os
 import urllib.request
+import zipfile
+from typing import Iterator, List, Sequence
 
 from fairseq_wae.cli.prepare_corpus import add_common_arguments, run
-
-from fairseq_wae.corpus import CorpusError, sha256_of, snli_sentences
+from fairseq_wae.preprocess.manifest import sha256_of
+from fairseq_wae.preprocess.readers import (  # the readers' internals that SNLI's formats share
+    CorpusError, ReadReport, _decoded_lines, _is_json, _lines_of, _open_binary, plain_sentences, readable_copy,
+)
+from fairseq_wae.tokenizer import without_invisible_characters
 
 SNLI_URL = "https://nlp.stanford.edu/projects/snli/snli_1.0.zip"
+
+
+# -- reading SNLI: the official zip, its .jsonl and .txt files, or plain text ----------------------------
+
+
+def snli_sentences(path: str, splits: Sequence[str], strict: bool, reports: List[ReadReport]) -> Iterator[str]:
+    """Premises and hypotheses from SNLI in any of its forms, read as they are iterated (a report per
+    file or zip member appended to ``reports``); the input is checked at once.
+
+    ``path`` is the official ``snli_1.0.zip`` (the members for ``splits`` are read), an SNLI
+    ``.jsonl`` or ``.txt`` (tab-separated with a header) file, or a plain one-sentence-a-line file.
+    """
+    if path.endswith(".zip"):
+        if not os.path.exists(path):
+            raise CorpusError(f"no such file: {path}")
+        try:
+            with zipfile.ZipFile(readable_copy(path)) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile as e:
+            raise CorpusError(f"{path} is not a readable zip archive ({e}): download the official SNLI 1.0 zip "
+                              "again, or give its jsonl files")
+        members = []
+        for split in splits:
+            member = next((n for n in names if n.endswith(f"snli_1.0_{split}.jsonl")), None)
+            if member is None:
+                raise CorpusError(f"{path} has no snli_1.0_{split}.jsonl: is it the official SNLI 1.0 zip?")
+            members.append(member)
+        return _zip_records(path, members, strict, reports)
+    with _open_binary(path) as f:
+        first_text = next((line.decode("utf-8-sig", errors="replace").strip() for line in _lines_of(f, path)
+                           if line.strip()), "")
+    if first_text.startswith("{") and _is_json(first_text) or first_text.startswith("gold_label\t"):
+        report = ReadReport(path)
+        reports.append(report)
+        return _file_records(path, strict, report)
+    return plain_sentences(path, strict, reports)
+
+
+def _zip_records(path: str, members: Sequence[str], strict: bool, reports: List[ReadReport]) -> Iterator[str]:
+    with zipfile.ZipFile(readable_copy(path)) as archive:
+        for member in members:
+            report = ReadReport(f"{path}:{member}")
+            reports.append(report)
+            with archive.open(member) as f:
+                yield from _snli_records(f, report.path, strict, report)
+
+
+def _file_records(path: str, strict: bool, report: ReadReport) -> Iterator[str]:
+    with _open_binary(path) as f:
+        yield from _snli_records(f, path, strict, report)
+
+
+def _snli_records(f, name: str, strict: bool, report: ReadReport) -> Iterator[str]:
+    """The sentences of SNLI jsonl or tab-separated lines (with their header row)."""
+    header = None
+    for number, text in _decoded_lines(f, name, report, strict):
+        if text.startswith("{"):
+            try:
+                record = json.loads(text)
+            except ValueError:
+                if strict:
+                    raise CorpusError(f"{name}, line {number}: not a JSON object")
+                report.skip("malformed JSON", number)
+                continue
+        else:
+            columns = text.split("\t")
+            if header is None:
+                header = columns
+                if "sentence1" not in header:
+                    raise CorpusError(f"{name}: neither SNLI jsonl nor SNLI txt with a header row")
+                continue
+            record = dict(zip(header, columns))
+        for key in ("sentence1", "sentence2"):
+            sentence = without_invisible_characters(record.get(key) or "").strip()
+            if sentence:
+                report.kept += 1
+                yield sentence
+            else:
+                report.skip(f"missing {key}", number)
 
 
 def download(url: str, path: str, expected_sha256: str = None) -> str:

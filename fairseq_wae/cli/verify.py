@@ -4,7 +4,7 @@
     fairseq-wae-verify DATA        # DATA as fairseq-train takes it: one folder, or shards a:b:c
 
 fairseq-train checks at every load only what costs the same for any corpus (sizes, dict.txt, the
-largest token id the preparation recorded: see fairseq_wae/data_checks.py); this command is the full
+largest token id the preparation recorded: see fairseq_wae/data/checks.py); this command is the full
 check, to run once after copying or downloading a corpus, or when in doubt. It names every file that
 differs and exits non-zero.
 """
@@ -20,7 +20,7 @@ def verify(data: str):
     """(problems, one summary line per folder) for DATA's folders, all read in full."""
     from fairseq import utils
 
-    from fairseq_wae.data_checks import verify_folder
+    from fairseq_wae.data.checks import verify_folder
 
     folders = utils.split_paths(data)
     missing = [folder for folder in folders if not os.path.isdir(folder)]

@@ -21,8 +21,8 @@ from omegaconf import II
 from torch import Tensor
 
 from fairseq_wae.distributed import data_parallel_workers
+from fairseq_wae.data.noising import InputNoise
 from fairseq_wae.errors import Refusal
-from fairseq_wae.input_noise import InputNoise
 from fairseq_wae.latent_space import active_units_from_sums
 from fairseq_wae.options import check_non_negative, check_rate, resolved
 from fairseq_wae.schedules import word_dropout_rate
@@ -79,7 +79,7 @@ class AutoencoderCrossEntropyConfig(FairseqDataclass):
     word_dropout_max: float = field(
         default=0.5, metadata={"help": "the word-dropout rate never grows past this (the paper: 0.5)"}
     )
-    # text-autoencoders' input noise (DAAE: --noise-drop 0.3), on the encoder's input alone; see input_noise.py
+    # text-autoencoders' input noise (DAAE: --noise-drop 0.3), on the encoder's input alone; see data/noising.py
     noise_drop: float = field(
         default=0.0, metadata={"help": "encoder input: probability of dropping each word in training"}
     )
@@ -141,6 +141,8 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
         self.epoch = 1
         self.counted = True
         self._training_forwards = 0  # of this update, on this worker
+        self._forwarded = set()  # the keys of the batches forwarded in training since this update's try began
+        self.rerunning = False  # whether fairseq's trainer re-runs this update's micro-batches (note_training_batch)
         self._micro_batch = 0  # the global index of the latest training forward's batch in its update
         self._validation_batch = None  # the key of the latest forward's batch, when it validated
 
@@ -164,7 +166,7 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
         """Called by the task before each training forward; ``counted`` is False for padding, the batch a
         worker that ran out of data forwards with weight 0."""
         if num_updates != self.num_updates:
-            self.restart_update()
+            self._begin_try()
         self.num_updates, self.epoch, self.counted = num_updates, epoch, counted
         self._validation_batch = None
 
@@ -174,14 +176,36 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
 
     def restart_update(self) -> None:
         """The next training forward is the first micro-batch of an update: fairseq's trainer calls
-        ``train()`` at the start of every update, an overflow-retried one included, and the task calls
-        this when fairseq re-runs a failed update under its NaN detector, so that a retry draws what its
-        first try drew."""
+        ``train()`` at the start of every update, an overflow-retried one included, and
+        :meth:`note_training_batch` calls this when fairseq re-runs a failed update under its NaN
+        detector, so that a retry draws what its first try drew."""
         self._training_forwards = 0
+
+    def _begin_try(self) -> None:
+        """An update, or a retry of one that fairseq's trainer starts with ``train()`` (an --amp overflow)."""
+        self.restart_update()
+        self._forwarded.clear()
+        self.rerunning = False
+
+    def note_training_batch(self, key) -> bool:
+        """Called by the task before each counted training forward with the batch's key (its first
+        sentence index, which names a batch within an epoch; None for padding). Returns whether fairseq's
+        trainer is re-running this update's micro-batches: when an update's gradients are not finite and
+        no loss scaler takes the overflow, fairseq/trainer.py's train_step forwards the same samples again
+        under its NanDetector, in the same call, with no ``train()`` between. A batch forwarded a second
+        time in one try is that signal: the draws restart, so that the re-run draws what the first try
+        drew, and the task then checks the loss on the host (check_finite) to name what went wrong."""
+        if key is not None:
+            if key in self._forwarded:
+                self._forwarded.clear()
+                self.restart_update()
+                self.rerunning = True
+            self._forwarded.add(key)
+        return self.rerunning
 
     def train(self, mode: bool = True):
         if mode:
-            self.restart_update()
+            self._begin_try()
         return super().train(mode)
 
     def end_update(self) -> None:

@@ -17,9 +17,9 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel
 from torch import Tensor
 
-from fairseq_wae.checkpoints import DictionaryBinding
 from fairseq_wae.embeddings import load_embedding_weights
 from fairseq_wae.errors import Refusal
+from fairseq_wae.models.dictionary_binding import DictionaryBinding
 from fairseq_wae.models.latent import LATENT_HEADS, FixedScaleBatchNorm
 from fairseq_wae.schedules import ScheduleStateSlot
 
@@ -140,6 +140,9 @@ class SentenceEncoder(FairseqEncoder):
 class SentenceAutoencoderModel(FairseqEncoderDecoderModel):
     """Sentence autoencoder; ``forward`` also returns the encoder output for the criterion's penalty."""
 
+    #: its checkpoints carry the fingerprint of the dictionary it was trained with (:class:`DictionaryBinding`)
+    BINDS_DICTIONARY = True
+
     def __init__(self, encoder: SentenceEncoder, decoder, dictionary_path=None):
         super().__init__(encoder, decoder)
         self.schedule_state = ScheduleStateSlot()
@@ -169,13 +172,13 @@ class SentenceAutoencoderModel(FairseqEncoderDecoderModel):
     @classmethod
     def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "model.pt", data_name_or_path: str = ".",
                         **kwargs):
-        """A trained autoencoder as an :class:`~fairseq_wae.hub_interface.AutoencoderHubInterface`.
+        """A trained autoencoder as an :class:`~fairseq_wae.models.hub_interface.AutoencoderHubInterface`.
 
         ``model_name_or_path``: a folder made by ``fairseq-wae-export`` (weights, dict.txt, tokeniser),
         or a checkpoint folder with ``checkpoint_file=`` and ``data_name_or_path=`` the data folder.
         Any fairseq-wae model loads, whichever class this is called on.
         """
-        from fairseq_wae.hub_interface import load_hub_interface
+        from fairseq_wae.models.hub_interface import load_hub_interface
 
         return load_hub_interface(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
 

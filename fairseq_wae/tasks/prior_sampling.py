@@ -7,14 +7,13 @@ sample's index alone, so the samples do not depend on batching. fairseq's own se
 """
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from fairseq.data import FairseqDataset
 from fairseq.tasks import register_task
 
 from fairseq_wae.errors import Refusal
-from fairseq_wae.seeding import seeded_generator
+from fairseq_wae.latent_space import prior_codes
 from fairseq_wae.tasks.sentence_autoencoding import SentenceAutoencodingConfig, SentenceAutoencodingTask
 
 
@@ -60,22 +59,6 @@ class PriorSampleDataset(FairseqDataset):
             },
             "target": None,
         }
-
-
-def prior_codes(ids: Sequence[int], latent_dim: int, seed: int, temperature: float,
-                dtype: torch.dtype = torch.float32, what: str = "--latent-temperature") -> torch.Tensor:
-    """z_i ~ N(0, temperature^2 I) for each sample index i of ``ids``, drawn from a generator seeded by
-    (seed, i), in float32. Refused, naming the option ``what``, when a code does not fit in ``dtype``
-    (the model's): fairseq's search would fail on the infinite scores with an AssertionError."""
-    unit = torch.empty(len(ids), latent_dim)
-    for row, i in enumerate(ids):
-        unit[row] = torch.randn(latent_dim, generator=seeded_generator(seed, int(i)))
-    codes = temperature * unit
-    if not torch.isfinite(codes.to(dtype)).all():
-        raise Refusal(f"{what} {temperature:g} draws codes beyond the range of the model's {dtype} (|z| up to "
-                      f"{temperature * float(unit.abs().max()):.3g}, the largest it holds is "
-                      f"{torch.finfo(dtype).max:.3g}): choose a smaller temperature")
-    return codes
 
 
 @register_task("prior_sampling", dataclass=PriorSamplingConfig)

@@ -1,8 +1,8 @@
 """Task ``sentence_autoencoding``: every sentence is both the source and the target."""
 import importlib.util
 import logging
+import contextlib
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -18,12 +18,11 @@ from fairseq.data import (
     data_utils,
 )
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
-from fairseq.nan_detector import NanDetector
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, DictConfig, open_dict
 
-from fairseq_wae.checkpoints import CheckpointError, check_checkpoint, dictionary_fingerprint, guard_save_dir
-from fairseq_wae.data_checks import check_dictionaries, check_not_mid_preparation, check_split, check_split_sizes
+from fairseq_wae.checkpoint_utils import CheckpointError, check_checkpoint, dictionary_fingerprint, guard_save_dir
+from fairseq_wae.data.checks import check_dictionaries, check_not_mid_preparation, check_split, check_split_sizes
 from fairseq_wae.decoding import SymbolMaskingEnsemble, unproducible_symbols
 from fairseq_wae.dictionary import load_dictionary
 from fairseq_wae.errors import MissingFile, Refusal, show_refusals_as_one_line
@@ -52,7 +51,7 @@ class SentenceAutoencodingConfig(FairseqDataclass):
     )
     dataset_impl: Optional[str] = II("dataset.dataset_impl")
     seed: int = II("common.seed")
-    # read, not set, here: where fairseq-train saves and resumes (see fairseq_wae.checkpoints.guard_save_dir)
+    # read, not set, here: where fairseq-train saves and resumes (see fairseq_wae.checkpoint_utils.guard_save_dir)
     save_dir: str = II("checkpoint.save_dir")
     restore_file: str = II("checkpoint.restore_file")
     no_save: bool = II("checkpoint.no_save")
@@ -83,7 +82,11 @@ class AutoencodingDataset(LanguagePairDataset):
         worker while keeping its gradients: an empty batch of zero sentences is returned instead, which
         the task forwards as weightless padding (SentenceAutoencodingTask._stand_in_for_padding)."""
         if samples:
-            return super().collater(samples, pad_to_length)
+            batch = super().collater(samples, pad_to_length)
+            # the batch's name within an epoch, read on the CPU (no host sync where the batch moves to a GPU):
+            # a training batch forwarded again in one update is fairseq's NaN re-run (note_training_batch)
+            batch["batch_key"] = min(s["id"] for s in samples)
+            return batch
         nothing = torch.zeros((0, 1), dtype=torch.long)
         return {"id": torch.zeros(0, dtype=torch.long), "nsentences": 0, "ntokens": 0, "target": nothing,
                 "net_input": {"src_tokens": nothing, "src_lengths": torch.zeros(0, dtype=torch.long),
@@ -93,28 +96,6 @@ class AutoencodingDataset(LanguagePairDataset):
 def _zeroed(logging_output):
     """A logging output with the same keys and types, every value 0: fairseq sums the workers' outputs key by key."""
     return {key: torch.zeros_like(value) if torch.is_tensor(value) else 0 for key, value in logging_output.items()}
-
-
-def _fairseq_train_frame():
-    """The frame of fairseq-train's ``main`` (fairseq_cli/train.py, also run by fairseq-hydra-train and by
-    each data-parallel worker) when it is the caller, else None: then the model is built for training,
-    into a save dir it may resume from, and the training lasts as long as that frame runs. Read from the
-    call stack, so that a Python session that also imported fairseq_cli.train builds its other models
-    as models."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == "main" and frame.f_code.co_filename.endswith(os.path.join("fairseq_cli", "train.py")):
-            return frame
-        frame = frame.f_back
-    return None
-
-
-def _rerun_by_nan_detector(model) -> bool:
-    """Whether fairseq's trainer is re-running an update under its NanDetector, as it does (hooked into
-    every module of the model it built, unwrapped) when the update's gradients were not finite and no
-    loss scaler took the overflow: then, and only then, a training step checks its loss on the host and
-    names what went wrong. ``model``: the model fairseq-train built (not its data-parallel wrapper)."""
-    return any(isinstance(getattr(hook, "__self__", None), NanDetector) for hook in model._forward_hooks.values())
 
 
 def _common_config(cfg):
@@ -172,7 +153,9 @@ class SentenceAutoencodingTask(FairseqTask):
         self.dictionary_path = dictionary_path
         self.epoch = 1
         self.model_in_training = self.criterion_in_training = None
-        self.rerun_update = None
+        self.model_built_afresh = None  # (model, its config, --arch) of the latest model built from --arch
+        self.model_cfg_in_training = self.criterion_to_check = None  # checked at the training's first batches
+        self.save_dir_lock = None
         self.stand_in = None  # a batch that padding forwards (see _stand_in_for_padding)
         self.text_tokenization = {}  # the --tokenizer and --bpe that fairseq-interactive and -generate built
         self.inputs_read, self.refused_inputs = 0, set()  # fairseq-interactive's lines so far, the refused ones
@@ -208,13 +191,28 @@ class SentenceAutoencodingTask(FairseqTask):
         return cls(cfg, dictionary, dict_path)
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
+        with self._training_ends_on_error():
+            self._load_dataset(split, epoch)
+
+    @contextlib.contextmanager
+    def _training_ends_on_error(self):
+        """A training whose task raises ends there (fairseq-train does not catch it): its save dir's lock
+        is given back at once, also while a Python session keeps the traceback (and with it the task)."""
+        try:
+            yield
+        except BaseException:
+            if self.save_dir_lock is not None:
+                self.save_dir_lock.release()
+            raise
+
+    def _load_dataset(self, split: str, epoch: int) -> None:
         data_dir = utils.split_paths(self.cfg.data)[(epoch - 1) % len(utils.split_paths(self.cfg.data))]
         prefix = os.path.join(data_dir, split)
         check_split_sizes(data_dir, split)  # what fairseq's loader would fail on without naming the file
         sentences = data_utils.load_indexed_dataset(prefix, self.dictionary, self.cfg.dataset_impl)
         if sentences is None:
             raise MissingFile(f"split {split!r} not found: no {prefix}.bin/.idx in {data_dir}")
-        check_split(data_dir, split, self.dictionary, self.dictionary_path, sentences)  # see fairseq_wae/data_checks.py
+        check_split(data_dir, split, self.dictionary, self.dictionary_path, sentences)  # see fairseq_wae/data/checks.py
         sizes = sentences.sizes
         if self.cfg.max_sentence_len is not None and self.cfg.overlong_sentences == "truncate":
             eos = self.dictionary.eos()
@@ -292,6 +290,12 @@ class SentenceAutoencodingTask(FairseqTask):
         return super().filter_indices_by_size(indices, dataset, max_positions, ignore_invalid_inputs)
 
     def get_batch_iterator(self, dataset, *args, required_batch_size_multiple=1, **kwargs):
+        if self.model_cfg_in_training is not None:
+            # the training's first batches, which fairseq's trainer asks for before it builds its optimizer
+            cfg, self.model_cfg_in_training = self.model_cfg_in_training, None
+            with self._training_ends_on_error():
+                _refuse_half_precision_training_on_the_cpu(cfg)
+                self.criterion_to_check.check_model(self.model_in_training)  # at start-up, not at the first update
         # fairseq drops a last batch whose size is not a multiple of --required-batch-size-multiple:
         # an autoencoder must see (and reconstruct) every sentence, so batches may have any size.
         return super().get_batch_iterator(dataset, *args, required_batch_size_multiple=1, **kwargs)
@@ -310,17 +314,11 @@ class SentenceAutoencodingTask(FairseqTask):
                           f"({type(model).__name__}) is not a sentence autoencoder: --task {self.cfg._name} "
                           "needs one of fairseq-wae's (--arch lstm_*_paper, transformer_*_small, their *_tiny "
                           "sizes, lstm_autoencoder or transformer_autoencoder)")
-        training = None if from_checkpoint else _fairseq_train_frame()
-        if training is not None and resolved(self.cfg, "save_dir") is not None:
-            # fairseq-train (or fairseq-hydra-train) builds its model here, before it resumes from the save dir
-            _refuse_half_precision_training_on_the_cpu(cfg)
-            self.model_in_training = model
-            if not self.cfg.no_save:
-                self._guard_save_dir(model, arch, training)
+        self.model_built_afresh = None if from_checkpoint else (model, cfg, arch)
         return model
 
-    def _guard_save_dir(self, model, arch: str, training) -> None:
-        """Lock the save dir until the frame ``training`` (fairseq-train's ``main``) returns or raises, and
+    def _guard_save_dir(self, model, arch: str) -> None:
+        """Lock the save dir for this task's training (see fairseq_wae.save_dir_lock.SaveDirLock), and
         mend a truncated checkpoint_last.pt (the first worker alone, the others wait for it), then refuse to
         resume from a checkpoint of another dictionary."""
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -330,8 +328,9 @@ class SentenceAutoencodingTask(FairseqTask):
         error = None
         if first_worker:
             try:
-                guard_save_dir(self.cfg.save_dir, self.cfg.restore_file, fingerprint, model_class=type(model),
-                               arch=arch, while_running=training, criterion=_resumed_criterion(self.cfg))
+                self.save_dir_lock = guard_save_dir(self.cfg.save_dir, self.cfg.restore_file, fingerprint,
+                                                    model_class=type(model), arch=arch, owner=self,
+                                                    criterion=_resumed_criterion(self.cfg))
             except CheckpointError as e:
                 error = e
         if distributed:
@@ -345,12 +344,26 @@ class SentenceAutoencodingTask(FairseqTask):
             raise error
 
     def build_criterion(self, cfg):
+        """Also where the task learns that it trains: fairseq-train (fairseq_cli/train.py, also run by
+        fairseq-hydra-train and by each data-parallel worker) builds a model from --arch
+        (``build_model(cfg.model)``, not ``from_checkpoint``) and then its criterion, before its trainer
+        resumes from the save dir. fairseq-validate and fairseq-generate (and ``from_pretrained``) build
+        their model from a checkpoint, and fairseq-generate builds no criterion. A model built afresh
+        followed by a criterion is therefore a training: its save dir is locked and checked (unless
+        --no-save). Half precision on the CPU, and a model the criterion cannot train (check_model), are
+        refused when the training first asks for batches (get_batch_iterator: fairseq's trainer does so
+        before it builds its optimizer, which fails on the CPU under --fp16), not here: a Python session
+        may build a model and a criterion to call them itself, and meet their refusal at the forward."""
         criterion = super().build_criterion(cfg)
         if not hasattr(criterion, "check_model"):
             raise Refusal(f"--criterion {cfg._name} is not an autoencoder objective (no KL, MMD or adversarial "
                           "term on z, no word dropout): use ae_cross_entropy (the DAE), vae_kl, wae_mmd or aae")
-        if self.model_in_training is not None:
-            criterion.check_model(self.model_in_training)  # at start-up, not at the first update
+        built_afresh, self.model_built_afresh = self.model_built_afresh, None
+        if built_afresh is not None and resolved(self.cfg, "save_dir") is not None:
+            model, self.model_cfg_in_training, arch = built_afresh
+            self.model_in_training, self.criterion_to_check = model, criterion
+            if not self.cfg.no_save:
+                self._guard_save_dir(model, arch)
         elif self.saved_progress is not None:
             # fairseq-validate: the schedules where the checkpoint's training left them, so that the
             # loss is the one its training validated (an annealed KL weight is not that of update 0)
@@ -414,10 +427,11 @@ class SentenceAutoencodingTask(FairseqTask):
         if hasattr(criterion, "set_training_progress"):
             criterion.set_training_progress(update_num, self.epoch, counted=not ignore_grad)
         self.criterion_in_training = criterion
-        rerun = self.model_in_training is not None and _rerun_by_nan_detector(self.model_in_training)
-        if rerun and self.rerun_update != update_num and hasattr(criterion, "restart_update"):
-            criterion.restart_update()  # the re-run draws what the failed update drew
-        self.rerun_update = update_num if rerun else None
+        # fairseq's trainer re-runs an update whose gradients were not finite (and that no loss scaler
+        # took) under its NanDetector: the criterion sees a batch again that it forwarded in this update,
+        # draws again what the first try drew, and the loss is then checked on the host, naming the failure
+        rerun = hasattr(criterion, "note_training_batch") and \
+            criterion.note_training_batch(None if ignore_grad else sample.get("batch_key"))
         # padding trains nothing, and leaves the model's running statistics (BN-VAE) as they were
         buffers = [(b, b.clone()) for b in model.buffers()] if ignore_grad else []
         loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer, update_num,

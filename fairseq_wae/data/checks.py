@@ -21,9 +21,9 @@ from typing import List
 
 import numpy as np
 
-from fairseq_wae.corpus import JOURNAL, MANIFEST, largest_token_id, read_manifest, sha256_of
 from fairseq_wae.dictionary import load_dictionary
 from fairseq_wae.errors import Refusal
+from fairseq_wae.preprocess.manifest import JOURNAL, MANIFEST, largest_token_id, read_manifest, sha256_of
 
 logger = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from fairseq_wae.dictionary import load_dictionary
 from fairseq_wae.errors import MissingFile, Refusal
 from fairseq_wae.interpolation import lerp, slerp
+from fairseq_wae.latent_space import prior_codes
 from fairseq_wae.lines import MAX_LINE_BYTES
 from fairseq_wae.seeding import check_seed
 from fairseq_wae.tokenizer import special_symbols_in
@@ -251,8 +252,6 @@ class AutoencoderHubInterface(nn.Module):
                           "codes at a time, e.g. f.writelines(s + '\\n' for s in model.iter_sample(n))")
 
     def _prior_codes(self, ids: range, seed: int, latent_temperature: float) -> Tensor:
-        from fairseq_wae.tasks.prior_sampling import prior_codes
-
         return prior_codes(ids, self.latent_dim, seed, latent_temperature,
                            dtype=next(self.model.parameters()).dtype, what="latent_temperature")
 
@@ -336,7 +335,7 @@ def load_hub_interface(model_name_or_path: str, checkpoint_file: str, data_name_
     """What ``LSTMAutoencoderModel.from_pretrained`` returns; clear errors name the missing file."""
     from fairseq import hub_utils
 
-    from fairseq_wae.checkpoints import CheckpointError, check_checkpoint, check_checkpoint_file, dictionary_fingerprint
+    from fairseq_wae.checkpoint_utils import CheckpointError, check_checkpoint, check_checkpoint_file, dictionary_fingerprint
 
     if os.pathsep in checkpoint_file:
         raise Refusal(f"checkpoint_file {checkpoint_file!r}: the interface holds one model, give one checkpoint")

@@ -4,15 +4,15 @@ by a second run.
 - :func:`load_checkpoint_state`: the one way the plugin reads a checkpoint, weights-only (the pickled
   objects a file may hold would otherwise run on loading); fairseq's own loads are weights-only through
   torch's default, which :func:`check_loads_are_weights_only` makes sure of at import.
-- :class:`DictionaryBinding`: the model carries a fingerprint of the dictionary it was trained
-  with and refuses to load against another one (the words would be silently scrambled), or without
-  one (:func:`require_dictionary`; ``fairseq-wae-bind-dictionary`` stamps it into an old checkpoint).
+- :func:`require_dictionary`: a checkpoint trained with another dictionary (the words would be silently
+  scrambled), or one that cannot show which (``fairseq-wae-bind-dictionary`` stamps the fingerprint into
+  an old checkpoint), is refused; the model's own part, :class:`DictionaryBinding` and the fingerprint,
+  lives with the models (fairseq_wae/models/dictionary_binding.py).
 - :func:`guard_save_dir`: before fairseq-train loads anything, take the save dir's lock (held until
   the training ends, see :class:`SaveDirLock`), replace a truncated ``checkpoint_last.pt`` by the
   newest readable checkpoint, and refuse to resume from a checkpoint trained on another dictionary.
 """
 import glob
-import hashlib
 import logging
 import os
 import pickle
@@ -23,16 +23,18 @@ import zipfile
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
-from torch import nn
 
 from fairseq_wae.dictionary import load_dictionary
 from fairseq_wae.errors import CheckpointError
+from fairseq_wae.models.dictionary_binding import (  # noqa: F401  (also imported from here)
+    BINDING_KEY, DictionaryBinding, check_same_dictionary, checkpoint_dictionary, describe, dictionary_fingerprint,
+    unbound_message,
+)
 from fairseq_wae.save_dir_lock import SaveDirLock, lock_save_dir
-from fairseq_wae.tokenizer import folder_tokenization, tokenization_mismatch
+from fairseq_wae.tokenizer import folder_tokenization
 
 logger = logging.getLogger(__name__)
 
-BIND_COMMAND = "fairseq-wae-bind-dictionary"
 OUR_TASKS = ("sentence_autoencoding", "prior_sampling")
 GIVE_A_CHECKPOINT = ("give a checkpoint written by fairseq-train (checkpoint_best.pt, checkpoint_last.pt, ...) or the "
                      "model.pt of fairseq-wae-export")
@@ -54,44 +56,10 @@ def check_loads_are_weights_only() -> None:
 check_loads_are_weights_only()
 
 
-
-
-def dictionary_fingerprint(dictionary, path: Optional[str] = None) -> Dict:
-    """The dictionary's symbols in id order, hashed: two dictionaries give the same ids to the same
-    words exactly when their fingerprints are equal (counts do not matter)."""
-    digest = hashlib.sha256("\n".join(dictionary.symbols).encode("utf-8")).hexdigest()
-    return {"sha256": digest, "size": len(dictionary), "path": os.path.abspath(path) if path else None}
-
-
-def describe(fingerprint: Dict) -> str:
-    where = fingerprint.get("path") or "a dictionary of unknown path"
-    return f"{where} ({fingerprint['size']} entries, sha256 {fingerprint['sha256'][:12]})"
-
-
-def check_same_dictionary(trained: Optional[Dict], current: Dict, what: str, remedy: str = "") -> None:
-    if trained is not None and trained["sha256"] != current["sha256"]:
-        raise CheckpointError(
-            f"{what} was trained with the dictionary {describe(trained)}, but this run's dictionary is "
-            f"{describe(current)}: token ids would map to other words. Give the data folder the model was "
-            f"trained on (or a copy of its dict.txt){remedy}.")
-
-
-def unbound_message(what: str, checkpoint: str, current: Dict) -> str:
-    """Why a checkpoint without a dictionary fingerprint is refused, and the command that binds it."""
-    dictionary = current.get("path") or "the dictionary given"
-    data = os.path.dirname(current["path"]) if current.get("path") else "DATA"
-    return (f"{what} holds no fingerprint of the dictionary it was trained with (it was written before fairseq-wae "
-            f"recorded one), so nothing shows that {dictionary} is that dictionary: one of the same size with other "
-            "words would scramble every sentence without an error. If it is the data folder the model was trained "
-            f"on, bind them once with `{BIND_COMMAND} {checkpoint} {data}` (it checks what can be checked and "
-            "stamps the fingerprint); otherwise give that data folder")
-
-
 def is_autoencoder_checkpoint(state: Dict) -> bool:
-    """Whether a loaded checkpoint holds one of the plugin's autoencoders (by its --arch)."""
-    from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
-
-    return issubclass(saved_model_class(state) or object, SentenceAutoencoderModel)
+    """Whether a loaded checkpoint holds one of the plugin's autoencoders (by its --arch): a model class
+    that binds its dictionary (``BINDS_DICTIONARY``, see fairseq_wae.models.dictionary_binding)."""
+    return bool(getattr(saved_model_class(state), "BINDS_DICTIONARY", False))
 
 
 def require_dictionary(state: Dict, checkpoint: str, current: Dict, what: Optional[str] = None,
@@ -177,44 +145,6 @@ def check_checkpoint(path: str, current: Dict) -> Dict:
         raise CheckpointError(not_ours_message(path, loaded_identity(state)))
     require_dictionary(state, path, current)
     return state
-
-
-class DictionaryBinding(nn.Module):
-    """The fingerprint of the model's dictionary, in its state dict (as ``..._extra_state``).
-
-    Loading a state dict written with another dictionary, or without a fingerprint (a checkpoint
-    written before the binding existed), raises :class:`CheckpointError`. The tools check the file
-    first (:func:`check_checkpoint`), naming it; this is the last line, for every other way in.
-    """
-
-    def __init__(self, dictionary, path: Optional[str] = None):
-        super().__init__()
-        self.fingerprint = dictionary_fingerprint(dictionary, path)
-        # how the folder's text becomes these tokens: recorded at training, checked at every load
-        self.fingerprint["tokenization"] = folder_tokenization(os.path.dirname(path)) if path else None
-
-    def get_extra_state(self):
-        return dict(self.fingerprint)
-
-    def set_extra_state(self, state) -> None:
-        if state is None:
-            raise CheckpointError(unbound_message("this checkpoint", "CHECKPOINT", self.fingerprint))
-        check_same_dictionary(state, self.fingerprint, "this checkpoint")
-        folder = os.path.dirname(self.fingerprint["path"]) if self.fingerprint.get("path") else None
-        problem = tokenization_mismatch(state.get("tokenization"), folder) if folder else None
-        if problem is not None:
-            raise CheckpointError(problem)
-        if state.get("tokenization"):
-            self.fingerprint["tokenization"] = state["tokenization"]
-
-    def upgrade_state_dict_named(self, state_dict, name: str) -> None:
-        state_dict.setdefault(f"{name}._extra_state", None)
-
-
-def checkpoint_dictionary(state: Dict) -> Optional[Dict]:
-    """The dictionary fingerprint saved in a loaded checkpoint, if it has one."""
-    return next((value for key, value in state.get("model", {}).items()
-                 if key.endswith("dictionary_binding._extra_state")), None)
 
 
 def is_readable_checkpoint(path: str) -> bool:
@@ -333,15 +263,15 @@ def check_same_criterion(state: Dict, criterion: str, resume: str) -> None:
 
 def guard_save_dir(save_dir: str, restore_file: str, dictionary_fingerprint: Dict, lock: bool = True,
                    model_class: Optional[type] = None, arch: Optional[str] = None,
-                   while_running=None, criterion: Optional[str] = None) -> Optional[SaveDirLock]:
+                   owner=None, criterion: Optional[str] = None) -> Optional[SaveDirLock]:
     """What fairseq-train must know before it resumes from ``save_dir`` (see the module's docstring);
     with ``model_class``, also that the checkpoint holds a model of that class, and with ``criterion`` (None
     under --reset-optimizer) that it was trained with that criterion. Returns the lock taken
-    (given back when the frame ``while_running`` has returned or raised, see :class:`SaveDirLock`), or
+    (given back when the training that ``owner`` stands for ends, see :class:`SaveDirLock`), or
     None without ``lock``; a refused run gives it back at once."""
     if os.path.exists(save_dir) and not os.path.isdir(save_dir):
         raise CheckpointError(f"--save-dir {save_dir} is a file, not a folder")
-    taken = lock_save_dir(save_dir, while_running) if lock else None
+    taken = lock_save_dir(save_dir, owner) if lock else None
     try:
         if lock:
             recover_last_checkpoint(save_dir)
@@ -363,7 +293,6 @@ def guard_save_dir(save_dir: str, restore_file: str, dictionary_fingerprint: Dic
 
 # -- binding a checkpoint written before the fingerprint existed ---------------------------------------
 
-BINDING_KEY = "dictionary_binding._extra_state"  # the model's DictionaryBinding, in its state dict
 FAIRSEQ_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0-3 in every dictionary fairseq-preprocess writes
 
 
