@@ -22,6 +22,16 @@ def pytest_xdist_auto_num_workers(config):
     return (os.cpu_count() or 1) + 1
 
 
+#: the tests that take minutes of one worker: started first, so that the others fill the cores around them
+#: instead of leaving one core busy with them at the end
+LONGEST_FIRST = ("test_gpu_check.py::test_gpu_check_runs_on_the_cpu_and_passes",)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle, which is the same in every xdist worker
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: not item.nodeid.endswith(LONGEST_FIRST))
+
+
 def pytest_terminal_summary(terminalreporter, config):
     """pytest-randomly's seed at the end of the report too: its header line, which -q leaves out, sits far
     above a failure that only this order shows."""
