@@ -41,15 +41,23 @@ def _given(body: Dict, name: str):
     return None if value is None or (isinstance(value, str) and not value.strip()) else value
 
 
-def integer(body: Dict, name: str, default: Optional[int], minimum: int, maximum: int) -> Optional[int]:
-    """``body[name]`` as an integer in ``minimum .. maximum`` (a number or the text of one), else ``default``."""
+def _number(body: Dict, name: str, kind: str):
+    """(what ``body[name]`` holds, it as a float), or (None, None) when it is not given; refused, naming
+    the field and the ``kind`` of number it takes, when it is not a number (a bool is not one)."""
     value = _given(body, name)
     if value is None:
-        return default
+        return None, None
     try:
-        number = float(value) if not isinstance(value, bool) else math.nan
+        return value, float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError):
-        raise InputError(f"{name} must be a whole number, got {value!r}") from None
+        raise InputError(f"{name} must be {kind}, got {value!r}") from None
+
+
+def integer(body: Dict, name: str, default: Optional[int], minimum: int, maximum: int) -> Optional[int]:
+    """``body[name]`` as an integer in ``minimum .. maximum`` (a number or the text of one), else ``default``."""
+    value, number = _number(body, name, "a whole number")
+    if value is None:
+        return default
     if not math.isfinite(number) or number != int(number):
         raise InputError(f"{name} must be a whole number, got {value!r}")
     if not minimum <= number <= maximum:
@@ -59,13 +67,9 @@ def integer(body: Dict, name: str, default: Optional[int], minimum: int, maximum
 
 def positive_number(body: Dict, name: str, default: Optional[float], maximum: float = math.inf) -> Optional[float]:
     """``body[name]`` as a finite number > 0 (and <= ``maximum``), else ``default``."""
-    value = _given(body, name)
+    value, number = _number(body, name, "a number")
     if value is None:
         return default
-    try:
-        number = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got {value!r}") from None
     if not (math.isfinite(number) and 0 < number <= maximum):
         bound = f" and at most {maximum:g}" if maximum < math.inf else ""
         raise InputError(f"{name} must be a finite number greater than 0{bound}, got {value!r}")
