@@ -162,7 +162,9 @@ def check_checkpoint_file(path: str) -> None:
     if os.path.isdir(path):
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
     if not os.path.isfile(path):
-        raise CheckpointError(f"no checkpoint at {path}")
+        raise CheckpointError(f"no checkpoint at {path}" + (
+            ": for a fairseq-train save dir give checkpoint_file= (e.g. checkpoint_best.pt) and data_name_or_path= "
+            "(the data folder)" if os.path.basename(path) == "model.pt" else ""))
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint")
     if not is_readable_checkpoint(path):

@@ -48,6 +48,19 @@ def command_name() -> str:
     return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c") else "python"
 
 
+PLUGIN_FOLDERS = (os.path.dirname(os.path.abspath(__file__)),  # python -m fairseq_wae.cli.*
+                  os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+
+
+def runs_a_command() -> bool:
+    """Whether this process is one of fairseq's commands (fairseq-train, ...) or the plugin's console
+    scripts and scripts/*.py, whose refusals are shown as one line; a program of the user's that imports
+    the plugin keeps Python's own display, a traceback to its own line."""
+    program = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c", "-m") else ""
+    return os.path.basename(program).startswith("fairseq-") or any(
+        program.startswith(folder + os.sep) for folder in PLUGIN_FOLDERS)
+
+
 def one_line(error: BaseException):
     """``<command>: error: <message>`` for a refusal shown without its traceback; None for any other
     error, and for every error when ``FAIRSEQ_WAE_TRACEBACK=1``."""
@@ -58,16 +71,16 @@ def one_line(error: BaseException):
 
 
 def show_refusals_as_one_line() -> None:
-    """Makes an uncaught refusal end the program with its one-line message and status 2; with
-    ``FAIRSEQ_WAE_TRACEBACK=1`` after its traceback. An interactive session keeps Python's own display
-    and goes on. Installed when the plugin is imported: fairseq's commands import it through
+    """Makes an uncaught refusal end fairseq's commands and the plugin's scripts with its one-line
+    message and status 2; with ``FAIRSEQ_WAE_TRACEBACK=1`` after its traceback. Other programs that
+    import the plugin, and interactive sessions, keep Python's own display. Installed when the plugin is imported: fairseq's commands import it through
     ``--user-dir`` before they read a flag, and give no other place to format their errors."""
     previous = sys.excepthook
     if getattr(previous, "shows_refusals", False):
         return
 
     def hook(kind, error, traceback):
-        if bool(sys.flags.interactive) or hasattr(sys, "ps1"):
+        if bool(sys.flags.interactive) or hasattr(sys, "ps1") or not runs_a_command():
             return previous(kind, error, traceback)
         line = one_line(error)
         if line is None:

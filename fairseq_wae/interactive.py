@@ -55,5 +55,5 @@ def interactive_tokenization_problem(folder: str, given: dict) -> Optional[str]:
     flags = "--tokenizer normalized_moses"
     if needed["kind"] == "sentencepiece":
         flags += f" --bpe sentencepiece --sentencepiece-model {os.path.join(folder, SENTENCEPIECE_MODEL)}"
-    return (f"{folder} was prepared as {describe_tokenization(needed)}: read typed text as it was, with {flags} "
+    return (f"{folder} was prepared as {describe_tokenization(needed)}: read typed text as the corpus was prepared, with {flags} "
             "(or give the dictionary's tokens to the Python interface with tokenize=False)")

@@ -679,7 +679,7 @@ def test_special_symbols_typed_as_tokens_are_refused_and_read_as_text_otherwise(
         # as raw text, the characters they are made of, as preparation read them
         assert hub.codec.encode(f"a {symbol} man") == f"a < {symbol.strip('<>').replace('/', '/ ')} > man"
     # fairseq-interactive reads typed lines only with the corpus's tokeniser, which reads them as text
-    assert "read typed text as it was, with --tokenizer normalized_moses" in interactive(data, checkpoint, ["<pad> a man ."])
+    assert "read typed text as the corpus was prepared, with --tokenizer normalized_moses" in interactive(data, checkpoint, ["<pad> a man ."])
     unknown = hub.encode(["<unk> man ."], tokenize=False)  # <unk> is what an out-of-vocabulary word is
     assert (unknown == hub.encode(["xyzzy man ."], tokenize=False)).all()
 

@@ -40,17 +40,26 @@ def test_a_refusal_is_one_line_with_status_2_and_its_traceback_only_when_asked(t
     assert plain.stderr.strip().splitlines()[-1] == (
         "fairseq-train: error: --mmd-lambda (criterion.mmd_lambda in hydra) must be a finite number, got inf")
     assert "Traceback" not in plain.stderr
-    # asked for, the traceback comes too (a short command: the hook is the same in every one)
-    code = "import fairseq_wae.errors as e; e.show_refusals_as_one_line(); raise e.Refusal('--flag: why')"
-    asked = subprocess.run([sys.executable, "-c", code], env={**CLI_ENV, "FAIRSEQ_WAE_TRACEBACK": "1"},
-                           capture_output=True, text=True, timeout=300)
+    # asked for, the traceback comes too (a short command of the plugin's: the hook is the same in every one)
+    missing = os.path.join(os.path.dirname(USER_DIR), "no-such-output.txt")
+    extract = [sys.executable, os.path.join(os.path.dirname(USER_DIR), "scripts", "extract_hypotheses.py"), missing]
+    asked = subprocess.run(extract, env={**CLI_ENV, "FAIRSEQ_WAE_TRACEBACK": "1"}, capture_output=True, text=True,
+                           timeout=300)
     assert asked.returncode == 2 and "Traceback (most recent call last)" in asked.stderr
-    assert asked.stderr.strip().splitlines()[-1] == "fairseq_wae.errors.Refusal: --flag: why"
+    assert asked.stderr.strip().splitlines()[-1] == f"fairseq_wae.errors.Refusal: no such file: {missing}"
+
+
+def test_a_program_of_the_users_keeps_pythons_own_display_of_a_refusal():
+    """Importing the plugin changes nothing in a user's own program: the traceback points to its line."""
+    code = "import fairseq_wae.errors as e\nraise e.Refusal('--flag: why')"
+    result = subprocess.run([sys.executable, "-c", code], env=CLI_ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and 'File "<string>", line 2' in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "fairseq_wae.errors.Refusal: --flag: why"
 
 
 def test_an_unexpected_error_keeps_its_traceback_and_status_1():
     """Only refusals are shortened: a defect shows where it is."""
-    code = "import fairseq_wae.errors as e; e.show_refusals_as_one_line(); raise KeyError('a defect')"
+    code = "import fairseq_wae; raise KeyError('a defect')"
     result = subprocess.run([sys.executable, "-c", code], env=CLI_ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "Traceback" in result.stderr and "KeyError: 'a defect'" in result.stderr
 

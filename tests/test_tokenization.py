@@ -82,7 +82,7 @@ def interactive(data, checkpoint, lines, *flags):
 def test_interactive_needs_the_corpus_tokeniser_and_refuses_lines_that_are_no_sentence_one_by_one(models):
     data, checkpoint, _ = models["words"]
     result = interactive(data, checkpoint, "a man sleeps .\n")
-    assert result.returncode == 2 and "prepared as words (no sentencepiece model): read typed text as it was, " \
+    assert result.returncode == 2 and "prepared as words (no sentencepiece model): read typed text as the corpus was prepared, " \
         "with --tokenizer normalized_moses" in result.stderr
     data, checkpoint, _ = models["pieces"]
     result = interactive(data, checkpoint, "a man sleeps .\n", "--tokenizer", "normalized_moses")

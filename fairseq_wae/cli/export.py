@@ -124,7 +124,9 @@ def _previous_export(out: str) -> dict:
     if not os.listdir(out):
         return {}
     if not os.path.isfile(os.path.join(out, EXPORT_RECORD)):
-        raise ExportError(f"--out {out} holds files that no export wrote: choose another folder")
+        names = sorted(os.listdir(out))
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise ExportError(f"--out {out} holds files that no export wrote ({shown}): choose another folder")
     previous = _read_record(out)
     foreign = set(os.listdir(out)) - set(previous["files"]) - {EXPORT_RECORD}
     if foreign:

@@ -177,7 +177,7 @@ class SentenceAutoencodingTask(FairseqTask):
             if not os.path.isdir(folder):
                 problem = "is a file" if os.path.exists(folder) else "does not exist"
                 raise MissingFile(f"the data folder {folder} {problem}: give the output folder of "
-                                  "fairseq-preprocess or scripts/prepare_corpus.py")
+                                  "fairseq-wae-prepare (scripts/prepare_corpus.py) or fairseq-preprocess --only-source")
             check_not_mid_preparation(folder)  # before its dict.txt, which may be the other corpus's
         dict_path = os.path.join(utils.split_paths(cfg.data)[0], "dict.txt")
         if not os.path.isfile(dict_path):
