@@ -19,14 +19,16 @@ Text is normalised before it is tokenised, so that what looks the same is the sa
 A line with nothing left after normalisation is an empty line.
 """
 import functools
-import hashlib
 import os
 import sys
 import unicodedata
 from dataclasses import dataclass
+from typing import Optional
 
 from fairseq.data.encoders import register_tokenizer
 from fairseq.dataclass import FairseqDataclass
+
+from fairseq_wae.preprocess.manifest import sha256_of
 
 #: What the manifest of a prepared corpus records as its tokeniser.
 DESCRIPTION = "normalized_moses: NFKC, format and control characters removed, lower-cased, sacremoses en"
@@ -108,11 +110,7 @@ def folder_tokenization(folder: str) -> dict:
     spm_model = os.path.join(folder, SENTENCEPIECE_MODEL)
     if not os.path.isfile(spm_model):
         return {"kind": "words", "tokenizer": "normalized_moses"}
-    digest = hashlib.sha256()
-    with open(spm_model, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"kind": "sentencepiece", "tokenizer": "normalized_moses", "spm_sha256": digest.hexdigest()}
+    return {"kind": "sentencepiece", "tokenizer": "normalized_moses", "spm_sha256": sha256_of(spm_model)}
 
 
 def describe_tokenization(tokenization: dict) -> str:
@@ -121,12 +119,13 @@ def describe_tokenization(tokenization: dict) -> str:
     return "words (no sentencepiece model)"
 
 
-def tokenization_mismatch(trained: dict, folder: str):
-    """Why ``folder`` cannot be read by a model trained on text tokenised as ``trained`` records, or None
-    (also when nothing was recorded: a model trained before the record existed)."""
+def tokenization_mismatch(trained: dict, folder: str, current: Optional[dict] = None):
+    """Why ``folder`` (whose ``folder_tokenization`` is ``current`` when known) cannot be read by a model
+    trained on text tokenised as ``trained`` records, or None (also when nothing was recorded: a model
+    trained before the record existed)."""
     if not trained:
         return None
-    current = folder_tokenization(folder)
+    current = current or folder_tokenization(folder)
     if current == trained:
         return None
     spm_model = os.path.join(folder, SENTENCEPIECE_MODEL)

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from helpers import CLI_ENV, USER_DIR, run, train_command
+from helpers import CLI_ENV, REPO, USER_DIR, run, train_command
 
 
 def refused(cmd, **kwargs):
@@ -41,8 +41,8 @@ def test_a_refusal_is_one_line_with_status_2_and_its_traceback_only_when_asked(t
         "fairseq-train: error: --mmd-lambda (criterion.mmd_lambda in hydra) must be a finite number, got inf")
     assert "Traceback" not in plain.stderr
     # asked for, the traceback comes too (a short command of the plugin's: the hook is the same in every one)
-    missing = os.path.join(os.path.dirname(USER_DIR), "no-such-output.txt")
-    extract = [sys.executable, os.path.join(os.path.dirname(USER_DIR), "scripts", "extract_hypotheses.py"), missing]
+    missing = os.path.join(REPO, "no-such-output.txt")
+    extract = [sys.executable, os.path.join(REPO, "scripts", "extract_hypotheses.py"), missing]
     asked = subprocess.run(extract, env={**CLI_ENV, "FAIRSEQ_WAE_TRACEBACK": "1"}, capture_output=True, text=True,
                            timeout=300)
     assert asked.returncode == 2 and "Traceback (most recent call last)" in asked.stderr
@@ -76,13 +76,14 @@ def test_resuming_with_another_criterion_is_refused_naming_both(toy_data, tmp_pa
 
 def test_the_plugins_console_scripts_refuse_the_same_way(tmp_path):
     missing = tmp_path / "no-such-file.txt"
-    line = refused([sys.executable, os.path.join(os.path.dirname(USER_DIR), "scripts", "prepare_corpus.py"),
+    line = refused([sys.executable, os.path.join(REPO, "scripts", "prepare_corpus.py"),
                     "--input", missing, "--out", tmp_path / "out"])
     assert line == f"prepare_corpus.py: error: no such file: {missing}", line
 
 
-PREPARE = [sys.executable, os.path.join(os.path.dirname(USER_DIR), "scripts", "prepare_corpus.py")]
-EXPORT = [sys.executable, os.path.join(os.path.dirname(USER_DIR), "scripts", "export_model.py")]
+PREPARE = [sys.executable, os.path.join(REPO, "scripts", "prepare_corpus.py")]
+EXPORT = [sys.executable, os.path.join(REPO, "scripts", "export_model.py")]
+VERIFY = [sys.executable, os.path.join(REPO, "scripts", "verify.py")]
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +138,6 @@ def test_a_cut_short_index_is_caught_by_its_size_naming_it(toy_data, tmp_path):
     result = run([*VERIFY, tmp_path / "data"], check=False)
     assert result.returncode == 2 and f"{index} is {len(whole) - 100:,} bytes" in result.stderr
 
-
-VERIFY = [sys.executable, os.path.join(os.path.dirname(USER_DIR), "scripts", "verify.py")]
 
 
 def test_a_dictionary_that_is_not_one_is_named_with_its_link(toy_data, tmp_path):
@@ -213,7 +212,7 @@ def test_a_line_longer_than_the_cap_is_refused_while_it_is_read_in_bounded_memor
 
 def test_the_language_model_script_never_replaces_a_model_without_force(tmp_path):
     (tmp_path / "lm.bin").write_bytes(b"an earlier model")
-    line = refused([sys.executable, os.path.join(os.path.dirname(USER_DIR), "scripts", "train_lm.py"), "--corpus",
+    line = refused([sys.executable, os.path.join(REPO, "scripts", "train_lm.py"), "--corpus",
                     tmp_path / "corpus.txt", "--out", tmp_path / "lm.bin"])
     assert f"--out {tmp_path / 'lm.bin'} exists: pass --force to replace it" in line
     assert (tmp_path / "lm.bin").read_bytes() == b"an earlier model"

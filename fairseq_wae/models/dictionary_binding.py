@@ -68,7 +68,8 @@ class DictionaryBinding(nn.Module):
             raise CheckpointError(unbound_message("this checkpoint", "CHECKPOINT", self.fingerprint))
         check_same_dictionary(state, self.fingerprint, "this checkpoint")
         folder = os.path.dirname(self.fingerprint["path"]) if self.fingerprint.get("path") else None
-        problem = tokenization_mismatch(state.get("tokenization"), folder) if folder else None
+        problem = tokenization_mismatch(state.get("tokenization"), folder, self.fingerprint["tokenization"]) \
+            if folder else None
         if problem is not None:
             raise CheckpointError(problem)
         if state.get("tokenization"):

@@ -183,7 +183,6 @@ def _prepare_held(out: str, head: Dict, sentences: Iterable[str], reports: Seque
     done, replaced = _existing_corpus(out, head, bool(spm_vocab_size), force, strict)
     if done is not None:
         return done
-    out_existed = os.path.isdir(out)
     staging = os.path.join(out, f"{STAGING_PREFIX}{os.getpid()}")
     try:
         _make_staging_folder(out, staging)
@@ -203,6 +202,4 @@ def _prepare_held(out: str, head: Dict, sentences: Iterable[str], reports: Seque
     finally:
         if not os.path.exists(os.path.join(out, JOURNAL)):  # else the journal needs the staging folder
             shutil.rmtree(staging, ignore_errors=True)
-        if not out_existed and os.path.isdir(out) and not os.listdir(out):
-            os.rmdir(out)  # made by this run, which failed
     return manifest

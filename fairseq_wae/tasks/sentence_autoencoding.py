@@ -233,7 +233,8 @@ class SentenceAutoencodingTask(FairseqTask):
         alone included), one of unknown words only, one that holds ``<s>``, ``<pad>`` or ``</s>`` as a
         token (typed as tokens, which the corpus never holds). ``build_dataset_for_inference`` leaves
         them out, so they get no made-up reconstruction."""
-        self._check_interactive_tokenization()
+        if self.inputs_read == 0:  # once, at the first lines: it hashes the sentencepiece model
+            self._check_interactive_tokenization()
         tokens, lengths = super().get_interactive_tokens_and_lengths(lines, encode_fn)
         self.refused_inputs = set()
         for i, (line, ids) in enumerate(zip(lines, tokens)):
