@@ -6,8 +6,10 @@ Use with ``fairseq-train --user-dir fairseq_wae`` (or the installed package's fo
 __version__ = "0.1.0"
 
 from fairseq_wae.errors import show_refusals_as_one_line
+from fairseq_wae.save_dir_lock import release_locks_when_fairseq_train_ends
 
 show_refusals_as_one_line()
+release_locks_when_fairseq_train_ends()
 
 from fairseq_wae import criterions, models, tasks, tokenizer  # noqa: F401  (registers the components)
 from fairseq_wae.models.lstm_autoencoder import LSTMAutoencoderModel  # noqa: F401  (from_pretrained)

@@ -30,7 +30,7 @@ from fairseq_wae.models.dictionary_binding import (  # noqa: F401  (also importe
     BINDING_KEY, DictionaryBinding, check_same_dictionary, checkpoint_dictionary, describe, dictionary_fingerprint,
     unbound_message,
 )
-from fairseq_wae.save_dir_lock import SaveDirLock, lock_save_dir
+from fairseq_wae.save_dir_lock import SaveDirLock, lock_save_dir, out_of_space_message
 from fairseq_wae.tokenizer import folder_tokenization
 
 logger = logging.getLogger(__name__)
@@ -232,6 +232,20 @@ def recover_last_checkpoint(save_dir: str) -> None:
     os.replace(last + ".tmp", last)
     logger.warning(f"{last} was unreadable (moved to {broken}): resuming from {candidates[0]}, the newest readable "
                    "checkpoint")
+
+
+def check_room_for_a_checkpoint(save_dir: str, model) -> None:
+    """Refuses a save that the free space of ``save_dir`` cannot hold, before fairseq writes a byte of it
+    (it would fail three times with a traceback each, leaving a ``.tmp``). fairseq writes the checkpoint to
+    a temporary file and renames it, then copies it over checkpoint_last.pt and checkpoint_best.pt: the
+    save needs a checkpoint's size (the newest one's, or three times the model's before the first) once,
+    and once more for each of those two files not written yet."""
+    sizes = [os.path.getsize(p) for p in glob.glob(os.path.join(glob.escape(save_dir), "checkpoint*.pt"))]
+    size = max(sizes, default=0) or 3 * sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    missing = sum(not os.path.exists(os.path.join(save_dir, name)) for name in ("checkpoint_last.pt", "checkpoint_best.pt"))
+    needed = size * (1 + missing)
+    if shutil.disk_usage(save_dir).free < needed:
+        raise CheckpointError(out_of_space_message(save_dir, needed))
 
 
 def saved_model_class(state: Dict) -> Optional[type]:

@@ -50,3 +50,34 @@ def resolved(cfg, key: str):
     except Exception:  # omegaconf's interpolation errors
         return None
     return None if isinstance(value, str) and value.startswith("${") else value
+
+
+#: fairseq's sizes and counts, by the smallest value that means something: fairseq reads 0 as "no limit"
+#: for some (``--batch-size 0`` batched a whole split as one) and divides by others (a zero interval)
+LEAST_VALUES = {
+    ("dataset", "batch_size"): 1, ("dataset", "max_tokens"): 1, ("dataset", "batch_size_valid"): 1,
+    ("dataset", "max_tokens_valid"): 1, ("dataset", "required_batch_size_multiple"): 1,
+    ("dataset", "required_seq_len_multiple"): 1, ("dataset", "validate_interval"): 1, ("dataset", "num_shards"): 1,
+    ("dataset", "num_workers"): 0, ("dataset", "data_buffer_size"): 0, ("dataset", "validate_interval_updates"): 0,
+    ("dataset", "validate_after_updates"): 0, ("dataset", "max_valid_steps"): 0, ("dataset", "curriculum"): 0,
+    ("dataset", "shard_id"): 0, ("optimization", "update_freq"): 1, ("optimization", "max_epoch"): 0,
+    ("optimization", "max_update"): 0, ("checkpoint", "save_interval"): 1, ("checkpoint", "save_interval_updates"): 0,
+    ("checkpoint", "keep_interval_updates"): -1, ("checkpoint", "keep_last_epochs"): -1,
+    ("checkpoint", "keep_best_checkpoints"): -1, ("common", "log_interval"): 1,
+    ("distributed_training", "distributed_world_size"): 1,
+}
+
+
+def check_sizes_and_counts(cfg) -> None:
+    """Every size and count of fairseq's batching, schedule and saving is at least its least meaningful
+    value, refused at start-up naming the flag (``--batch-size 0`` trained a whole split as one batch)."""
+    for (section, key), least in LEAST_VALUES.items():
+        node = cfg.get(section) if isinstance(cfg, DictConfig) else getattr(cfg, section, None)
+        try:
+            value = node.get(key) if node is not None else None
+        except Exception:  # an interpolation that cannot be resolved here
+            continue
+        for number in value if isinstance(value, (list, tuple, ListConfig)) else [value]:
+            if isinstance(number, int) and not isinstance(number, bool) and number < least:
+                meaning = "a positive number" if least == 1 else f"at least {least}"
+                raise Refusal(f"--{key.replace('_', '-')} ({section}.{key} in hydra) must be {meaning}, got {number}")

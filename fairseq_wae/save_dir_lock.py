@@ -1,14 +1,26 @@
-"""The save dir's lock: two trainings never write one save dir at once. A lock names the training that
-took it (process, host, a token) and the folder it was taken for, so that a copy of the folder is not
-locked; it is given back when its training ends (see :class:`SaveDirLock`)."""
-import atexit
+"""The save dir's lock: two trainings never write one save dir at once, and an ended training never
+stands in the way of the next.
+
+The lock is the kernel's (flock; fcntl's record lock where flock is missing) on ``save_dir/fairseq-wae.lock``,
+so it is given back however its training ends: the kernel releases it when the process ends (kill -9
+included), a network file system's server when the node's lease runs out, and a training in a Python
+session releases it when fairseq-train's ``main`` returns or raises (:func:`release_when_training_ends`),
+when its task is collected, or when the same thread starts another training (a thread runs one at a time).
+The file also holds a record of the holder (host, process, start time) for the refusal's message; a file
+left by a killed training, or written by an earlier release of the plugin, holds no lock and is no obstacle.
+"""
+import datetime
+import errno
 import fcntl
-import gc
+import functools
+import glob
 import json
 import logging
 import os
+import shutil
 import socket
-import uuid
+import sys
+import threading
 import weakref
 from typing import Dict, Optional
 
@@ -17,12 +29,13 @@ from fairseq_wae.errors import CheckpointError
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = "fairseq-wae.lock"
+#: file systems that take no locks (some Lustre and NFS mounts) answer one of these
+NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)
+_WARNED_UNLOCKABLE = set()
 
 
-def process_alive(pid: int, host: Optional[str] = None) -> bool:
-    """Whether process ``pid`` runs (on ``host``, when given: another host's processes are assumed to)."""
-    if host is not None and host != socket.gethostname():
-        return True
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (the staging folders of export and preparation are named by it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -32,142 +45,184 @@ def process_alive(pid: int, host: Optional[str] = None) -> bool:
     return True
 
 
-def folder_identity(folder: str) -> Dict:
-    """What names a folder in its lock: its absolute path (for messages) and its inode and device. A copy
-    of the folder (``cp -r``, ``shutil.copytree``), wherever it lies, is another inode."""
-    status = os.stat(folder)
-    return {"save_dir": os.path.realpath(folder), "inode": status.st_ino, "device": status.st_dev}
+def try_lock(descriptor: int, folder: str) -> bool:
+    """Takes the kernel's exclusive lock on an open file without waiting: True when taken, False when
+    another holds it. On a file system that takes no locks a warning names the folder (once per
+    process) and True is returned: the work goes on unguarded rather than not at all."""
+    try:
+        if hasattr(fcntl, "flock"):
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):  # flock's EWOULDBLOCK; lockf's EAGAIN or EACCES
+        return False
+    except OSError as e:
+        if e.errno not in NO_LOCKS:
+            raise
+        if folder not in _WARNED_UNLOCKABLE:
+            _WARNED_UNLOCKABLE.add(folder)
+            logger.warning(f"the file system of {folder} takes no locks ({os.strerror(e.errno)}): nothing stops "
+                           "a second run from writing it at the same time")
+    return True
 
 
-def read_lock(path: str) -> Optional[Dict]:
-    """The record in a lock file (None when there is no file): ``pid``, ``host``, the folder it was taken
-    for (:func:`folder_identity`) and ``training``, a token of the training that took it. A lock written
-    before locks named their folder ("PID HOST") gives ``pid`` and ``host`` alone."""
+def read_record(path: str) -> Optional[Dict]:
+    """The holder's record in a lock file, or None when there is no file or no readable record in it
+    (a lock of an earlier release, "PID HOST", is read as far as it goes)."""
     try:
         with open(path) as f:
             text = f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, UnicodeDecodeError):
         return None
     try:
         record = json.loads(text)
     except ValueError:
-        record = None
-    if not isinstance(record, dict):
-        pid_text, _, host = text.strip().partition(" ")
-        record = {"pid": pid_text, "host": host or None}
-    if not (isinstance(record.get("pid"), int) or str(record.get("pid")).isdigit()):
-        record["pid"] = None  # not a lock anything wrote: nobody holds it
-    else:
-        record["pid"] = int(record["pid"])
-    return record
+        pid, _, host = text.strip().partition(" ")
+        record = {"pid": int(pid), "host": host or None} if pid.isdigit() else None
+    return record if isinstance(record, dict) else None
 
 
-def same_folder(held: Dict, mine: Dict) -> bool:
-    """Whether a lock's record was taken for the folder of ``mine`` (a record of :func:`folder_identity`).
-    Device numbers are compared on the same host alone: another host numbers a shared file system's
-    devices its own way, while its inodes are the server's."""
-    return held["inode"] == mine["inode"] and (held.get("host") != mine["host"] or held.get("device") == mine["device"])
+def describe_holder(record: Optional[Dict]) -> str:
+    if not record:
+        return "a training that is starting"
+    return (f"process {record.get('pid', '?')} on {record.get('host') or '?'}, started {record.get('started', '?')}")
 
 
-_HELD: Dict[str, "SaveDirLock"] = {}  # the locks this process holds, by their training's token
+_HELD: Dict[str, "SaveDirLock"] = {}  # this process's locks, by the lock file's real path
 
 
 class SaveDirLock:
-    """A save dir's lock file, held by one training of this process, for an explicit lifetime: until
-    :meth:`release` is called, until the process exits (atexit), or, given the object that stands for
-    the training (``owner``: fairseq-train's task, see SentenceAutoencodingTask.build_criterion), until
-    that object is gone (weakref.finalize; the lock does not keep it alive). fairseq-train calls
-    nothing of the task when it ends: a CLI run ends with its process; in a Python session the task is
-    gone once the session lets go of it (collected with its reference cycles), and the task gives the
-    lock back itself when one of its methods raises during the training."""
+    """One training's hold on a save dir: the open, locked lock file, until :meth:`release`."""
 
-    def __init__(self, path: str, record: Dict, owner=None):
-        self.path, self.record = path, record
-        self._owner = weakref.ref(owner) if owner is not None else None
-        self._released = False
-        _HELD[record["training"]] = self
-        atexit.register(self.release)
-        if owner is not None:
+    def __init__(self, path: str, descriptor: Optional[int], owner=None):
+        self.path, self.descriptor = path, descriptor
+        self.owner = weakref.ref(owner) if owner is not None else lambda: None
+        self.thread = threading.current_thread()
+        self.record = {"pid": os.getpid(), "host": socket.gethostname(),
+                       "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                       "save_dir": os.path.realpath(os.path.dirname(path))}
+        if descriptor is not None:
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, (json.dumps(self.record) + "\n").encode(), 0)
+        _HELD[os.path.realpath(path)] = self
+        if owner is not None:  # and when what stands for the training is gone (the lock does not keep it)
             weakref.finalize(owner, self.release)
 
-    def owned_by(self, owner) -> bool:
-        return owner is not None and self._owner is not None and self._owner() is owner
-
-    def training_runs(self) -> bool:
-        """Whether the training that took the lock runs: not released, and its owner (if it was given
-        one) is still there."""
-        return not self._released and (self._owner is None or self._owner() is not None)
-
     def release(self) -> None:
-        """Removes the lock file if it is still this training's (another training of this process may
-        have taken it over since; a forked child never removes its parent's)."""
-        self._released = True
-        _HELD.pop(self.record["training"], None)
-        atexit.unregister(self.release)
-        if os.getpid() != self.record["pid"]:
+        """Removes the lock file (while still holding it, so no other training has it yet) and gives the
+        lock back. A forked child shares the parent's lock and leaves it to the parent."""
+        if _HELD.get(os.path.realpath(self.path)) is self:
+            del _HELD[os.path.realpath(self.path)]
+        descriptor, self.descriptor = self.descriptor, None
+        if descriptor is None:
             return
-        try:
-            if read_lock(self.path) == self.record:
+        if os.getpid() == self.record["pid"]:
+            try:
                 os.remove(self.path)
-        except OSError:
-            pass
+            except OSError:
+                pass
+        os.close(descriptor)
+
+    def ended(self) -> bool:
+        """Whether the training that took the lock has certainly ended: its thread has, or runs another
+        training now (a thread runs one fairseq-train at a time)."""
+        return not self.thread.is_alive() or self.thread is threading.current_thread()
 
 
 def lock_save_dir(save_dir: str, owner=None) -> SaveDirLock:
-    """Takes ``save_dir/fairseq-wae.lock`` for a training (``owner``: the object that stands for it; see
-    :class:`SaveDirLock` for when it is given back; the same owner taking it again gets the same lock). A lock is honoured when it was taken for this folder (not copied with its files into another
-    one) by a process that runs, or by a training of this process that runs; any other is taken over
-    with a warning."""
+    """Takes ``save_dir/fairseq-wae.lock`` for a training (``owner``: the object that stands for it; the
+    same owner taking it again gets the same lock), or refuses in one line naming the training that
+    holds it. Leftovers of an interrupted save (fairseq's ``*.pt.tmp``) are removed once it is taken."""
     os.makedirs(save_dir, exist_ok=True)
     path = os.path.join(save_dir, LOCK_NAME)
-    mine = {"pid": os.getpid(), "host": socket.gethostname(), **folder_identity(save_dir),
-            "training": uuid.uuid4().hex}
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            held = read_lock(path)
-            if held is None:
-                continue  # given back meanwhile
-            holder = _HELD.get(held.get("training"))
-            if holder is not None and holder.owned_by(owner):
-                return holder  # the training that holds it, building a model again
-            logger.warning(f"taking over {path}, {_why_not_honoured(held, mine, save_dir, path)}")
-            try:
-                os.remove(path)
-            except FileNotFoundError:
-                pass
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(mine) + "\n")
-        return SaveDirLock(path, mine, owner)
-    raise CheckpointError(f"could not take the lock {path}")
-
-
-def _why_not_honoured(held: Dict, mine: Dict, save_dir: str, path: str) -> str:
-    """Why the lock ``held`` of ``save_dir`` may be taken over, in words; raises :class:`CheckpointError`
-    when it is honoured."""
-    if "inode" in held and not same_folder(held, mine):
-        return (f"taken for {held.get('save_dir')}, not for this folder: it was copied with that folder's files, "
-                "and locks nothing here")
-    pid, host = held["pid"], held.get("host")
-    if pid is None:
-        return "which names no process"
-    if pid == mine["pid"] and host == mine["host"]:
-        holder = _HELD.get(held.get("training"))
-        if holder is not None and holder.training_runs():
-            gc.collect()  # an ended training's owner may wait in a reference cycle: collected, it gives the lock back
-        if holder is not None and holder.training_runs():
+    mine = _HELD.get(os.path.realpath(path))
+    if mine is not None:
+        if owner is not None and mine.owner() is owner:
+            return mine
+        if not mine.ended():
             raise CheckpointError(
-                f"--save-dir {save_dir} is in use by another training of this process (see {path}): two runs would "
-                "overwrite each other's checkpoints. Use another --save-dir, or wait for it to finish")
-        return "left by an earlier training of this process, which has ended"
-    if process_alive(pid, host):
-        raise CheckpointError(
-            f"--save-dir {save_dir} is in use by another training (process {pid} on {host or '?'}, see {path}): "
-            "two runs would overwrite each other's checkpoints. Use another --save-dir, or wait for it to finish")
-    return f"left by process {pid}, which no longer runs"
+                f"--save-dir {save_dir} is in use by another training of this process (thread {mine.thread.name}, "
+                f"started {mine.record['started']}): two runs would overwrite each other's checkpoints. Use another "
+                "--save-dir, or wait for it to finish")
+        mine.release()  # its training ended without giving it back: an exception a session keeps, say
+    for _ in range(10):
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not try_lock(descriptor, save_dir):
+            os.close(descriptor)
+            raise CheckpointError(
+                f"--save-dir {save_dir} is in use by another training ({describe_holder(read_record(path))}; see "
+                f"{path}): two runs would overwrite each other's checkpoints. Wait for it to finish, or use another "
+                "--save-dir. If that training no longer runs, its lock is free already on a local disk; on a network "
+                "file system the server frees a lost node's locks when its lease ends (about 90 s on NFSv4): rerun then")
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(descriptor).st_ino:
+            break
+        os.close(descriptor)  # locked a file its holder removed as it gave the lock back: take the new one
+    else:
+        raise CheckpointError(f"could not take the lock {path}: it was replaced 10 times while taking it")
+    _remove_interrupted_saves(save_dir)
+    return SaveDirLock(path, descriptor, owner)
 
+
+def _remove_interrupted_saves(save_dir: str) -> None:
+    """fairseq writes a checkpoint to ``NAME.tmp`` and renames it: a ``.tmp`` is a save that was cut off."""
+    for leftover in glob.glob(os.path.join(glob.escape(save_dir), "*.pt.tmp")):
+        logger.warning(f"removing {leftover}, a checkpoint whose saving was interrupted")
+        os.remove(leftover)
+
+
+def release_trainings_of_this_thread() -> None:
+    for lock in [lock for lock in _HELD.values() if lock.thread is threading.current_thread()]:
+        lock.release()
+
+
+def release_when_training_ends(main):
+    """fairseq-train's ``main`` that gives back the save dir's lock its training took, however it ends
+    (a return, an exception a Python session keeps with its traceback, KeyboardInterrupt). A save that
+    ran out of disk space is refused in one line naming the folder, its temporary file removed."""
+    if getattr(main, "releases_save_dir_locks", False):
+        return main
+
+    @functools.wraps(main)
+    def training(*args, **kwargs):
+        save_dirs = []
+        try:
+            return main(*args, **kwargs)
+        except OSError as e:
+            save_dirs = [lock.record["save_dir"] for lock in _HELD.values() if lock.thread is threading.current_thread()]
+            if e.errno != errno.ENOSPC or not save_dirs:
+                raise
+            for save_dir in save_dirs:
+                _remove_interrupted_saves(save_dir)
+            raise CheckpointError(out_of_space_message(save_dirs[0], None)) from e
+        finally:
+            release_trainings_of_this_thread()
+
+    training.releases_save_dir_locks = True
+    return training
+
+
+def out_of_space_message(save_dir: str, needed: Optional[int]) -> str:
+    free = shutil.disk_usage(save_dir).free
+    need = f"about {needed / 2**20:,.1f} MiB free to save the next checkpoint, " if needed else ""
+    return (f"no space left in {save_dir} for a checkpoint: it needs {need}{free / 2**20:,.1f} MiB are free. "
+            "The last complete checkpoint is kept: free space (or give another --save-dir with --restore-file "
+            "pointing at it) and rerun the same command to resume")
+
+
+def release_locks_when_fairseq_train_ends() -> None:
+    """Wraps fairseq-train's ``main`` (and fairseq-hydra-train's) where their modules are loaded, which they
+    are when fairseq's commands import the plugin (--user-dir): fairseq gives a task no call when the
+    training ends. Not imported here otherwise: fairseq_cli.train configures logging when imported."""
+    train = sys.modules.get("fairseq_cli.train")
+    if train is not None:
+        train.main = release_when_training_ends(train.main)
+    hydra_train = sys.modules.get("fairseq_cli.hydra_train")
+    if hydra_train is not None and hasattr(hydra_train, "pre_main"):
+        hydra_train.pre_main = release_when_training_ends(hydra_train.pre_main)
 
 
 def hold_folder(out: str, what: str, staging_prefix: str, error=CheckpointError) -> int:
@@ -175,13 +230,11 @@ def hold_folder(out: str, what: str, staging_prefix: str, error=CheckpointError)
     returned descriptor is closed or the process ends, however it ends (nothing stale is left). A second
     writer is refused, naming the first by the staging folder (``<staging_prefix><pid>``) it writes in."""
     descriptor = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not try_lock(descriptor, out):
         os.close(descriptor)
         writers = [name[len(staging_prefix):] for name in os.listdir(out)
                    if name.startswith(staging_prefix) and name[len(staging_prefix):].isdigit()]
         named = f" (process {', '.join(writers)})" if writers else ""
         raise error(f"{out} is being written by another fairseq-wae command{named} (this {what} would write it "
-                    "too): two runs never write one folder; wait for it to finish, or choose another folder") from None
+                    "too): two runs never write one folder; wait for it to finish, or choose another folder")
     return descriptor

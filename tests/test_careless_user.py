@@ -1,16 +1,14 @@
 """The mistakes of a careless user, each through the real command: nothing lost, nothing silently wrong."""
-import gc
 import gzip
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
-from helpers import REPO, USER_DIR, parse_json_log, run, toy_sentences, train_command
+from helpers import REPO, USER_DIR, run, toy_sentences, train_command
 
 PREPARE_CORPUS = [sys.executable, REPO / "scripts" / "prepare_corpus.py"]
 INTERPOLATE = [sys.executable, REPO / "scripts" / "interpolate.py"]
@@ -247,143 +245,7 @@ def test_a_truncated_checkpoint_last_resumes_from_the_newest_readable_one(prepar
     assert (save_dir / "checkpoint_last.pt.broken").stat().st_size == (0 if cut == "empty" else len(whole) // 2)
 
 
-# 5. one training per save dir
-
-LOCK = "fairseq-wae.lock"
-#: how long a test waits for a lock to be given back (by another process's exit, or at once in this one)
-RELEASE_WAIT_SECONDS = 10
-
-
-def released(lock):
-    """Whether ``lock`` disappears within RELEASE_WAIT_SECONDS: an ended training's lock is given back when
-    its process exits, when the object that stands for it (fairseq-train's task) is gone, or when the
-    training is refused or its task raises."""
-    gc.collect()  # this test process is a Python session that has let go of its ended trainings' tasks
-    waited_until = time.monotonic() + RELEASE_WAIT_SECONDS
-    while lock.exists() and time.monotonic() < waited_until:
-        time.sleep(0.05)
-    return not lock.exists()
-
-
-def hold_lock(save_dir):
-    """Another process that takes ``save_dir``'s lock as a training does and holds it until it is killed."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from fairseq_wae.save_dir_lock import lock_save_dir; "
-                               "lock_save_dir(sys.argv[1]); print('locked', flush=True); sys.stdin.read()", save_dir],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline() == "locked\n"
-    return holder
-
-
-def test_a_save_dir_in_use_is_refused_a_copy_of_it_is_not_and_a_dead_holders_lock_is_taken_over(prepared, tmp_path):
-    from fairseq_wae.save_dir_lock import read_lock
-
-    data, trained = prepared
-    assert released(trained / LOCK)  # the fixture's training has ended
-    save_dir = shutil.copytree(trained, tmp_path / "ckpt")
-    holder = hold_lock(save_dir)
-    try:
-        command = train_command(data, save_dir, arch="lstm_ae_tiny", criterion="ae_cross_entropy", epochs=3)
-        before = snapshot(save_dir)
-        message = failure(command)
-        assert f"--save-dir {save_dir} is in use by another training (process {holder.pid}" in message
-        assert snapshot(save_dir) == before  # the lock untouched, nothing trained
-        assert read_lock(save_dir / LOCK)["pid"] == holder.pid
-
-        # the folder copied with the holder's lock in it: that lock was taken for the original, not the copy
-        copy = shutil.copytree(save_dir, tmp_path / "copy")
-        assert read_lock(copy / LOCK) == read_lock(save_dir / LOCK)
-        log = run(train_command(data, copy, arch="lstm_ae_tiny", criterion="ae_cross_entropy", epochs=3))
-        assert f"taking over {copy / LOCK}, taken for {save_dir}, not for this folder" in log.stdout + log.stderr
-        assert [r["epoch"] for r in parse_json_log(log.stdout + log.stderr) if "train_loss" in r] == [3]
-        assert released(copy / LOCK) and read_lock(save_dir / LOCK)["pid"] == holder.pid
-    finally:
-        holder.kill()
-        holder.wait()
-    # killed, it gave nothing back: its lock is stale. A training in a process of its own takes it over
-    log = run(command, subprocess=True)
-    assert f"taking over {save_dir / LOCK}, left by process {holder.pid}, which no longer runs" in log.stdout + log.stderr
-    assert [r["epoch"] for r in parse_json_log(log.stdout + log.stderr) if "train_loss" in r] == [3]
-    assert not (save_dir / LOCK).exists()  # given back when its process ended
-
-
-def train_in_this_session(command):
-    """fairseq-train's ``main`` called in this Python session, as a notebook would: the exception it
-    raised, kept (with its traceback, as a notebook keeps the last one), or None."""
-    import fairseq_cli.train
-    from fairseq import options
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-
-    args = options.parse_args_and_arch(options.get_training_parser(), [str(c) for c in command[1:]])
-    try:
-        fairseq_cli.train.main(convert_namespace_to_omegaconf(args))
-    except Exception as e:
-        return e
-    return None
-
-
-@pytest.mark.parametrize("ending", ["finished", "raised", "refused"])
-def test_a_training_in_a_python_session_gives_its_lock_back_when_it_ends(prepared, tmp_path, caplog, ending):
-    from fairseq_wae.save_dir_lock import read_lock
-
-    data, trained = prepared
-    save_dir, arch = tmp_path / "ckpt", "lstm_ae_tiny"
-    save_dir.mkdir()
-    if ending == "raised":  # the validation split is missing: found after the model is built and the lock taken
-        data = shutil.copytree(data, tmp_path / "data")
-        (data / "valid.bin").unlink()
-    if ending == "refused":  # a checkpoint of an LSTM to resume with a Transformer: refused after the lock is taken
-        shutil.copy(trained / "checkpoint_last.pt", save_dir)
-        arch = "transformer_ae_tiny"
-    # a lock left by a dead process: taking it over shows that the training took the lock
-    finished = subprocess.Popen(["true"])
-    finished.wait()
-    (save_dir / LOCK).write_text(f"{finished.pid} {os.uname().nodename}\n")  # as fairseq-wae wrote locks before
-    error = train_in_this_session(train_command(data, save_dir, arch=arch, criterion="ae_cross_entropy", epochs=1))
-    assert f"taking over {save_dir / LOCK}, left by process {finished.pid}, which no longer runs" in caplog.text
-    if ending == "finished":
-        assert error is None and (save_dir / "checkpoint_last.pt").exists()
-    elif ending == "raised":
-        assert isinstance(error, FileNotFoundError) and "split 'valid' not found" in str(error)
-        assert error.__traceback__ is not None  # kept: it holds the training's frames, and its model
-    else:
-        assert "holds a LSTMAutoencoderModel" in str(error)
-        assert read_lock(save_dir / LOCK) is None  # a refusal gives the lock back at once
-    assert released(save_dir / LOCK)  # another process may train into it now
-
-
-def test_a_lock_of_a_training_running_in_this_process_is_honoured_and_given_back_when_it_ends(tmp_path):
-    import threading
-
-    from fairseq_wae.errors import CheckpointError
-    from fairseq_wae.save_dir_lock import lock_save_dir, read_lock
-
-    taken, finish = threading.Event(), threading.Event()
-    locks = []
-
-    class Training:  # what stands for a training, as fairseq-train's task does
-        pass
-
-    def training():  # holds the lock while its training runs (its owner exists), as fairseq-train's task does
-        owner = Training()
-        locks.append(lock_save_dir(tmp_path, owner=owner))
-        locks.append(lock_save_dir(tmp_path, owner=owner))  # its own: not a rival
-        taken.set()
-        finish.wait()
-
-    thread = threading.Thread(target=training)
-    thread.start()
-    try:
-        assert taken.wait(60) and locks[0] is locks[1]
-        held = read_lock(tmp_path / LOCK)
-        assert held["pid"] == os.getpid() and held["save_dir"] == str(tmp_path.resolve())
-        with pytest.raises(CheckpointError, match=f"--save-dir {tmp_path} is in use by another training of this process"):
-            lock_save_dir(tmp_path)
-        assert read_lock(tmp_path / LOCK) == held
-    finally:
-        finish.set()
-        thread.join()
-    assert released(tmp_path / LOCK)
+# 5. one training per save dir: tests/test_interrupted.py
 
 
 # 6. reruns repair or skip

@@ -21,15 +21,19 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, DictConfig, open_dict
 
-from fairseq_wae.checkpoint_utils import CheckpointError, check_checkpoint, dictionary_fingerprint, guard_save_dir
+from fairseq_wae.checkpoint_utils import (
+    CheckpointError, check_checkpoint, check_room_for_a_checkpoint, dictionary_fingerprint, guard_save_dir,
+)
 from fairseq_wae.data.checks import check_dictionaries, check_not_mid_preparation, check_split, check_split_sizes
+from fairseq_wae.data.resumable_batches import ResumableEpochBatchIterator
 from fairseq_wae.decoding import SymbolMaskingEnsemble, unproducible_symbols
 from fairseq_wae.dictionary import load_dictionary
 from fairseq_wae.errors import MissingFile, Refusal, show_refusals_as_one_line
 from fairseq_wae.models.architectures import check_named_architecture
 from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
-from fairseq_wae.options import check_finite_numbers, resolved
+from fairseq_wae.options import check_finite_numbers, check_sizes_and_counts, resolved
 from fairseq_wae.interactive import InteractiveSentences, given_bpe, interactive_tokenization_problem, not_a_sentence
+from fairseq_wae.save_dir_lock import release_locks_when_fairseq_train_ends
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +175,7 @@ class SentenceAutoencodingTask(FairseqTask):
         _adapt_precision_to_device(cfg)
         root = cfg._get_root() if isinstance(cfg, DictConfig) else cfg
         check_finite_numbers(root)  # the whole command line's, before anything is built
+        check_sizes_and_counts(root)
         if cfg.max_sentence_len is not None and cfg.max_sentence_len < 1:
             raise Refusal(f"--max-sentence-len must be at least 1, got {cfg.max_sentence_len}")
         for folder in utils.split_paths(cfg.data):
@@ -298,8 +303,10 @@ class SentenceAutoencodingTask(FairseqTask):
                 _refuse_half_precision_training_on_the_cpu(cfg)
                 self.criterion_to_check.check_model(self.model_in_training)  # at start-up, not at the first update
         # fairseq drops a last batch whose size is not a multiple of --required-batch-size-multiple:
-        # an autoencoder must see (and reconstruct) every sentence, so batches may have any size.
-        return super().get_batch_iterator(dataset, *args, required_batch_size_multiple=1, **kwargs)
+        # an autoencoder must see (and reconstruct) every sentence, so batches may have any size; a resume
+        # with other batches trains the rest of the epoch exactly (fairseq_wae/data/resumable_batches.py)
+        return ResumableEpochBatchIterator.of(
+            super().get_batch_iterator(dataset, *args, required_batch_size_multiple=1, **kwargs), self.cfg)
 
     def build_model(self, cfg, from_checkpoint=False):
         if not from_checkpoint:
@@ -364,6 +371,8 @@ class SentenceAutoencodingTask(FairseqTask):
             model, self.model_cfg_in_training, arch = built_afresh
             self.model_in_training, self.criterion_to_check = model, criterion
             if not self.cfg.no_save:
+                # the next trainings of a Python session that loaded the plugin before fairseq-train's module
+                release_locks_when_fairseq_train_ends()
                 self._guard_save_dir(model, arch)
         elif self.saved_progress is not None:
             # fairseq-validate: the schedules where the checkpoint's training left them, so that the
@@ -392,6 +401,9 @@ class SentenceAutoencodingTask(FairseqTask):
         is given back (an aae's discriminator: 0.2 MB at 100d codes)."""
         state = dict(super().state_dict())
         criterion = self.criterion_in_training
+        if self.save_dir_lock is not None and self.model_in_training is not None:
+            with self._training_ends_on_error():  # fairseq-train is about to save: it asks for this first
+                check_room_for_a_checkpoint(self.cfg.save_dir, self.model_in_training)
         if criterion is not None:
             state["training_progress"] = {"num_updates": criterion.num_updates, "epoch": self.epoch}
             if any(True for _ in criterion.parameters()):
