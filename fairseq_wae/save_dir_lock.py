@@ -207,10 +207,10 @@ def release_when_training_ends(main):
 
 def out_of_space_message(save_dir: str, needed: Optional[int]) -> str:
     free = shutil.disk_usage(save_dir).free
-    need = f"about {needed / 2**20:,.1f} MiB free to save the next checkpoint, " if needed else ""
-    return (f"no space left in {save_dir} for a checkpoint: it needs {need}{free / 2**20:,.1f} MiB are free. "
-            "The last complete checkpoint is kept: free space (or give another --save-dir with --restore-file "
-            "pointing at it) and rerun the same command to resume")
+    need = f"it needs about {needed / 2**20:,.1f} MiB, " if needed else ""
+    return (f"no space left in {save_dir} for the next checkpoint ({need}{free / 2**20:,.1f} MiB are free). The last "
+            "complete checkpoint is kept: free space, or move the save dir where there is some, and rerun the same "
+            "command to resume from it")
 
 
 def release_locks_when_fairseq_train_ends() -> None:

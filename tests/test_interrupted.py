@@ -3,10 +3,8 @@ epoch once whatever its new batching, and finds no stale lock and nothing half-w
 import collections
 import errno
 import json
-import multiprocessing
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -16,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import CLI_ENV, USER_DIR, parse_json_log, preprocess, run, run_in_process, toy_sentences, train_command
+from helpers import CLI_ENV, parse_json_log, preprocess, run, run_in_process, toy_sentences, train_command
 
 LOCK = "fairseq-wae.lock"
 DAE = {"arch": "lstm_ae_tiny", "criterion": "ae_cross_entropy"}
@@ -222,7 +220,9 @@ def test_of_trainings_started_together_one_holds_the_save_dir_and_a_killed_one_l
     holder.kill()
     holder.wait()
     (save_dir / LOCK).write_text(json.dumps({**record, "host": "node-a", "pid": 4242}) + "\n")
+    (save_dir / "checkpoint_last.pt.tmp").write_bytes(b"PK\x03\x04")  # a save it was killed in
     trained = run(command)
+    assert "removing" in trained.stdout + trained.stderr and not (save_dir / "checkpoint_last.pt.tmp").exists()
     assert [r["epoch"] for r in parse_json_log(trained.stdout + trained.stderr) if "train_loss" in r] == [1]
     assert not (save_dir / LOCK).exists()  # given back, the file removed, when the training ended
 
@@ -330,3 +330,50 @@ def test_a_size_or_count_that_means_nothing_is_refused_at_start_up(data, tmp_pat
     assert f"error: {flag} (" in result.stderr and f".{flag.strip('-').replace('-', '_')} in hydra) must be" in result.stderr
     assert f"got {value}" in result.stderr
     assert not (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
+
+
+# -- a full disk --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB file system of its own (tmpfs; mounting needs root, as CI and the set-up run)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("when", ["foreseen", "during the save"])
+def test_a_full_disk_while_saving_is_one_line_and_the_last_checkpoint_resumes(data, small_disk, monkeypatch, when):
+    import fairseq.checkpoint_utils
+    import fairseq_cli.train
+
+    from fairseq_wae.save_dir_lock import release_locks_when_fairseq_train_ends
+    from fairseq_wae.tasks import sentence_autoencoding
+
+    release_locks_when_fairseq_train_ends()  # as fairseq-train's module, loaded before the plugin, is
+    save_dir = small_disk / "ckpt"
+    run(train_command(data, save_dir, epochs=1, **DAE))
+    last = (save_dir / "checkpoint_last.pt").read_bytes()
+    filler = small_disk / "filler"
+    filler.write_bytes(b"0" * (shutil.disk_usage(small_disk).free - len(last) // 2))  # half a checkpoint left
+    if when == "during the save":  # room enough by the estimate: the disk fills while torch.save writes
+        monkeypatch.setattr(sentence_autoencoding, "check_room_for_a_checkpoint", lambda *args: None)
+        monkeypatch.setattr(fairseq.checkpoint_utils.time, "sleep", lambda seconds: None)  # fairseq's retries
+    result = run(train_command(data, save_dir, epochs=2, **DAE), check=False)
+    message = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert result.returncode == 2 and len(message) == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"no space left in {save_dir} for the next checkpoint (" in message[0] and "MiB are free" in message[0]
+    if when == "foreseen":
+        assert "it needs about 0.8 MiB" in message[0]
+    assert sorted(p.name for p in save_dir.iterdir()) == ["checkpoint_best.pt", "checkpoint_last.pt"]  # no .tmp
+    assert (save_dir / "checkpoint_last.pt").read_bytes() == last
+    assert fairseq_cli.train.main.releases_save_dir_locks and lock_is_free(save_dir)
+
+    filler.unlink()
+    monkeypatch.undo()
+    resumed = run(train_command(data, save_dir, epochs=2, **DAE))
+    assert [r["epoch"] for r in parse_json_log(resumed.stdout + resumed.stderr) if "train_loss" in r] == [2]
