@@ -46,7 +46,7 @@ def test_a_refusal_is_one_line_with_status_2_and_its_traceback_only_when_asked(t
     asked = subprocess.run(extract, env={**CLI_ENV, "FAIRSEQ_WAE_TRACEBACK": "1"}, capture_output=True, text=True,
                            timeout=300)
     assert asked.returncode == 2 and "Traceback (most recent call last)" in asked.stderr
-    assert asked.stderr.strip().splitlines()[-1] == f"fairseq_wae.errors.Refusal: no such file: {missing}"
+    assert asked.stderr.strip().splitlines()[-1] == f"fairseq_wae.errors.MissingFile: no such file: {missing}"
 
 
 def test_a_program_of_the_users_keeps_pythons_own_display_of_a_refusal():

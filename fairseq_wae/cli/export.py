@@ -18,7 +18,7 @@ import os
 import shutil
 
 from fairseq_wae.dictionary import load_dictionary
-from fairseq_wae.errors import Refusal
+from fairseq_wae.errors import Refusal, command
 from fairseq_wae.save_dir_lock import hold_folder
 
 logger = logging.getLogger(__name__)
@@ -318,6 +318,7 @@ def _swap_in(staging: str, out: str) -> bool:
     return True
 
 
+@command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="a fairseq-train checkpoint (checkpoint_best.pt, ...)")
