@@ -174,6 +174,8 @@ def test_one_writer_per_folder_and_no_replacing_another_models_export_without_fo
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     (tmp_path / "evaluation.json").write_text('{"name": "wae"}')
     assert "holds no 'metrics' object" in refused([*other, "--force", "--evaluation", tmp_path / "evaluation.json"])
+    assert ("--evaluation /dev/zero is not an evaluate.py --json file (/dev/zero, line 1: longer than 1,048,576 bytes"
+            in refused([*other, "--force", "--evaluation", "/dev/zero"]))  # read in bounded memory, as every input
     inode = out.stat().st_ino
     left = tmp_path / ".export.export-swap-999999999"  # what an export killed mid-swap leaves beside --out
     left.mkdir()
