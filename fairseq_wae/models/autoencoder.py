@@ -139,6 +139,15 @@ class SentenceEncoder(FairseqEncoder):
         return self.max_source_positions
 
 
+def runs_autoencoders(task_class) -> bool:
+    """Whether the plugin's autoencoders are built under this task class: sentence_autoencoding and its
+    subclasses (prior_sampling)."""
+    from fairseq.tasks import TASK_REGISTRY
+
+    ours = TASK_REGISTRY.get("sentence_autoencoding")
+    return isinstance(task_class, type) and ours is not None and issubclass(task_class, ours)
+
+
 def wrong_task_message(task: str) -> str:
     return (f"--task {task} cannot run a fairseq-wae autoencoder: give --task sentence_autoencoding (sentences "
             "reconstructed: fairseq-train, fairseq-generate, fairseq-interactive) or --task prior_sampling "
@@ -165,7 +174,7 @@ def wrong_task(error: BaseException) -> Optional[str]:
     from fairseq_wae.checkpoint_utils import is_autoencoder_checkpoint, load_checkpoint_state
 
     task = _flag_value(sys.argv, "--task")
-    if task is None or getattr(TASK_REGISTRY.get(task), "RUNS_AUTOENCODERS", False):
+    if task is None or runs_autoencoders(TASK_REGISTRY.get(task)):
         return None
     paths = [path for path in (_flag_value(sys.argv, "--path") or "").split(os.pathsep) if os.path.isfile(path)]
     ours = getattr(ARCH_MODEL_REGISTRY.get(_flag_value(sys.argv, "--arch")), "BINDS_DICTIONARY", False) or any(
@@ -200,7 +209,7 @@ class SentenceAutoencoderModel(FairseqEncoderDecoderModel):
 
     @classmethod
     def build_model(cls, cfg, task):
-        if not getattr(task, "RUNS_AUTOENCODERS", False):  # fairseq's language_modeling fails on it with an AttributeError
+        if not runs_autoencoders(type(task)):  # fairseq's language_modeling failed on the model (AttributeError)
             from fairseq.tasks import TASK_REGISTRY
 
             name = next((name for name, kind in TASK_REGISTRY.items() if kind is type(task)), type(task).__name__)

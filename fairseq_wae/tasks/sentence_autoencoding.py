@@ -147,9 +147,6 @@ class SentenceAutoencodingTask(FairseqTask):
     training step.
     """
 
-    #: the plugin's autoencoders are built under this task and its subclasses only (models/autoencoder.py)
-    RUNS_AUTOENCODERS = True
-
     def __init__(self, cfg: SentenceAutoencodingConfig, dictionary: Dictionary, dictionary_path: Optional[str] = None):
         super().__init__(cfg)
         self.dictionary = dictionary
