@@ -317,8 +317,6 @@ def bindable_checks(state: Dict, checkpoint: str, dictionary, dictionary_path: s
     the word embeddings, fairseq's special symbols (and the ``<pad>`` embedding, which training leaves
     zero), and the dictionary of the data folder its config records, when that folder is here.
     Raises :class:`CheckpointError` on a mismatch; returns what was checked, in words."""
-    from fairseq.data import Dictionary
-
     if dictionary.symbols[:4] != FAIRSEQ_SPECIALS or dictionary.pad() != 1:
         raise CheckpointError(f"{dictionary_path} does not start with fairseq's special symbols {' '.join(FAIRSEQ_SPECIALS)} "
                               f"(ids 0-3; it has {' '.join(dictionary.symbols[:4])}): not a dictionary a fairseq-wae "
@@ -337,7 +335,7 @@ def bindable_checks(state: Dict, checkpoint: str, dictionary, dictionary_path: s
     recorded = (state["cfg"].get("task") or {}).get("data")
     recorded_dictionary = os.path.join(recorded.split(os.pathsep)[0], "dict.txt") if recorded else None
     if recorded_dictionary and os.path.isfile(recorded_dictionary):
-        if dictionary_fingerprint(Dictionary.load(recorded_dictionary))["sha256"] != dictionary_fingerprint(dictionary)["sha256"]:
+        if dictionary_fingerprint(load_dictionary(recorded_dictionary))["sha256"] != dictionary_fingerprint(dictionary)["sha256"]:
             raise CheckpointError(
                 f"{checkpoint}'s config records that it was trained on --data {recorded}, whose dict.txt differs from "
                 f"{dictionary_path}: bind it to that folder. (If {recorded} was prepared again since, its dictionary is "

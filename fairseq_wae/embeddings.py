@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from fairseq_wae.errors import MissingFile, Refusal
+from fairseq_wae.lines import rereadable_path
 
 
 def _has_word2vec_header(path: str) -> bool:
@@ -18,12 +19,13 @@ def load_keyed_vectors(path: str):
     """Reads word2vec (text or binary, by the ``.bin`` suffix) or header-less GloVe text with gensim."""
     from gensim.models import KeyedVectors
 
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise MissingFile(f"--embed-path: no such file: {path}")
     binary = path.endswith(".bin")
+    source = rereadable_path(path, text=not binary)  # read twice: its first line, then by gensim
     try:
         return KeyedVectors.load_word2vec_format(
-            path, binary=binary, no_header=not binary and not _has_word2vec_header(path), unicode_errors="replace"
+            source, binary=binary, no_header=not binary and not _has_word2vec_header(source), unicode_errors="replace"
         )
     except (ValueError, EOFError, UnicodeDecodeError) as e:
         raise Refusal(f"--embed-path {path}: not a word2vec/GloVe {'binary' if binary else 'text'} file ({e})")

@@ -2,12 +2,16 @@
 
 Every refusal (a bad flag, file or line, a checkpoint that must not be used) is a ``Refusal`` whose
 message names what to change. Under fairseq's commands (``fairseq-train --user-dir fairseq_wae`` ...)
-and the plugin's console scripts, an uncaught refusal prints ``<command>: error: <message>`` and exits
+and the plugin's own (its console scripts and scripts/*.py: ``command``), an uncaught refusal prints ``<command>: error: <message>`` and exits
 with status 2, as argparse does for a bad flag; ``FAIRSEQ_WAE_TRACEBACK=1`` shows the traceback as
 well. Any other error keeps Python's traceback: it is a defect, and the traceback is what finds it.
 """
+import contextlib
+import functools
 import os
+import signal
 import sys
+import threading
 
 TRACEBACK_VARIABLE = "FAIRSEQ_WAE_TRACEBACK"
 EXIT_STATUS = 2
@@ -32,7 +36,8 @@ def _refusal_types():
 
 def refusal_message(error: BaseException):
     """The message of a refusal, also one raised in a worker that torch.multiprocessing.spawn re-raises
-    in the parent (as ProcessRaisedException, holding the worker's traceback as text); else None."""
+    in the parent (as ProcessRaisedException, holding the worker's traceback as text), or under fairseq's
+    commands the refusal an error of fairseq's stands for (``explain_failures_of_fairseq``); else None."""
     if isinstance(error, Refusal):
         return str(error)
     if type(error).__name__ == "ProcessRaisedException":
@@ -41,24 +46,89 @@ def refusal_message(error: BaseException):
             prefix = f"{kind.__module__}.{kind.__qualname__}: "
             if last.startswith(prefix):
                 return last[len(prefix):]
-    return None
+    return _explained(error) if runs_fairseqs_command() else None
 
 
 def command_name() -> str:
     return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c") else "python"
 
 
-PLUGIN_FOLDERS = (os.path.dirname(os.path.abspath(__file__)),  # python -m fairseq_wae.cli.*
-                  os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+#: Set on an error that escaped a command of the plugin's (``command``): shown as one line when a refusal.
+ESCAPED_A_COMMAND = "escaped_a_fairseq_wae_command"
 
 
-def runs_a_command() -> bool:
-    """Whether this process is one of fairseq's commands (fairseq-train, ...) or the plugin's console
-    scripts and scripts/*.py, whose refusals are shown as one line; a program of the user's that imports
-    the plugin keeps Python's own display, a traceback to its own line."""
-    program = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c", "-m") else ""
-    return os.path.basename(program).startswith("fairseq-") or any(
-        program.startswith(folder + os.sep) for folder in PLUGIN_FOLDERS)
+def runs_fairseqs_command() -> bool:
+    """Whether this process is one of fairseq's commands (fairseq-train, ...): they give the plugin no
+    other place to format their errors than sys.excepthook, installed by --user-dir."""
+    program = sys.argv[0] if sys.argv else ""
+    return os.path.basename(program).startswith("fairseq-")
+
+
+def command(main):
+    """Declares ``main`` a command of the plugin (each console script's and scripts/*.py's entry): a
+    refusal that escapes it ends the process with its one line and status 2 (``show_refusals_as_one_line``),
+    wherever the script lies and whatever it is named; any other error, and every refusal a program of the
+    user's raises itself, keeps Python's traceback. Called from another program, ``main`` raises as it
+    would. While it runs, SIGTERM (a scheduler's preemption, ``kill``) ends it as Ctrl-C does, with status
+    143 once its cleanup has run: temporary copies, staging folders and locks are given back."""
+
+    @functools.wraps(main)
+    def run(*args, **kwargs):
+        with sigterm_unwinds():
+            try:
+                return main(*args, **kwargs)
+            except BaseException as error:
+                setattr(error, ESCAPED_A_COMMAND, True)
+                raise
+
+    return run
+
+
+@contextlib.contextmanager
+def sigterm_unwinds():
+    """SIGTERM raises SystemExit(143) in this process while the block runs, so that ``finally`` blocks and
+    atexit run; in processes forked meanwhile (worker pools, which are ended by SIGTERM) it kills as it
+    did. Off the main thread, or with a handler of the program's own, nothing changes."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    owner = os.getpid()
+
+    def interrupted(number, frame):
+        if os.getpid() != owner:
+            signal.signal(number, signal.SIG_DFL)
+            os.kill(os.getpid(), number)
+            return
+        raise SystemExit(128 + number)
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+_EXPLANATIONS = []
+
+
+def explain_failures_of_fairseq(explain):
+    """Registers ``explain(error)``: the refusal (a message) that an error of fairseq's own code stands
+    for, or None. Under fairseq's commands an uncaught error so explained is shown as that refusal: a
+    mistake the plugin can name, which fairseq meets before any of the plugin's code runs."""
+    _EXPLANATIONS.append(explain)
+    return explain
+
+
+def _explained(error: BaseException):
+    for explain in _EXPLANATIONS:
+        try:
+            message = explain(error)
+        except Exception:  # explaining must never hide the error itself
+            message = None
+        if message:
+            return message
+    return None
 
 
 def one_line(error: BaseException):
@@ -71,16 +141,17 @@ def one_line(error: BaseException):
 
 
 def show_refusals_as_one_line() -> None:
-    """Makes an uncaught refusal end fairseq's commands and the plugin's scripts with its one-line
+    """Makes an uncaught refusal end fairseq's commands and the plugin's (``command``) with its one-line
     message and status 2; with ``FAIRSEQ_WAE_TRACEBACK=1`` after its traceback. Other programs that
-    import the plugin, and interactive sessions, keep Python's own display. Installed when the plugin is imported: fairseq's commands import it through
-    ``--user-dir`` before they read a flag, and give no other place to format their errors."""
+    import the plugin, and interactive sessions, keep Python's own display. Installed when the plugin is
+    imported: fairseq's commands import it through ``--user-dir`` before they read a flag."""
     previous = sys.excepthook
     if getattr(previous, "shows_refusals", False):
         return
 
     def hook(kind, error, traceback):
-        if bool(sys.flags.interactive) or hasattr(sys, "ps1") or not runs_a_command():
+        declared = runs_fairseqs_command() or getattr(error, ESCAPED_A_COMMAND, False)
+        if bool(sys.flags.interactive) or hasattr(sys, "ps1") or not declared:
             return previous(kind, error, traceback)
         line = one_line(error)
         if line is None:

@@ -8,12 +8,11 @@
 hypotheses per sentence (--nbest), the first (best) is taken.
 """
 import argparse
-import os
 import re
 import sys
 
-from fairseq_wae.errors import Refusal
-from fairseq_wae.lines import text_file_lines, text_lines
+from fairseq_wae.errors import Refusal, command
+from fairseq_wae.lines import text_file_lines
 
 #: fairseq-generate's closing summary: "Translated 1,000 sentences (12,345 tokens) in ..."
 TRANSLATED = re.compile(r"Translated ([\d,]+) sentences")
@@ -38,10 +37,6 @@ def extract(lines, kind="H"):
 def read(path: str):
     """The lines of fairseq-generate's output (a file, or '-' for standard input), each read in bounded
     memory; a binary file or one that is not UTF-8 is refused naming the line."""
-    if path == "-":
-        return [line.decode("utf-8", errors="strict") for line in text_lines(sys.stdin.buffer, "standard input")]
-    if not os.path.isfile(path):
-        raise Refusal(f"no such file: {path}" if not os.path.exists(path) else f"{path} is not a file")
     return list(text_file_lines(path))
 
 
@@ -65,6 +60,7 @@ def complete(found, lines, kind: str, where: str):
     return [found[i] for i in range(len(found))]
 
 
+@command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("generate_output", help="what fairseq-generate printed ('-' for standard input)")

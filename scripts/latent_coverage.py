@@ -13,7 +13,7 @@ would agree; where they part says what separates prior samples from reconstructi
 import argparse
 import json
 
-from fairseq_wae.errors import Refusal
+from fairseq_wae.errors import Refusal, command
 
 
 def parse_weights(text: str):
@@ -37,6 +37,7 @@ def score(decodes, corpus, max_len):
     }
 
 
+@command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", required=True, help="checkpoint")

@@ -4,11 +4,14 @@
     python scripts/latent_metrics.py --path ckpt.pt --data bin --sentences test.txt [--samples 50] [--json out.json]
 """
 import argparse
+import itertools
 import json
 
-from fairseq_wae.errors import Refusal
+from fairseq_wae.errors import Refusal, command
+from fairseq_wae.lines import text_file_lines
 
 
+@command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", required=True)
@@ -29,8 +32,8 @@ def main(argv=None):
         raise Refusal(f"{e}")
     if not autoencoder.model.is_gaussian:
         raise Refusal(f"{args.path} has a deterministic latent head: KL, MI and IW-NLL need q(z|x)")
-    with open(args.sentences, encoding="utf-8") as f:
-        sentences = [line.strip() for line in f if line.strip()][: args.max_sentences]
+    lines = (line.strip() for line in text_file_lines(args.sentences))  # a file or a stream, in bounded memory
+    sentences = list(itertools.islice(filter(None, lines), args.max_sentences))
     if not sentences:
         raise Refusal(f"{args.sentences} holds no sentences")
     try:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-from fairseq_wae.errors import Refusal
+from fairseq_wae.errors import Refusal, command
 
 
 def find_kenlm_binary(name: str) -> str:
@@ -31,6 +31,7 @@ def find_kenlm_binary(name: str) -> str:
     return found
 
 
+@command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", required=True, help="one sentence a line (.gz allowed)")

@@ -14,9 +14,26 @@ epochs by default, and the mean vector is subtracted before writing (the first s
 """
 import argparse
 import logging
-import os
+
+from fairseq_wae.errors import command
+from fairseq_wae.lines import rereadable_path, text_file_lines
 
 
+class Sentences:
+    """The input's sentences, read again at each of word2vec's passes: a file, or a stream's copy
+    (``rereadable_path``: a FIFO, a pipe, ``-``); each line in bounded memory, one that is not UTF-8
+    refused naming it."""
+
+    def __init__(self, path: str):
+        self.path, self.source = path, rereadable_path(path)
+
+    def __iter__(self):
+        for line in text_file_lines(self.source, where=self.path):
+            if line.strip():
+                yield line.split()
+
+
+@command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", required=True, help="tokenised text, one sentence a line")
@@ -34,20 +51,15 @@ def main(argv=None):
 
     from gensim.models import Word2Vec
 
-    from fairseq_wae.lines import text_file_lines
-
-    if not os.path.isfile(args.input):
-        parser.error(f"no such file: {args.input}")
-    # each line read in bounded memory; a line that is not UTF-8 is refused naming it
-    sentences = [line.split() for line in text_file_lines(args.input) if line.strip()]
-    if not sentences:
+    sentences = Sentences(args.input)
+    if next(iter(sentences), None) is None:
         parser.error(f"{args.input} holds no sentences")
     model = Word2Vec(sentences, vector_size=args.dim, window=args.window, min_count=args.min_count,
                      epochs=args.epochs, seed=args.seed, workers=args.workers, sg=1)
     if not args.keep_mean:
         model.wv.vectors -= model.wv.vectors.mean(axis=0)
     model.wv.save_word2vec_format(args.out, binary=args.out.endswith(".bin"))
-    message = f"{len(model.wv)} words x {args.dim} dims from {len(sentences)} sentences -> {args.out}"
+    message = f"{len(model.wv)} words x {args.dim} dims from {model.corpus_count} sentences -> {args.out}"
     if args.dict:
         from fairseq.data import Dictionary
 

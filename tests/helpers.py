@@ -20,7 +20,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest-xdist's workers take every c
 #: ``run(..., subprocess=True)`` keeps a real process where it is the point (kill -9, a lock held by
 #: another process, stdin).
 IN_PROCESS = {"fairseq-train": "fairseq_cli.train", "fairseq-generate": "fairseq_cli.generate",
-              "fairseq-validate": "fairseq_cli.validate", "fairseq-preprocess": "fairseq_cli.preprocess"}
+              "fairseq-validate": "fairseq_cli.validate", "fairseq-preprocess": "fairseq_cli.preprocess",
+              "fairseq-interactive": "fairseq_cli.interactive"}  # (typed input: through subprocess.run)
 #: and the plugin's own tools, whose scripts/*.py only call these modules' ``main``
 OUR_SCRIPTS = {REPO / "scripts" / f"{script}.py": f"fairseq_wae.cli.{module}" for script, module in (
     ("prepare_corpus", "prepare_corpus"), ("prepare_snli", "prepare_snli"), ("evaluate", "evaluate"),

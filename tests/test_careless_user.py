@@ -639,7 +639,7 @@ def test_a_fifo_or_a_pipe_is_read_like_the_file_it_carries(tmp_path):
     run([*PREPARE_CORPUS, "--input", fifo, "--out", tmp_path / "from_fifo"])
     writer.wait()
     piped = subprocess.run(f"cat {text} | {sys.executable} {REPO / 'scripts' / 'prepare_corpus.py'} "
-                           f"--input /dev/stdin --out {tmp_path / 'piped'}", shell=True, capture_output=True, text=True)
+                           f"--input - --out {tmp_path / 'piped'}", shell=True, capture_output=True, text=True)
     assert piped.returncode == 0, piped.stderr[-2000:]
     for out in ("from_fifo", "piped"):
         assert (tmp_path / out / "train.txt").read_text() == (tmp_path / "file" / "train.txt").read_text()

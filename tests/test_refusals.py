@@ -1,6 +1,7 @@
 """The plugin's refusals through the real commands: one line naming the flag, file or line, exit status 2,
 the traceback only when asked (FAIRSEQ_WAE_TRACEBACK=1), and every bad value refused at start-up."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -46,7 +47,7 @@ def test_a_refusal_is_one_line_with_status_2_and_its_traceback_only_when_asked(t
     asked = subprocess.run(extract, env={**CLI_ENV, "FAIRSEQ_WAE_TRACEBACK": "1"}, capture_output=True, text=True,
                            timeout=300)
     assert asked.returncode == 2 and "Traceback (most recent call last)" in asked.stderr
-    assert asked.stderr.strip().splitlines()[-1] == f"fairseq_wae.errors.Refusal: no such file: {missing}"
+    assert asked.stderr.strip().splitlines()[-1] == f"fairseq_wae.errors.MissingFile: no such file: {missing}"
 
 
 def test_a_program_of_the_users_keeps_pythons_own_display_of_a_refusal():
@@ -173,6 +174,8 @@ def test_one_writer_per_folder_and_no_replacing_another_models_export_without_fo
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     (tmp_path / "evaluation.json").write_text('{"name": "wae"}')
     assert "holds no 'metrics' object" in refused([*other, "--force", "--evaluation", tmp_path / "evaluation.json"])
+    assert ("--evaluation /dev/zero is not an evaluate.py --json file (/dev/zero, line 1: longer than 1,048,576 bytes"
+            in refused([*other, "--force", "--evaluation", "/dev/zero"]))  # read in bounded memory, as every input
     inode = out.stat().st_ino
     left = tmp_path / ".export.export-swap-999999999"  # what an export killed mid-swap leaves beside --out
     left.mkdir()
@@ -216,3 +219,51 @@ def test_the_language_model_script_never_replaces_a_model_without_force(tmp_path
                     tmp_path / "corpus.txt", "--out", tmp_path / "lm.bin"])
     assert f"--out {tmp_path / 'lm.bin'} exists: pass --force to replace it" in line
     assert (tmp_path / "lm.bin").read_bytes() == b"an earlier model"
+
+
+WRONG_TASK = ("cannot run a fairseq-wae autoencoder: give --task sentence_autoencoding (sentences reconstructed: "
+              "fairseq-train, fairseq-generate, fairseq-interactive) or --task prior_sampling (fairseq-generate: "
+              "sentences drawn from the prior)")
+
+
+@pytest.mark.parametrize("command", ["fairseq-generate", "fairseq-interactive"])
+def test_another_task_with_an_autoencoder_checkpoint_is_refused_naming_the_plugins_tasks(overfit_dae, fairseq_lstm,
+                                                                                          command):
+    """Where fairseq's language_modeling task builds the model (an AttributeError in it before), and where
+    fairseq's translation task fails setting itself up on the autoencoder's data folder, before any model."""
+    data, ckpt, _ = overfit_dae
+    for task in ("language_modeling", "translation"):
+        line = refused([command, data, "--user-dir", USER_DIR, "--task", task, "--path", ckpt / "checkpoint_best.pt",
+                        "--cpu"])
+        assert line == f"{command}: error: --task {task} {WRONG_TASK}", line
+    # a translation data folder: the task sets up, and the model refuses to be built under it
+    translation_data = fairseq_lstm.parent.parent / "bin"
+    line = refused([command, translation_data, "--user-dir", USER_DIR, "--task", "translation", "-s", "de", "-t", "en",
+                    "--path", ckpt / "checkpoint_best.pt", "--cpu"])
+    assert line == f"{command}: error: --task translation {WRONG_TASK}", line
+
+
+def test_a_binary_dictionary_is_named(overfit_dae, tmp_path):
+    import gzip
+
+    source, ckpt, _ = overfit_dae
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in source.iterdir():
+        (data / path.name).symlink_to(path)
+    (data / "dict.txt").unlink()
+    (data / "dict.txt").write_bytes(gzip.compress((source / "dict.txt").read_bytes()))
+    line = refused(["fairseq-generate", data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--path",
+                    ckpt / "checkpoint_best.pt", "--cpu"])
+    assert line == (f"fairseq-generate: error: {data / 'dict.txt'} is not a fairseq dictionary, one '<token> <count>' "
+                    "a line: line 1 holds NUL bytes (is it a binary or compressed file?); give the dict.txt that the "
+                    "data was binarized with"), line
+
+
+def test_a_script_copied_out_of_the_repository_refuses_in_one_line(tmp_path):
+    """The plugin's commands declare themselves (fairseq_wae.errors.command): not found by the script's path."""
+    elsewhere = tmp_path / "my-tools"
+    elsewhere.mkdir()
+    shutil.copy(REPO / "scripts" / "evaluate.py", elsewhere / "evaluate.py")
+    line = refused([sys.executable, elsewhere / "evaluate.py", "--corpus", tmp_path / "missing.txt"], cwd=tmp_path)
+    assert line == f"evaluate.py: error: --corpus: no such file: {tmp_path / 'missing.txt'}", line

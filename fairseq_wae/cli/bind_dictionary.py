@@ -11,7 +11,10 @@ place. A checkpoint already bound to that dictionary is left as it is; one bound
 """
 import argparse
 
+from fairseq_wae.errors import command
 
+
+@command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",

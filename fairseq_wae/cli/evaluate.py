@@ -16,7 +16,7 @@ import os
 import tempfile
 
 from fairseq_wae import text_metrics
-from fairseq_wae.errors import Refusal
+from fairseq_wae.errors import Refusal, command
 from fairseq_wae.lines import text_file_lines
 from fairseq_wae.preprocess.manifest import sha256_of
 from fairseq_wae.text_metrics import EvaluationError
@@ -24,12 +24,8 @@ from fairseq_wae.text_metrics import EvaluationError
 
 def read_lines(path: str, what: str):
     """One sentence a line; an empty line is a sentence of length 0, wherever it stands."""
-    if os.path.isdir(path):
-        raise EvaluationError(f"{what}: {path} is a folder, not a text file")
-    if not os.path.exists(path):
-        raise EvaluationError(f"{what}: no such file: {path}")
     try:
-        lines = [line.strip() for line in text_file_lines(path)]  # each line in bounded memory
+        lines = [line.strip() for line in text_file_lines(path)]  # a file or a stream, each line in bounded memory
     except Refusal as e:
         raise EvaluationError(f"{what}: {e}") from None
     if not lines:
@@ -84,6 +80,7 @@ def format_row(name: str, m: dict) -> str:
     return f"| {name} | " + " | ".join(text_metrics.table1_cells(m)) + " |"
 
 
+@command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)

@@ -16,6 +16,9 @@ import os
 import socket
 import sys
 
+from fairseq_wae.errors import command
+from fairseq_wae.lines import text_file_lines
+
 logger = logging.getLogger(__name__)
 
 PROG = "fairseq-wae-explore"
@@ -25,13 +28,12 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def read_corpus(path: str, limit: int):
     """The first ``limit`` non-blank lines of ``path``, stripped, and how many more it holds."""
     sentences, beyond = [], 0
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                if len(sentences) < limit:
-                    sentences.append(line.strip())
-                else:
-                    beyond += 1
+    for line in text_file_lines(path):  # a file or a stream, each line in bounded memory
+        if line.strip():
+            if len(sentences) < limit:
+                sentences.append(line.strip())
+            else:
+                beyond += 1
     return sentences, beyond
 
 
@@ -60,6 +62,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+@command
 def main(argv=None):
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("model", metavar="MODEL",

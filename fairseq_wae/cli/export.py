@@ -18,7 +18,8 @@ import os
 import shutil
 
 from fairseq_wae.dictionary import load_dictionary
-from fairseq_wae.errors import Refusal
+from fairseq_wae.errors import Refusal, command
+from fairseq_wae.lines import text_file_lines
 from fairseq_wae.save_dir_lock import hold_folder
 
 logger = logging.getLogger(__name__)
@@ -243,9 +244,8 @@ def _export(checkpoint: str, data: str, out: str, evaluation, force: bool) -> di
     state.get("extra_state", {}).pop("metrics", None)  # the training meters: not needed to use the model
     evaluation_report = None
     if evaluation:
-        try:
-            with open(evaluation) as f:
-                evaluation_report = json.load(f)
+        try:  # a file or a stream, each line in bounded memory (a Refusal is a ValueError)
+            evaluation_report = json.loads("\n".join(text_file_lines(evaluation)))
         except (OSError, ValueError) as e:
             raise ExportError(f"--evaluation {evaluation} is not an evaluate.py --json file ({e})") from None
         if not isinstance(evaluation_report, dict) or not isinstance(evaluation_report.get("metrics"), dict):
@@ -318,6 +318,7 @@ def _swap_in(staging: str, out: str) -> bool:
     return True
 
 
+@command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="a fairseq-train checkpoint (checkpoint_best.pt, ...)")

@@ -14,10 +14,13 @@ import argparse
 
 import torch
 
+from fairseq_wae.errors import command
+
 
 MAX_STEPS = 1_000_000  # as AutoencoderHubInterface.interpolate
 
 
+@command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sentences", nargs="+")

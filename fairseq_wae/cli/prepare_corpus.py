@@ -11,6 +11,7 @@ import logging
 
 import itertools
 
+from fairseq_wae.errors import command
 from fairseq_wae.preprocess.binarize import SPM_INPUT_SENTENCES
 from fairseq_wae.preprocess.prepare import prepare
 from fairseq_wae.preprocess.readers import CorpusError, plain_sentences
@@ -59,6 +60,7 @@ def run(args, inputs, sentences, reports, extra_options=None) -> None:
     print(json.dumps(summary))
 
 
+@command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", required=True, action="append", help="one-sentence-a-line file (.gz allowed)")

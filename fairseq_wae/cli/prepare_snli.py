@@ -18,9 +18,11 @@ import zipfile
 from typing import Iterator, List, Sequence
 
 from fairseq_wae.cli.prepare_corpus import add_common_arguments, run
+from fairseq_wae.errors import command
+from fairseq_wae.lines import rereadable_path
 from fairseq_wae.preprocess.manifest import sha256_of
 from fairseq_wae.preprocess.readers import (  # the readers' internals that SNLI's formats share
-    CorpusError, ReadReport, _decoded_lines, _is_json, _lines_of, _open_binary, plain_sentences, readable_copy,
+    CorpusError, ReadReport, _decoded_lines, _is_json, _lines_of, _open_binary, plain_sentences,
 )
 from fairseq_wae.tokenizer import without_invisible_characters
 
@@ -41,7 +43,7 @@ def snli_sentences(path: str, splits: Sequence[str], strict: bool, reports: List
         if not os.path.exists(path):
             raise CorpusError(f"no such file: {path}")
         try:
-            with zipfile.ZipFile(readable_copy(path)) as archive:
+            with zipfile.ZipFile(rereadable_path(path)) as archive:
                 names = archive.namelist()
         except zipfile.BadZipFile as e:
             raise CorpusError(f"{path} is not a readable zip archive ({e}): download the official SNLI 1.0 zip "
@@ -64,7 +66,7 @@ def snli_sentences(path: str, splits: Sequence[str], strict: bool, reports: List
 
 
 def _zip_records(path: str, members: Sequence[str], strict: bool, reports: List[ReadReport]) -> Iterator[str]:
-    with zipfile.ZipFile(readable_copy(path)) as archive:
+    with zipfile.ZipFile(rereadable_path(path)) as archive:
         for member in members:
             report = ReadReport(f"{path}:{member}")
             reports.append(report)
@@ -132,6 +134,7 @@ def download(url: str, path: str, expected_sha256: str = None) -> str:
     return path
 
 
+@command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--snli-path", action="append", default=[],

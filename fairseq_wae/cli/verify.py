@@ -13,7 +13,7 @@ import os
 import sys
 
 from fairseq_wae.dictionary import load_dictionary
-from fairseq_wae.errors import Refusal
+from fairseq_wae.errors import Refusal, command
 
 
 def verify(data: str):
@@ -39,6 +39,7 @@ def verify(data: str):
     return problems, summaries
 
 
+@command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", help="the data folder (or colon-separated shards) given to fairseq-train")

@@ -7,6 +7,8 @@ through z. The criterions read ``extra["latent"]`` and the model's ``latent_dim`
 :class:`SentenceEncoder` and :class:`SentenceAutoencoderModel` and change only the network.
 """
 import logging
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
@@ -18,7 +20,7 @@ from fairseq.models import FairseqEncoder, FairseqEncoderDecoderModel
 from torch import Tensor
 
 from fairseq_wae.embeddings import load_embedding_weights
-from fairseq_wae.errors import Refusal
+from fairseq_wae.errors import Refusal, explain_failures_of_fairseq
 from fairseq_wae.models.dictionary_binding import DictionaryBinding
 from fairseq_wae.models.latent import LATENT_HEADS, FixedScaleBatchNorm
 from fairseq_wae.schedules import ScheduleStateSlot
@@ -137,6 +139,49 @@ class SentenceEncoder(FairseqEncoder):
         return self.max_source_positions
 
 
+def runs_autoencoders(task_class) -> bool:
+    """Whether the plugin's autoencoders are built under this task class: sentence_autoencoding and its
+    subclasses (prior_sampling)."""
+    from fairseq.tasks import TASK_REGISTRY
+
+    ours = TASK_REGISTRY.get("sentence_autoencoding")
+    return isinstance(task_class, type) and ours is not None and issubclass(task_class, ours)
+
+
+def wrong_task_message(task: str) -> str:
+    return (f"--task {task} cannot run a fairseq-wae autoencoder: give --task sentence_autoencoding (sentences "
+            "reconstructed: fairseq-train, fairseq-generate, fairseq-interactive) or --task prior_sampling "
+            "(fairseq-generate: sentences drawn from the prior)")
+
+
+def _flag_value(argv, flag: str) -> Optional[str]:
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg[len(flag) + 1:]
+    return None
+
+
+@explain_failures_of_fairseq
+def wrong_task(error: BaseException) -> Optional[str]:
+    """fairseq's commands set their task up before they build a model: another task fails there on an
+    autoencoder's data folder (translation: "Could not infer language pair"). A command line that names
+    another task with one of the plugin's archs or checkpoints is refused for that, in one line."""
+    from fairseq.models import ARCH_MODEL_REGISTRY
+    from fairseq.tasks import TASK_REGISTRY
+
+    from fairseq_wae.checkpoint_utils import is_autoencoder_checkpoint, load_checkpoint_state
+
+    task = _flag_value(sys.argv, "--task")
+    if task is None or runs_autoencoders(TASK_REGISTRY.get(task)):
+        return None
+    paths = [path for path in (_flag_value(sys.argv, "--path") or "").split(os.pathsep) if os.path.isfile(path)]
+    ours = getattr(ARCH_MODEL_REGISTRY.get(_flag_value(sys.argv, "--arch")), "BINDS_DICTIONARY", False) or any(
+        is_autoencoder_checkpoint(load_checkpoint_state(path)) for path in paths)
+    return wrong_task_message(task) if ours else None
+
+
 class SentenceAutoencoderModel(FairseqEncoderDecoderModel):
     """Sentence autoencoder; ``forward`` also returns the encoder output for the criterion's penalty."""
 
@@ -164,6 +209,11 @@ class SentenceAutoencoderModel(FairseqEncoderDecoderModel):
 
     @classmethod
     def build_model(cls, cfg, task):
+        if not runs_autoencoders(type(task)):  # fairseq's language_modeling failed on the model (AttributeError)
+            from fairseq.tasks import TASK_REGISTRY
+
+            name = next((name for name, kind in TASK_REGISTRY.items() if kind is type(task)), type(task).__name__)
+            raise Refusal(wrong_task_message(name))
         cls.check_config(cfg)
         dictionary = task.source_dictionary
         encoder, decoder = cls.build_network(cfg, dictionary, build_embedding(cfg, dictionary))

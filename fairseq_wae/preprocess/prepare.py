@@ -11,7 +11,8 @@ from fairseq_wae.preprocess.manifest import (
     JOURNAL, MANIFEST, PREVIOUS_PREFIX, SPLITS, STAGING_PREFIX, damaged_files, describe_files, files_written,
     read_manifest, sha256_of, write_manifest,
 )
-from fairseq_wae.preprocess.readers import CorpusError, ReadReport, readable_copy
+from fairseq_wae.lines import STANDARD_INPUT, rereadable_path
+from fairseq_wae.preprocess.readers import CorpusError, ReadReport
 from fairseq_wae.preprocess.splits import parse_split, split_parts, write_splits
 from fairseq_wae.preprocess.staging import _remove_stale_staging, finish_interrupted_preparation, replace_corpus
 from fairseq_wae.preprocess.tokenize import TokenizedSentences, tokenize_into
@@ -26,7 +27,7 @@ def check_output_folder(out: str, inputs: Sequence[str]) -> None:
         raise CorpusError(f"--out {out} is a file, not a folder")
     folder = os.path.realpath(out)
     for path in inputs:
-        if os.path.commonpath([folder, os.path.realpath(path)]) == folder:
+        if path != STANDARD_INPUT and os.path.commonpath([folder, os.path.realpath(path)]) == folder:
             raise CorpusError(f"--out {out} contains the input {path}: write the corpus to another folder")
 
 
@@ -162,7 +163,7 @@ def prepare(inputs: Sequence[str], sentences: Iterable[str], out: str, *, num_se
                "tokenizer": TOKENIZER_DESCRIPTION, **(extra_options or {})}
     if spm_vocab_size and spm_input_sentences != SPM_INPUT_SENTENCES:
         options["spm_input_sentences"] = spm_input_sentences  # the default is not recorded: earlier manifests hold
-    head = {"inputs": [{"path": os.path.basename(p), "sha256": sha256_of(readable_copy(p))} for p in inputs],
+    head = {"inputs": [{"path": os.path.basename(p), "sha256": sha256_of(rereadable_path(p))} for p in inputs],
             "options": options}
     build = BuildOptions(num_sentences, split, seed, vocab_size, max_len, spm_vocab_size, spm_input_sentences, workers)
     out_existed = os.path.isdir(out)

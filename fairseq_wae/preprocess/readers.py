@@ -3,14 +3,15 @@ UTF-8 decoding and what reading skipped (``ReadReport``)."""
 import gzip
 import json
 import os
-import shutil
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List
 
-from fairseq_wae.errors import Refusal
-from fairseq_wae.lines import text_lines
+from fairseq_wae.errors import MissingFile, Refusal
+from fairseq_wae.lines import (
+    GZIP_MAGIC, HEAD_BYTES, ZIP_MAGIC, binary_input, display_name, rereadable_path, text_lines,
+)
 from fairseq_wae.tokenizer import without_invisible_characters
 
 
@@ -45,58 +46,30 @@ class ReadReport:
         return f"{self.path}: kept {self.kept}" + (f", skipped {'; '.join(parts)}" if parts else "")
 
 
-GZIP_MAGIC = b"\x1f\x8b"
-ZIP_MAGIC = b"PK\x03\x04"
-
-
-_STREAM_COPIES: Dict[str, str] = {}
-
-
-def readable_copy(path: str) -> str:
-    """A path that reads the bytes of ``path`` as often as needed: ``path`` itself for a regular file;
-    for a stream (a FIFO, a pipe given as /dev/stdin, a character device) a temporary copy, made at
-    the first call and removed at exit. A stream's size says nothing (0), and once read it is empty,
-    while an input is read to sniff its format, to read it and to hash it."""
-    import atexit
-    import stat
-    import tempfile
-
-    if stat.S_ISREG(os.stat(path).st_mode):
-        return path
-    if path not in _STREAM_COPIES:
-        descriptor, copy = tempfile.mkstemp(prefix="fairseq-wae-input-")
-        atexit.register(lambda: os.path.exists(copy) and os.remove(copy))
-        with open(path, "rb") as stream, os.fdopen(descriptor, "wb") as f:
-            shutil.copyfileobj(stream, f, 1 << 20)
-        _STREAM_COPIES[path] = copy
-    return _STREAM_COPIES[path]
-
-
 def _open_binary(path: str):
-    """Opens a text file for reading bytes: gzip by its magic bytes (whatever its name), refusing
-    folders, empty files, other archives and binary files (a NUL byte in the first 8 KiB). Streams
-    are read through ``readable_copy``."""
-    if not os.path.exists(path):
-        raise CorpusError(f"no such file: {path}")
-    if os.path.isdir(path):
-        raise CorpusError(f"{path} is a folder, not a text file")
-    source = readable_copy(path)
+    """Opens a text input (a file, a stream or ``-``: ``lines.rereadable_path``) for reading bytes: gzip
+    by its magic bytes (whatever its name), refusing folders, empty inputs, other archives and binary
+    files (a NUL byte in the first 8 KiB)."""
+    try:
+        source = rereadable_path(path)
+    except MissingFile as e:
+        raise CorpusError(str(e)) from None
     if os.path.getsize(source) == 0:
-        raise CorpusError(f"{path} is empty")
+        raise CorpusError(f"{display_name(path)} is empty")
     with open(source, "rb") as f:
         magic = f.read(4)
     if magic.startswith(ZIP_MAGIC):
         raise CorpusError(f"{path} is a zip archive, not a text file (only the official SNLI zip is read as one)")
     f = gzip.open(source, "rb") if magic.startswith(GZIP_MAGIC) else open(source, "rb")
     try:
-        head = f.peek(8192)[:8192] if hasattr(f, "peek") else b""
+        head = f.peek(HEAD_BYTES)[:HEAD_BYTES] if hasattr(f, "peek") else b""
     except (OSError, EOFError, zlib.error) as e:
         f.close()
         raise CorpusError(f"{path} is cut short or damaged: it starts as gzip but does not inflate ({e}). Copy or "
                           "download it again (gzip -t checks a .gz file)")
     if b"\x00" in head:
         f.close()
-        raise CorpusError(f"{path} looks like a binary file (it holds NUL bytes), not one sentence a line")
+        raise binary_input(display_name(path))
     return f
 
 
