@@ -202,9 +202,13 @@ def test_a_two_process_run_resumes_with_its_saved_stop_at_peak_state(toy_data, t
     first = launch(toy_data, *flags)
     assert first.returncode == 0, first.stderr[-3000:]
     checkpoint = tmp_path / "checkpoint_last.pt"
+    from fairseq_wae.schedules import PeakStopper
+
     state = torch.load(checkpoint, weights_only=True)
-    # as if frozen at 0.3; the schedule itself is above 0.999 from update 35 on
-    state["model"]["schedule_state._extra_state"]["frozen_weight"] = 0.3
+    saved = PeakStopper()
+    saved.load_state_dict(state["model"]["schedule_state._extra_state"])
+    saved.frozen_weight = 0.3  # as if frozen at 0.3; the schedule itself is above 0.999 from update 35 on
+    state["model"]["schedule_state._extra_state"] = saved.state_dict()
     torch.save(state, checkpoint)
     resumed = launch(toy_data, *flags, "--max-update", "50")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
