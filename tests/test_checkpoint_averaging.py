@@ -98,6 +98,20 @@ def test_fairseqs_averaging_of_two_epoch_checkpoints_resumes_generates_loads_and
                torch.load(tmp_path / "resumed" / "checkpoint3.pt", weights_only=True)["model"].values())
 
 
+def test_equal_json_states_average_back_exactly_and_other_ones_are_refused():
+    from fairseq_wae.errors import CheckpointError
+    from fairseq_wae.models.state_tensors import json_to_tensor, tensor_to_json
+
+    fingerprint = {"sha256": "0f" * 32, "size": 1234, "path": "/data/é/dict.txt", "tokenization": {"kind": "words"}}
+    saved = json_to_tensor(fingerprint)
+    assert tensor_to_json(sum([saved] * 7) / 7, "fingerprint") == fingerprint  # fairseq's true division
+    assert tensor_to_json((saved.long() * 7) // 7, "fingerprint") == fingerprint  # its floor division on integers
+    assert tensor_to_json(saved * 0.999 + saved * 0.001, "fingerprint") == fingerprint  # --ema's average
+    other = json_to_tensor({**fingerprint, "size": 1235})
+    with pytest.raises(CheckpointError, match="the fingerprint in this checkpoint's model state is unreadable"):
+        tensor_to_json((saved + other) / 2, "fingerprint")
+
+
 def old_way(state):
     """A model state as fairseq-wae wrote it before every value was a tensor: the dictionary fingerprint a
     dict, an empty schedule slot None."""
