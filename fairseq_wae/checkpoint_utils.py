@@ -28,7 +28,7 @@ from fairseq_wae.dictionary import load_dictionary
 from fairseq_wae.errors import CheckpointError
 from fairseq_wae.models.dictionary_binding import (  # noqa: F401  (also imported from here)
     BINDING_KEY, DictionaryBinding, check_same_dictionary, checkpoint_dictionary, describe, dictionary_fingerprint,
-    unbound_message,
+    fingerprint_state, unbound_message,
 )
 from fairseq_wae.save_dir_lock import SaveDirLock, lock_save_dir, out_of_space_message
 from fairseq_wae.tokenizer import folder_tokenization
@@ -69,7 +69,10 @@ def require_dictionary(state: Dict, checkpoint: str, current: Dict, what: Option
     dictionary it was trained with. Other models are left to the checks of their class."""
     if not is_autoencoder_checkpoint(state):
         return
-    trained = checkpoint_dictionary(state)
+    try:
+        trained = checkpoint_dictionary(state)
+    except CheckpointError as e:  # an unreadable fingerprint: named with the file
+        raise CheckpointError(f"{what or checkpoint}: {e}") from None
     if trained is None:
         raise CheckpointError(unbound_message(what or checkpoint, checkpoint, current))
     check_same_dictionary(trained, current, what or checkpoint, remedy)
@@ -367,7 +370,7 @@ def bind_dictionary(checkpoint: str, data: str) -> Tuple[Dict, List[str]]:
         return fingerprint, ["already bound to this dictionary: nothing written"]
     checks = bindable_checks(state, checkpoint, dictionary, dictionary_path)
     # the tokenisation of the folder bound to, as training records it (DictionaryBinding)
-    state["model"][BINDING_KEY] = {**fingerprint, "tokenization": folder_tokenization(data)}
+    state["model"][BINDING_KEY] = fingerprint_state({**fingerprint, "tokenization": folder_tokenization(data)})
     save_in_place(state, checkpoint)
     return fingerprint, checks
 

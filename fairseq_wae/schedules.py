@@ -7,6 +7,7 @@ resumed run compute the same value. The only state is the paper's stop-at-peak r
 import math
 from typing import Optional
 
+import torch
 from torch import nn
 
 from fairseq_wae.errors import Refusal
@@ -96,11 +97,19 @@ class PeakStopper:
         if self.average < (1 - self.tolerance) * self.peak:
             self.frozen_weight = weight
 
-    def state_dict(self):
-        return {"first_weight": self.first_weight, "average": self.average, "trough": self.trough,
-                "peak": self.peak, "frozen_weight": self.frozen_weight}
+    #: the state, in the order :meth:`state_dict` keeps it
+    FIELDS = ("first_weight", "average", "trough", "peak", "frozen_weight")
 
-    def load_state_dict(self, state):
+    def state_dict(self) -> torch.Tensor:
+        """The state as numbers (NaN for None), as fairseq's tools expect of every value of a model's state:
+        fairseq's checkpoint averaging then averages each number (a None in any checkpoint stays None)."""
+        return torch.tensor([math.nan if getattr(self, key) is None else getattr(self, key) for key in self.FIELDS],
+                            dtype=torch.float64)
+
+    def load_state_dict(self, state) -> None:
+        """From :meth:`state_dict`'s tensor, or the dict that checkpoints written before it kept."""
+        if torch.is_tensor(state):
+            state = {key: None if math.isnan(value) else value for key, value in zip(self.FIELDS, state.tolist())}
         for key, value in state.items():
             setattr(self, key, value)
 
@@ -128,12 +137,21 @@ class ScheduleStateSlot(nn.Module):
         return self.restored is not None
 
     def get_extra_state(self):
-        return self.owner.state_dict() if self.owner is not None else self.restored
+        """A tensor (an empty one when there is no state), as fairseq's tools expect of every value of a
+        model's state."""
+        if self.owner is not None:
+            return self.owner.state_dict()
+        return self.restored if self.restored is not None else torch.zeros(0, dtype=torch.float64)
 
     def set_extra_state(self, state) -> None:
-        self.restored = state
-        if self.owner is not None and state is not None:
-            self.owner.load_state_dict(state)
+        if isinstance(state, dict):  # a stop-at-peak state as checkpoints kept it before it was a tensor
+            stopper = PeakStopper()
+            stopper.load_state_dict(state)
+            state = stopper.state_dict()
+        # None: a checkpoint written before the slot existed (see upgrade_state_dict_named)
+        self.restored = None if state is None or (torch.is_tensor(state) and not state.numel()) else state
+        if self.owner is not None and self.restored is not None:
+            self.owner.load_state_dict(self.restored)
 
     def upgrade_state_dict_named(self, state_dict, name: str) -> None:
         # checkpoints written before the slot existed load with an empty slot

@@ -47,15 +47,18 @@ def test_in_training_it_is_torchs_batch_norm_at_a_fixed_scale_and_a_lone_sentenc
     with torch.no_grad():
         norm.shift.copy_(torch.randn(5))
     reference = torch.nn.BatchNorm1d(5, eps=1e-30, momentum=norm.momentum, affine=False)  # no eps: its docstring
-    for _ in range(3):
+    for _ in range(3):  # an update of one batch each
         x = torch.randn(8, 5) * 3 + 1
         assert torch.allclose(norm(x), GAMMA * reference(x) + norm.shift, atol=1e-5)
+        norm.end_update()
     assert torch.allclose(norm.running_mean, reference.running_mean) and torch.allclose(norm.running_var,
                                                                                          reference.running_var)
-    # one sentence: no batch variance (torch's BatchNorm raises here); the running statistics, unchanged
+    # one sentence: no batch variance (torch's BatchNorm raises here); normalised by the running statistics,
+    # which an update of one sentence leaves as they were
     lone = torch.randn(1, 5)
     running = norm.running_mean.clone(), norm.running_var.clone()
     trained = norm(lone)
+    norm.end_update()
     reference.eval()
     assert torch.allclose(trained, GAMMA * reference(lone) + norm.shift, atol=1e-5)
     assert torch.equal(norm.running_mean, running[0]) and torch.equal(norm.running_var, running[1])
@@ -64,6 +67,33 @@ def test_in_training_it_is_torchs_batch_norm_at_a_fixed_scale_and_a_lone_sentenc
     # half precision in, half out, computed in float32
     half = norm.half()(lone.half())
     assert half.dtype == torch.float16 and torch.allclose(half.float(), trained, atol=1e-2)
+
+
+def test_the_running_statistics_move_once_an_update_from_every_sentence_of_its_micro_batches():
+    """As a synchronised BatchNorm gathers them: the micro-batches of an update (a lone sentence included)
+    move the running statistics as one batch of all their sentences would, once; a padding forward adds
+    nothing, and an update that fairseq's trainer tries again starts its sums afresh (the task calls
+    ``begin_update`` at the first micro-batch of every try)."""
+    from fairseq_wae.models.latent import padding_adds_nothing
+
+    torch.manual_seed(1)
+    norm, reference = FixedScaleBatchNorm(5, GAMMA), torch.nn.BatchNorm1d(5, momentum=0.1, affine=False)
+    parts = [torch.randn(n, 5) * 2 - 1 for n in (7, 1, 4)]
+    for _ in range(2):
+        before = norm.running_mean.clone(), norm.running_var.clone()
+        norm.begin_update()
+        norm(torch.randn(6, 5) * 5)  # a try the trainer gave up (an overflow): no optimizer step, no end_update
+        norm.begin_update()
+        for part in parts:
+            norm(part)
+        with padding_adds_nothing(norm):
+            norm(torch.randn(9, 5) * 10)
+        assert torch.equal(norm.running_mean, before[0]) and torch.equal(norm.running_var, before[1])  # not yet
+        norm.end_update()
+        reference(torch.cat(parts))
+        assert torch.allclose(norm.running_mean, reference.running_mean, atol=1e-6, rtol=0)
+        assert torch.allclose(norm.running_var, reference.running_var, atol=1e-6, rtol=0)
+    assert not torch.allclose(norm.running_var, torch.ones(5), atol=0.1)  # they moved: the comparison can fail
 
 
 def test_fairseq_train_logs_no_kl_below_the_bound_and_a_one_sentence_batch_uses_the_running_statistics(toy_data,

@@ -64,9 +64,12 @@ def test_vae_schedules_show_in_the_log_and_the_checkpoint(trained, toy_data):
     save_dir, log = trained["vae"]
     epochs = [r for r in log if "train_loss" in r]
     assert [float(r["train_word_dropout"]) for r in epochs] == pytest.approx([0.05 * i for i in range(8)])
+    from fairseq_wae.schedules import PeakStopper
+
     state = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)
-    saved = state["model"]["schedule_state._extra_state"]
-    assert set(saved) == {"first_weight", "average", "trough", "peak", "frozen_weight"}
+    assert state["model"]["schedule_state._extra_state"].shape == (len(PeakStopper.FIELDS),)
+    saved = PeakStopper()
+    saved.load_state_dict(state["model"]["schedule_state._extra_state"])
 
     # lambda(t) = 1 / (1 + exp(-0.05 (t - 60))) at each update's count t before its step, until the
     # stop-at-peak rule froze it (at the end of the update whose weight it keeps), averaged over each
@@ -75,8 +78,8 @@ def test_vae_schedules_show_in_the_log_and_the_checkpoint(trained, toy_data):
         return 1 / (1 + math.exp(-0.05 * (t - 60)))
 
     frozen_at = math.inf
-    if saved["frozen_weight"] is not None:
-        frozen_at = next(t for t in range(304) if schedule(t) == pytest.approx(saved["frozen_weight"], rel=1e-12))
+    if saved.frozen_weight is not None:
+        frozen_at = next(t for t in range(304) if schedule(t) == pytest.approx(saved.frozen_weight, rel=1e-12))
     expected, t = [], 0
     for sizes in epoch_batch_sizes(toy_data, 8):
         assert sum(sizes) == 1200
@@ -128,19 +131,29 @@ def test_training_resumes_from_the_last_checkpoint(trained, toy_data, tmp_path):
 
 
 def test_a_resumed_stop_at_peak_vae_keeps_the_weight_frozen_at_the_peak(trained, toy_data, tmp_path):
+    """From a checkpoint written the old way too (the model state's values not all tensors)."""
+    from fairseq_wae.models.dictionary_binding import BINDING_KEY, saved_fingerprint
+    from fairseq_wae.schedules import PeakStopper
+
     save_dir = shutil.copytree(trained["vae"][0], tmp_path / "vae")
     state = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)
-    saved = state["model"]["schedule_state._extra_state"]
-    assert saved["first_weight"] < 0.1
+    saved = PeakStopper()
+    saved.load_state_dict(state["model"]["schedule_state._extra_state"])
+    assert saved.first_weight < 0.1
     # as if the rule had frozen lambda at 0.3; the schedule itself is at 1.0 by update 304
-    saved["frozen_weight"] = 0.3
+    saved.frozen_weight = 0.3
+    # written as fairseq-wae wrote both before every value of a model state was a tensor: as dicts
+    state["model"]["schedule_state._extra_state"] = {key: getattr(saved, key) for key in PeakStopper.FIELDS}
+    state["model"][BINDING_KEY] = saved_fingerprint(state["model"][BINDING_KEY])
     torch.save(state, save_dir / "checkpoint_last.pt")
     arch, criterion, flags, _ = TRAINING["vae"]
     log = train(toy_data, save_dir, *flags, arch=arch, criterion=criterion, epochs=9)
     epochs = [r for r in log if "train_loss" in r]
     assert [r["epoch"] for r in epochs] == [9] and float(epochs[0]["train_kl_weight"]) == 0.3
-    resumed = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)["model"]["schedule_state._extra_state"]
-    assert resumed == saved
+    resumed = PeakStopper()
+    resumed_state = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)["model"]
+    resumed.load_state_dict(resumed_state["schedule_state._extra_state"])
+    assert vars(resumed) == vars(saved)
 
 
 def test_resuming_a_stop_at_peak_vae_without_saved_state_refuses_instead_of_losing_the_frozen_weight(

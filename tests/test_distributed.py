@@ -69,8 +69,6 @@ def inner_records(text):
     # the discriminator belongs to the criterion (fairseq all-reduces its gradients like the model's); DAAE
     # noise and the LAAE term ride along, their draws keyed by global micro-batch
     ("lstm_aae_tiny", "aae", ["--logvar-l1", "0.01", "--noise-drop", "0.2", "--noise-shuffle-distance", "2"], True),
-    # BN-VAE: each worker normalises by its own batch, as one process does micro-batch by micro-batch
-    ("lstm_vae_tiny", "vae_kl", ["--bn-posterior-mean", "0.6"], True),
 ])
 def test_two_processes_match_one_process_with_update_freq_2(toy_data, arch, criterion, flags, compare):
     """With --dropout 0.2: the model's dropout masks are keyed like every other draw. On fairseq's
@@ -97,6 +95,43 @@ def test_two_processes_match_one_process_with_update_freq_2(toy_data, arch, crit
         single = inner_records(one.stdout + one.stderr)
         assert [int(r["num_updates"]) for r in single] == list(range(1, 31))
         assert_same_updates(distributed, single)
+
+
+#: validation values of each logging step's batches, one per worker (2 batches on 2 workers, 1 in one process),
+#: not of the model: words and sentences per step, speed, and the active units of the step's sentences
+BATCHING = {"valid_wps", "valid_wpb", "valid_bsz", "valid_active_units"}
+
+
+def test_a_bn_vae_from_two_workers_of_either_backend_validates_and_saves_as_one_process(toy_data, tmp_path):
+    """BN-VAE: each worker normalises by its own batch, as one process does micro-batch by micro-batch, and
+    the running statistics that evaluation uses move once an update, from every sentence of every worker.
+    3 tiny epochs, of the 101 sentences of the test split in 7 batches: each epoch's last update holds one
+    batch (the other worker forwards weightless padding); then validation (100 sentences, 7 batches)."""
+    flags = [f for f in common_flags("lstm_vae_tiny", "vae_kl") if f not in ("--disable-validation", "--no-save")]
+    flags += ["--bn-posterior-mean", "0.6", "--dropout", "0.2", "--train-subset", "test", "--max-epoch", "3",
+              "--no-epoch-checkpoints"]
+    flags[flags.index("--max-update") + 1] = "0"
+    one = run(["fairseq-train", toy_data, *flags, "--save-dir", tmp_path / "one", "--cpu", "--update-freq", "2"])
+    single = parse_json_log(one.stdout + one.stderr)
+    valid_single = [r for r in single if "valid_loss" in r]
+    assert [int(r["valid_num_updates"]) for r in valid_single] == [4, 8, 12]
+    saved = torch.load(tmp_path / "one" / "checkpoint_last.pt", weights_only=True)["model"]
+    norm = "encoder.latent_head.mean_norm."
+    for backend in BACKENDS:
+        two = launch(toy_data, *flags, "--save-dir", tmp_path / backend, backend=backend)
+        assert two.returncode == 0, two.stderr[-3000:]
+        records = parse_json_log(two.stdout + two.stderr)
+        assert_same_updates(inner_records(two.stdout + two.stderr), inner_records(one.stdout + one.stderr))
+        valid = [r for r in records if "valid_loss" in r]
+        assert len(valid) == 3 and valid[0].keys() == valid_single[0].keys()
+        for a, b in zip(valid, valid_single):
+            for key in set(a) - BATCHING:  # every value of the model as logged (3 or 4 decimals)
+                assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-5), (backend, key, a, b)
+        model = torch.load(tmp_path / backend / "checkpoint_last.pt", weights_only=True)["model"]
+        for key in ("running_mean", "running_var"):
+            assert torch.allclose(model[norm + key], saved[norm + key], rtol=0, atol=1e-5), (backend, key)
+    # the running statistics moved far from their start, by more than the tolerance
+    assert (saved[norm + "running_var"] - 1).abs().max() > 0.01
 
 
 # the LSTM on legacy_ddp and --mmd-global's padding run in scripts/gpu_check.py's CPU stand-in (test_gpu_check.py)
@@ -131,28 +166,33 @@ def _batch_norm_worker(rank, port, data, results):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     task, model, criterion = build(data, "lstm_vae_tiny", "vae_kl", "--bn-posterior-mean", "0.6")
     model.train()
-    batch = first_batch(task, 16 + 8 * rank)  # each worker its own batch
     norm = model.encoder.latent_head.mean_norm
+    seen = []
+    norm.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach().clone()))
     before = norm.running_mean.clone(), norm.running_var.clone()
-    criterion(model, batch)
-    alone = norm.running_mean.clone(), norm.running_var.clone()
+    for size in (16 + 8 * rank, 5):  # each worker its own micro-batches, of other sizes
+        criterion(model, first_batch(task, size))
     model.end_update()  # what the task calls after every optimizer step
-    results[rank] = (before, alone, (norm.running_mean.clone(), norm.running_var.clone()))
+    results[rank] = (before, torch.cat(seen), (norm.running_mean.clone(), norm.running_var.clone()))
     dist.destroy_process_group()
 
 
-def test_bn_vae_running_statistics_are_averaged_over_the_workers_after_each_update(toy_data):
-    """Each worker normalises by its own batch; after the update every worker holds the workers' average,
-    so that the checkpoint (rank 0's) and each worker's validation use the same statistics."""
+def test_bn_vae_running_statistics_move_once_an_update_from_the_sentences_of_every_worker(toy_data):
+    """Each worker normalises by its own batch; at the update's end every worker's running statistics move
+    from the mean and variance of every sentence all workers encoded in it (as a synchronised BatchNorm
+    gathers them): one process encoding all of them in one update keeps the same statistics."""
     results = mp.Manager().dict()
     mp.spawn(_batch_norm_worker, args=(free_port(), toy_data, results), nprocs=2, join=True)
-    (before, alone0, after0), (_, alone1, after1) = results[0], results[1]
-    # the workers' batches moved the running means differently (at initialisation the encoder's means hardly
-    # vary over a batch: the running variances move by about 0.1 x their initial 1 on both)
-    assert (alone0[0] - alone1[0]).abs().max() > 1e-4 and not torch.equal(alone0[0], before[0])
+    (before, means0, after0), (before1, means1, after1) = results[0], results[1]
+    assert all(torch.equal(a, b) for a, b in zip(before, before1))
+    means = torch.cat([means0, means1]).double()
+    assert len(means) == 16 + 24 + 5 + 5
+    expected = (before[0].double().lerp(means.mean(0), 0.1), before[1].double().lerp(means.var(0), 0.1))
     for i in range(2):  # mean, variance
-        assert torch.allclose(after0[i], (alone0[i] + alone1[i]) / 2, rtol=0, atol=1e-7)
+        assert torch.allclose(after0[i].double(), expected[i], rtol=0, atol=1e-6), (after0[i] - expected[i]).abs().max()
         assert torch.equal(after0[i], after1[i])
+    # the workers' own sentences alone would give other statistics, by far more than the tolerance
+    assert (before[1].double().lerp(means0.double().var(0), 0.1) - expected[1]).abs().max() > 1e-4
 
 
 def test_a_two_process_run_resumes_with_its_saved_stop_at_peak_state(toy_data, tmp_path):
@@ -162,9 +202,13 @@ def test_a_two_process_run_resumes_with_its_saved_stop_at_peak_state(toy_data, t
     first = launch(toy_data, *flags)
     assert first.returncode == 0, first.stderr[-3000:]
     checkpoint = tmp_path / "checkpoint_last.pt"
+    from fairseq_wae.schedules import PeakStopper
+
     state = torch.load(checkpoint, weights_only=True)
-    # as if frozen at 0.3; the schedule itself is above 0.999 from update 35 on
-    state["model"]["schedule_state._extra_state"]["frozen_weight"] = 0.3
+    saved = PeakStopper()
+    saved.load_state_dict(state["model"]["schedule_state._extra_state"])
+    saved.frozen_weight = 0.3  # as if frozen at 0.3; the schedule itself is above 0.999 from update 35 on
+    state["model"]["schedule_state._extra_state"] = saved.state_dict()
     torch.save(state, checkpoint)
     resumed = launch(toy_data, *flags, "--max-update", "50")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -1,7 +1,8 @@
 """No criterion adds a host synchronisation to a training step: the operations that read a device's values
 back to the host (``.item()``, ``nonzero``, boolean-mask indexing, ``median``, ...) are counted under a
-TorchDispatchMode during a criterion's forward and backward, against the same model's forward alone (which
-has its own: packing the lengths, fairseq's positions). On a GPU each would stall the step."""
+TorchDispatchMode during a criterion's forward and backward and the model's end of the update, against the
+same model's forward alone (which has its own: packing the lengths, fairseq's positions). On a GPU each
+would stall the step."""
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -55,6 +56,7 @@ def syncs_added(data, case):
     with CountSyncs() as step:
         loss, _, _ = crit(model, sample)
         loss.backward()
+        model.end_update()  # what the task calls after the optimizer step (BN-VAE's running statistics)
     return {key: n - alone.seen.get(key, 0) for key, n in step.seen.items() if n > alone.seen.get(key, 0)}
 
 

@@ -12,6 +12,8 @@ FLAVOURS = {
     "vae": ("lstm_vae_tiny", "vae_kl", ["--kl-anneal", "sigmoid", "--kl-anneal-midpoint", "20",
                                         "--kl-anneal-steepness", "0.15", "--kl-anneal-stop-at-peak",
                                         "--word-dropout-increment", "0.05"]),
+    # BN-VAE: the running statistics move once an update, from sums that no checkpoint holds
+    "bn-vae": ("lstm_vae_tiny", "vae_kl", ["--bn-posterior-mean", "0.6"]),
     # the discriminator's weights and Adam state come back from the checkpoint's "criterion" entry; the
     # input noise's draws are keyed by update and micro-batch
     "daae": ("lstm_aae_tiny", "aae", ["--logvar-l1", "0.01", "--noise-drop", "0.3", "--noise-blank", "0.1",

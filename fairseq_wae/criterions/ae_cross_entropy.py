@@ -181,6 +181,11 @@ class AutoencoderCrossEntropyCriterion(FairseqCriterion):
         detector, so that a retry draws what its first try drew."""
         self._training_forwards = 0
 
+    @property
+    def starts_update(self) -> bool:
+        """Whether the next training forward is the first micro-batch of an update, or of a retry of one."""
+        return self._training_forwards == 0
+
     def _begin_try(self) -> None:
         """An update, or a retry of one that fairseq's trainer starts with ``train()`` (an --amp overflow)."""
         self.restart_update()

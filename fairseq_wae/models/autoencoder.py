@@ -240,12 +240,19 @@ class SentenceAutoencoderModel(FairseqEncoderDecoderModel):
     def is_gaussian(self) -> bool:
         return self.encoder.latent_head.is_gaussian
 
-    def end_update(self) -> None:
-        """Called by the task after each optimizer step, on every worker: statistics that each worker
-        gathers from its own batches (BN-VAE's running statistics) become the same on all of them."""
+    def begin_update(self) -> None:
+        """Called by the task before the first micro-batch of every update, and of every retry of one (an
+        overflow, fairseq's NaN re-run): the update's statistics start afresh."""
         for module in self.modules():
             if isinstance(module, FixedScaleBatchNorm):
-                module.average_running_statistics()
+                module.begin_update()
+
+    def end_update(self) -> None:
+        """Called by the task after each optimizer step, on every worker: statistics gathered over the
+        update's batches (BN-VAE's running statistics) move once, from those of every worker."""
+        for module in self.modules():
+            if isinstance(module, FixedScaleBatchNorm):
+                module.end_update()
 
     def forward(self, src_tokens, src_lengths, prev_output_tokens, **kwargs):
         encoder_out = self.encoder(src_tokens, src_lengths, **kwargs)

@@ -6,13 +6,15 @@ import hashlib
 import os
 from typing import Dict, Optional
 
-from torch import nn
+from torch import Tensor, nn
 
 from fairseq_wae.errors import CheckpointError
+from fairseq_wae.models.state_tensors import json_to_tensor, tensor_to_json
 from fairseq_wae.tokenizer import folder_tokenization, tokenization_mismatch
 
 BIND_COMMAND = "fairseq-wae-bind-dictionary"
 BINDING_KEY = "dictionary_binding._extra_state"  # the model's DictionaryBinding, in its state dict
+FINGERPRINT = "dictionary fingerprint"
 
 
 def dictionary_fingerprint(dictionary, path: Optional[str] = None) -> Dict:
@@ -46,8 +48,20 @@ def unbound_message(what: str, checkpoint: str, current: Dict) -> str:
             "stamps the fingerprint); otherwise give that data folder")
 
 
+def saved_fingerprint(saved) -> Optional[Dict]:
+    """The fingerprint a state dict holds under :data:`BINDING_KEY`: a tensor (``fingerprint_state``), a
+    dict (checkpoints written before fairseq-wae kept it as a tensor), or None (before it kept one)."""
+    return tensor_to_json(saved, FINGERPRINT) if isinstance(saved, Tensor) else saved
+
+
+def fingerprint_state(fingerprint: Dict) -> Tensor:
+    """The fingerprint as the model's state dict keeps it: a tensor, as fairseq's tools expect of every value
+    (see fairseq_wae.models.state_tensors)."""
+    return json_to_tensor(fingerprint)
+
+
 class DictionaryBinding(nn.Module):
-    """The fingerprint of the model's dictionary, in its state dict (as ``..._extra_state``).
+    """The fingerprint of the model's dictionary, in its state dict (as ``..._extra_state``, a tensor).
 
     Loading a state dict written with another dictionary, or without a fingerprint (a checkpoint
     written before the binding existed), raises :class:`CheckpointError`. The tools check the file
@@ -61,9 +75,10 @@ class DictionaryBinding(nn.Module):
         self.fingerprint["tokenization"] = folder_tokenization(os.path.dirname(path)) if path else None
 
     def get_extra_state(self):
-        return dict(self.fingerprint)
+        return fingerprint_state(self.fingerprint)
 
     def set_extra_state(self, state) -> None:
+        state = saved_fingerprint(state)
         if state is None:
             raise CheckpointError(unbound_message("this checkpoint", "CHECKPOINT", self.fingerprint))
         check_same_dictionary(state, self.fingerprint, "this checkpoint")
@@ -81,5 +96,5 @@ class DictionaryBinding(nn.Module):
 
 def checkpoint_dictionary(state: Dict) -> Optional[Dict]:
     """The dictionary fingerprint saved in a loaded checkpoint, if it has one."""
-    return next((value for key, value in state.get("model", {}).items()
+    return next((saved_fingerprint(value) for key, value in state.get("model", {}).items()
                  if key.endswith("dictionary_binding._extra_state")), None)

@@ -1,11 +1,12 @@
 """Latent heads: the one place where the DAE/WAE and the VAE/stochastic WAE encoders differ."""
+import contextlib
 from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from fairseq_wae.distributed import data_parallel_workers, global_sum
+from fairseq_wae.distributed import global_sum
 from fairseq_wae.errors import Refusal
 
 
@@ -47,10 +48,16 @@ class FixedScaleBatchNorm(nn.Module):
 
     Statistics are computed in float32 whatever the model's precision. A batch of one sentence has no
     variance (torch's BatchNorm refuses it in training): it is normalised with the running statistics,
-    as in evaluation, and leaves them unchanged. Each worker (and micro-batch) normalises by its own
-    batch, as torch's BatchNorm does without SyncBatchNorm; after every update the running statistics
-    become their average over the workers (:meth:`average_running_statistics`), so that every worker
-    validates with the statistics the checkpoint keeps."""
+    as in evaluation.
+
+    Each worker (and micro-batch) normalises by its own batch, as torch's BatchNorm does without
+    SyncBatchNorm. The running statistics move once per optimizer step (:meth:`end_update`), from the
+    count, sum and sum of squares of every sentence that the update's micro-batches on every worker
+    encoded, as a synchronised BatchNorm would gather them: so N workers x ``--update-freq K`` keep the
+    statistics of one process x ``--update-freq N*K``, and every worker validates with those the
+    checkpoint keeps. The sums are kept in float64, as a plain tensor (not a buffer: ``--fp16`` would
+    halve it, and no checkpoint should hold it); the task starts them afresh at the first micro-batch of
+    every update, and of every retry of one (:meth:`begin_update`)."""
 
     def __init__(self, latent_dim: int, gamma: float, momentum: float = 0.1):
         super().__init__()
@@ -58,32 +65,58 @@ class FixedScaleBatchNorm(nn.Module):
         self.shift = nn.Parameter(torch.zeros(latent_dim))
         self.register_buffer("running_mean", torch.zeros(latent_dim))
         self.register_buffer("running_var", torch.ones(latent_dim))
+        self.update_sums: Optional[Tensor] = None  # [count, sum (latent_dim), sum of squares (latent_dim)]
 
     def forward(self, mean: Tensor) -> Tensor:
         x = mean.float()
+        if self.training:
+            with torch.no_grad():
+                rows = x.double()
+                sums = torch.cat([rows.new_full((1,), rows.size(0)), rows.sum(0), rows.square().sum(0)])
+                # a new tensor, not added in place: padding_adds_nothing puts the old one back
+                self.update_sums = sums if self.update_sums is None else self.update_sums + sums
         if self.training and x.size(0) > 1:
             batch_mean, batch_var = x.mean(0), x.var(0, unbiased=False)
-            with torch.no_grad():  # the running variance is the unbiased one, as torch's BatchNorm keeps it
-                unbiased = batch_var * x.size(0) / (x.size(0) - 1)
-                self.running_mean.lerp_(batch_mean.to(self.running_mean.dtype), self.momentum)
-                self.running_var.lerp_(unbiased.to(self.running_var.dtype), self.momentum)
         else:
             batch_mean, batch_var = self.running_mean.float(), self.running_var.float()
         normalised = (x - batch_mean) * torch.rsqrt(batch_var.clamp_min(torch.finfo(torch.float32).tiny))
         return (self.gamma * normalised + self.shift.float()).to(mean.dtype)
 
-    def average_running_statistics(self) -> None:
-        """The running statistics averaged over the data-parallel workers (one all-reduce, nothing read
-        on the host); unchanged without a process group."""
-        _, workers = data_parallel_workers()
-        if workers == 1:
-            return
-        statistics = global_sum(torch.stack([self.running_mean, self.running_var])) / workers
-        self.running_mean.copy_(statistics[0])
-        self.running_var.copy_(statistics[1])
+    def begin_update(self) -> None:
+        self.update_sums = None
+
+    def end_update(self) -> None:
+        """Moves the running statistics once, by the momentum, towards the mean and the unbiased variance of
+        every sentence this update encoded on every worker (one all-reduce, nothing read on the host);
+        unchanged by an update of fewer than 2 sentences."""
+        d = self.running_mean.numel()
+        sums = self.update_sums if self.update_sums is not None else \
+            torch.zeros(1 + 2 * d, dtype=torch.float64, device=self.running_mean.device)
+        self.update_sums = None
+        sums = global_sum(sums.to(self.running_mean.device))  # every worker takes part, with zeros if it had none
+        count = sums[0]
+        batch_mean = sums[1:1 + d] / count.clamp_min(1)
+        unbiased = (sums[1 + d:] - count * batch_mean.square()).clamp_min(0) / (count - 1).clamp_min(1)
+        moved = count > 1
+        for running, statistic in ((self.running_mean, batch_mean), (self.running_var, unbiased)):
+            updated = running.double().lerp(statistic, self.momentum)
+            running.copy_(torch.where(moved, updated, running.double()))
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, momentum={self.momentum}"
+
+
+@contextlib.contextmanager
+def padding_adds_nothing(model: nn.Module):
+    """Within: forwards that add nothing to the update's batch statistics (the weightless padding batch of a
+    data-parallel worker out of data, see the task's ``_stand_in_for_padding``)."""
+    norms = [module for module in model.modules() if isinstance(module, FixedScaleBatchNorm)]
+    before = [norm.update_sums for norm in norms]
+    try:
+        yield
+    finally:
+        for norm, sums in zip(norms, before):
+            norm.update_sums = sums
 
 
 class GaussianLatent(nn.Module):

@@ -31,6 +31,7 @@ from fairseq_wae.dictionary import load_dictionary
 from fairseq_wae.errors import MissingFile, Refusal, show_refusals_as_one_line
 from fairseq_wae.models.architectures import check_named_architecture
 from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
+from fairseq_wae.models.latent import padding_adds_nothing
 from fairseq_wae.options import check_finite_numbers, check_sizes_and_counts, resolved
 from fairseq_wae.interactive import InteractiveSentences, given_bpe, interactive_tokenization_problem, not_a_sentence
 from fairseq_wae.save_dir_lock import release_locks_when_fairseq_train_ends
@@ -445,12 +446,12 @@ class SentenceAutoencodingTask(FairseqTask):
         # draws again what the first try drew, and the loss is then checked on the host, naming the failure
         rerun = hasattr(criterion, "note_training_batch") and \
             criterion.note_training_batch(None if ignore_grad else sample.get("batch_key"))
-        # padding trains nothing, and leaves the model's running statistics (BN-VAE) as they were
-        buffers = [(b, b.clone()) for b in model.buffers()] if ignore_grad else []
-        loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer, update_num,
-                                                                ignore_grad)
-        for buffer, before in buffers:
-            buffer.copy_(before)
+        if self.model_in_training is not None and getattr(criterion, "starts_update", False):
+            self.model_in_training.begin_update()  # a retried update (a re-run included) counts its batches once
+        # padding trains nothing, and adds nothing to the update's batch statistics (BN-VAE)
+        with padding_adds_nothing(model) if ignore_grad else contextlib.nullcontext():
+            loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer, update_num,
+                                                                    ignore_grad)
         if rerun and hasattr(criterion, "check_finite"):
             criterion.check_finite(logging_output, f"update {update_num + 1}")
         return (loss, 0, _zeroed(logging_output)) if ignore_grad else (loss, sample_size, logging_output)
