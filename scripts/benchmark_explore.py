@@ -86,24 +86,27 @@ HEAVY = [("sample", {"n": 20, "seed": 1, "decoding": "beam", "beam": 4}),
                           "beam": 4})]
 
 
+def page_load(url) -> float:
+    """Seconds to load the page and its files (plotly.min.js's 4.8 MB included), one after another."""
+    started = time.perf_counter()
+    for address in (f"{url}/", f"{url}/static/explore.js", f"{url}/static/explore.css", f"{url}/static/plotly.min.js"):
+        with urllib.request.urlopen(address, timeout=60) as response:
+            response.read()
+    return time.perf_counter() - started
+
+
 def concurrent(url, count=50):
     """({status: how many} of ``count`` of the costliest model requests sent at once, seconds for all, the
-    slowest load of the page and its files while they ran, in seconds)."""
+    slowest of 5 loads of the page and its files while they ran, and of 5 with the server idle, in seconds)."""
+    idle = max(page_load(url) for _ in range(5))
     requests = [HEAVY[i % len(HEAVY)] for i in range(count)]
-    page = [f"{url}/", f"{url}/static/explore.js", f"{url}/static/explore.css", f"{url}/static/plotly.min.js"]
     started = time.perf_counter()
     with ThreadPoolExecutor(count) as pool:
         statuses = pool.map(lambda request: post(url, *request)[0], requests)
-        loads = []
         time.sleep(0.2)  # the requests sent, the model busy with the first
-        for _ in range(5):
-            before = time.perf_counter()
-            for address in page:
-                with urllib.request.urlopen(address, timeout=60) as response:
-                    response.read()
-            loads.append(time.perf_counter() - before)
+        busy = max(page_load(url) for _ in range(5))
         statuses = list(statuses)
-    return {status: statuses.count(status) for status in sorted(set(statuses))}, time.perf_counter() - started, max(loads)
+    return {status: statuses.count(status) for status in sorted(set(statuses))}, time.perf_counter() - started, busy, idle
 
 
 def map_in_browser(url, size, times=2):
@@ -236,12 +239,12 @@ def main():
         verdict = "met" if max(seconds) < 1 else "MISSED"
         print(f"| {route} ({json.dumps(REQUESTS[route])[:48]}...) | {1000 * statistics.median(seconds):.0f} ms | "
               f"{1000 * max(seconds):.0f} ms | < 1 s: {verdict} |")
-    counts, together, slowest_page = at_once
+    counts, together, slowest_page, idle_page = at_once
     print(f"| 50 costliest model requests at once | {counts.get(200, 0)} answered, {counts.get(503, 0)} refused (503), "
           f"{sum(n for s, n in counts.items() if s not in (200, 503))} other | {together:.2f} s for all | all answered "
           f"or refused: {'met' if set(counts) <= {200, 503} else 'MISSED'} |")
-    print(f"| the page and its files (plotly.min.js included) while they ran | slowest load {1000 * slowest_page:.0f} ms | "
-          f"| < 200 ms: {'met' if slowest_page < 0.2 else 'MISSED'} |")
+    print(f"| the page and its files (plotly.min.js included) while they ran | slowest of 5 loads {1000 * slowest_page:.0f} "
+          f"ms | (idle server: {1000 * idle_page:.0f} ms) | < 200 ms: {'met' if slowest_page < 0.2 else 'MISSED'} |")
     for number, (elapsed, fetched, drawn, points) in enumerate(draws, start=1):
         print(f"| map of {points:,} points in Chromium, draw {number} | {elapsed:.2f} s from the click (server "
               f"{fetched:.2f} s, drawing {drawn:.2f} s) | | < 5 s: {'met' if elapsed < 5 else 'MISSED'} |")

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from typing import Callable, Iterable, Optional
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from fairseq_wae.explore.guard import Guard
 from fairseq_wae.explore.service import ExploreService
@@ -35,6 +35,11 @@ def plotly_bundle() -> str:
     import plotly
 
     return os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js")
+
+
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 async def _answer(run: Callable[[dict], Future], request: Request) -> JSONResponse:
@@ -59,20 +64,27 @@ def create_app(service: ExploreService, hosts: Iterable[str] = (), token: Option
     """The page's application behind the guard: answering for loopback and ``hosts``, asking for ``token``
     when one is given."""
     app = FastAPI(title="fairseq-wae-explore", docs_url=None, redoc_url=None, openapi_url=None)
-    files = {"explore.js": (os.path.join(STATIC, "explore.js"), "text/javascript"),
-             "explore.css": (os.path.join(STATIC, "explore.css"), "text/css"),
-             "plotly.min.js": (plotly_bundle(), "text/javascript")}
+    # read once, answered from memory in one piece: a file streamed in blocks takes a turn of the
+    # interpreter per block, which the model's thread holds for milliseconds at a time
+    files = {name: (read_bytes(path), media_type) for name, (path, media_type) in {
+        "index.html": (os.path.join(STATIC, "index.html"), "text/html"),
+        "explore.js": (os.path.join(STATIC, "explore.js"), "text/javascript"),
+        "explore.css": (os.path.join(STATIC, "explore.css"), "text/css"),
+        "plotly.min.js": (plotly_bundle(), "text/javascript")}.items()}
+
+    def answer_file(name: str) -> Response:
+        content, media_type = files[name]
+        return Response(content=content, media_type=media_type)
 
     @app.get("/")
     async def page():
-        return FileResponse(os.path.join(STATIC, "index.html"), media_type="text/html")
+        return answer_file("index.html")
 
     @app.get("/static/{name}")
     async def static(name: str):
-        if name not in files:  # a key of the fixed list, never a path
+        if name not in files or name == "index.html":  # a key of the fixed list, never a path
             return JSONResponse({"error": f"no file {name!r}"}, status_code=404)
-        path, media_type = files[name]
-        return FileResponse(path, media_type=media_type)
+        return answer_file(name)
 
     @app.get("/api/card")
     async def card():

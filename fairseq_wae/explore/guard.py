@@ -68,7 +68,9 @@ class Guard:
 
         async def send_marked(message):
             if message["type"] == "http.response.start":
-                extra = [(b"x-explore-server", self.server_id.encode()), (b"cache-control", b"no-store")]
+                extra = [(b"x-explore-server", self.server_id.encode())]
+                if scope["path"].startswith("/api/"):
+                    extra.append((b"cache-control", b"no-store"))
                 if set_cookie:
                     extra.append((b"set-cookie", f"{self.cookie}={self.token}; HttpOnly; SameSite=Strict".encode()))
                 message = {**message, "headers": list(message.get("headers", [])) + extra}
