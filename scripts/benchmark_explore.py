@@ -79,10 +79,10 @@ def latencies(url, repeats):
     return times
 
 
-#: the costliest request of each kind the limits let through (explore/limits.py: 2,500 decoding steps)
-HEAVY = [("sample", {"n": 20, "seed": 1, "decoding": "beam", "beam": 4}),
-         ("interpolate", {**REQUESTS["interpolate"], "steps": 20, "decoding": "beam", "beam": 4}),
-         ("reconstruct", {"sentences": "\n".join([REQUESTS["reconstruct"]["sentences"]] * 20), "decoding": "beam",
+#: about the costliest request of each kind the limits let through (explore/limits.py: 2,000 decoding steps)
+HEAVY = [("sample", {"n": 12, "seed": 1, "decoding": "beam", "beam": 4}),
+         ("interpolate", {**REQUESTS["interpolate"], "steps": 12, "decoding": "beam", "beam": 4}),
+         ("reconstruct", {"sentences": "\n".join([REQUESTS["reconstruct"]["sentences"]] * 12), "decoding": "beam",
                           "beam": 4})]
 
 
@@ -177,21 +177,24 @@ def budget(threads: int):
           f"{len(corpus):,} sentences of 12 tokens encoded at start in {time.perf_counter() - started:.1f} s; "
           f"decoding up to {service.length} tokens a sentence; MAX_DECODING {limits.MAX_DECODING:,}")
     sentence, length = corpus[1], limits.DEFAULT_LENGTH
-    most = limits.MAX_DECODING // length
-    requests = [("sample", {"n": most, "seed": 1}),
-                ("sample", {"n": most // 4, "seed": 1, "decoding": "beam", "beam": 4}),
-                ("sample", {"n": 1, "seed": 1, "decoding": "beam", "beam": limits.MAX_BEAM, "max_len": 100}),
-                ("sample", {"n": limits.MAX_DECODING // service.length, "seed": 1, "max_len": service.length}),
-                ("sample", {"n": most, "seed": 1, "decoding": "sampling", "topk": 10}),
-                ("interpolate", {"start": sentence, "end": corpus[2], "steps": min(limits.MAX_STEPS, most)}),
-                ("interpolate", {"start": sentence, "end": corpus[2], "steps": most // 5, "decoding": "beam", "beam": 5}),
-                ("reconstruct", {"sentences": "\n".join(corpus[:min(limits.MAX_SENTENCES, most)])}),
+    def most(beam, tokens):  # sentences: the most the limit lets through
+        return (limits.MAX_DECODING // tokens - limits.STEP_COST) // beam
+
+    requests = [("sample", {"n": most(1, length), "seed": 1}),
+                ("sample", {"n": most(4, length), "seed": 1, "decoding": "beam", "beam": 4}),
+                ("sample", {"n": 1, "seed": 1, "decoding": "beam", "beam": limits.MAX_BEAM, "max_len": 70}),
+                ("sample", {"n": most(1, service.length), "seed": 1, "max_len": service.length}),
+                ("sample", {"n": most(1, length), "seed": 1, "decoding": "sampling", "topk": 10}),
+                ("interpolate", {"start": sentence, "end": corpus[2], "steps": most(1, length)}),
+                ("interpolate", {"start": sentence, "end": corpus[2], "steps": most(5, length), "decoding": "beam",
+                                 "beam": 5}),
+                ("reconstruct", {"sentences": "\n".join(corpus[:most(1, length)])}),
                 ("neighbours", {"sentence": sentence, "k": limits.MAX_NEIGHBOURS}),
-                ("map", {"size": limits.MAP_LIMIT, "prior": most})]
+                ("map", {"size": limits.MAP_LIMIT, "prior": most(1, length)})]
     for method in projection_methods()[1:]:
+        half = limits.MAX_DECODING // 2 // length - limits.STEP_COST  # prior samples of half the budget
         requests.append(("map", {"size": limits.PROJECTION_LIMITS[method], "prior": 0, "method": method}))
-        requests.append(("map", {"size": limits.PROJECTION_LIMITS[method] // 2 - most // 2, "prior": most // 2,
-                                 "method": method}))
+        requests.append(("map", {"size": limits.PROJECTION_LIMITS[method] // 2 - half, "prior": half, "method": method}))
     print("| request (at the limits) | seconds |\n|---|---|")
     for route, body in requests:
         started = time.perf_counter()

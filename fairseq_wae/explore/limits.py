@@ -25,11 +25,14 @@ MAP_LIMIT = 10_000
 MAX_MAP_PRIOR = 1000
 #: beam size
 MAX_BEAM = 20
-#: decoding steps of one request: sentences x beam x the longest sentence decoded (``max_len``, in tokens).
-#: Set so that a request takes about 2 s of the paper-size model (lstm_wae_paper, 20,000 tokens) on one
-#: CPU thread at worst (an untrained model, which decodes every sentence to max_len): README "Exploring
-#: the latent space" gives the measures
-MAX_DECODING = 2_500
+#: the decoding one request may ask: (sentences x beam + STEP_COST) x the longest sentence decoded
+#: (``max_len``, in tokens). Set so that a request takes about 2 s of the paper-size model
+#: (lstm_wae_paper, 20,000 tokens) on one CPU thread at worst (an untrained model, which decodes every
+#: sentence to max_len): README "Exploring the latent space" gives the measures
+MAX_DECODING = 2_000
+#: what a step of fairseq's search costs besides its hypotheses, in hypotheses: one sentence took 7 ms
+#: a token of the paper-size model, and each more hypothesis about 0.8 ms
+STEP_COST = 8
 #: the longest sentence decoded unless the page asks for another (fairseq-generate's max_len_b; the
 #: model's own, 200 by default, is the most it may ask): SNLI's sentences are shorter
 DEFAULT_LENGTH = 30
@@ -86,25 +89,26 @@ def positive_number(body: Dict, name: str, default: Optional[float], maximum: fl
     return number
 
 
-def decoding_cost(what: str, sentences: int, beam: int, length: int) -> None:
-    """Refused when decoding ``sentences`` x ``beam`` hypotheses of up to ``length`` tokens is over ``MAX_DECODING``."""
-    cost = sentences * beam * length
+def decoding_cost(what: str, sentences: int, beam: int, length: int) -> int:
+    """The cost of decoding ``sentences`` x ``beam`` hypotheses of up to ``length`` tokens (0 for none),
+    refused when it is over ``MAX_DECODING``."""
+    cost = (sentences * beam + STEP_COST) * length if sentences else 0
     if cost > MAX_DECODING:
-        raise InputError(f"{what}: {sentences:,} sentence(s) x beam {beam} x up to {length} tokens (max_len) is "
-                         f"{cost:,} decoding steps, over the limit of {MAX_DECODING:,} per request: ask for fewer, a "
-                         "narrower beam or a shorter max_len")
+        raise InputError(f"{what}: ({sentences:,} sentence(s) x beam {beam} + {STEP_COST}) x up to {length} tokens "
+                         f"(max_len) is {cost:,} decoding steps, over the limit of {MAX_DECODING:,} per request: ask "
+                         "for fewer, a narrower beam or a shorter max_len")
+    return cost
 
 
 def map_cost(method: str, points: int, prior: int, length: int) -> None:
     """Refused when the map's prior samples (decoded) and its projection together are over one request's
     budget: a t-SNE or UMAP of ``PROJECTION_LIMITS`` codes takes the whole of it, as ``MAX_DECODING`` does."""
+    decoding = decoding_cost("map (its prior samples)", prior, 1, length)
     limit = PROJECTION_LIMITS.get(method)
-    if limit is None:
-        return decoding_cost("map (its prior samples)", prior, 1, length)
-    if prior * length / MAX_DECODING + points / limit > 1:
-        raise InputError(f"map: a {method} of {points:,} codes (at most {limit:,}) with {prior:,} prior sample(s) x up to "
-                         f"{length} tokens decoded ({prior * length:,} of the {MAX_DECODING:,} decoding steps) is over "
-                         "the limit of one request: ask for fewer corpus codes or prior samples, or use pca")
+    if limit is not None and decoding / MAX_DECODING + points / limit > 1:
+        raise InputError(f"map: a {method} of {points:,} codes (at most {limit:,}) with {prior:,} prior sample(s) "
+                         f"decoded ({decoding:,} of the {MAX_DECODING:,} decoding steps) is over the limit of one "
+                         "request: ask for fewer corpus codes or prior samples, or use pca")
 
 
 def choice(body: Dict, name: str, choices, default: str) -> str:

@@ -12,8 +12,9 @@ shows what ``from_pretrained(...)`` gives for the same input and seed:
 - map: the corpus's codes and ``model.prior_codes(n, seed, T)`` (whose sentences are ``model.sample``'s)
   projected to 2-D by PCA (or t-SNE / UMAP when installed)
 
-Each route returns a future of its answer (a dict, ready for JSON): the model runs one request at a time
-on one thread, as torch's generator, which sampling seeds, is global.
+Decoding takes the page's ``max_len`` as fairseq-generate's ``max_len_b`` (with ``max_len_a=0``; 30 unless
+asked): what bounds a request's cost. Each route returns a future of its answer (a dict, ready for JSON):
+the model runs one request at a time on one thread, as torch's generator, which sampling seeds, is global.
 """
 import contextlib
 import importlib.util
@@ -246,7 +247,7 @@ class ExploreService:
                 "limits": {"sentence_chars": limits.MAX_SENTENCE_CHARS, "sentences": limits.MAX_SENTENCES,
                            "steps": limits.MAX_STEPS, "samples": limits.MAX_SAMPLES, "k": limits.MAX_NEIGHBOURS,
                            "map": limits.MAP_LIMIT, "map_prior": limits.MAX_MAP_PRIOR, "beam": limits.MAX_BEAM,
-                           "decoding": limits.MAX_DECODING, "max_len": self.length,
+                           "decoding": limits.MAX_DECODING, "step_cost": limits.STEP_COST, "max_len": self.length,
                            "default_max_len": min(limits.DEFAULT_LENGTH, self.length),
                            "projection": limits.PROJECTION_LIMITS}}
 

@@ -247,10 +247,11 @@ async function showCard() {
   $("map-size").value = Math.min(card.corpus_sentences, card.limits.map);
   $("max-len").value = card.limits.default_max_len;
   $("max-len").max = card.limits.max_len;
-  $("map-prior").value = Math.min(card.corpus_sentences ? 50 : 80,
-                                  Math.floor(card.limits.decoding / card.limits.default_max_len));
-  $("budget").textContent = `one request decodes at most ${card.limits.decoding.toLocaleString("en")} tokens in ` +
-                            "all (sentences x beam x longest sentence), to stay within about 2 s of the model";
+  const most = Math.floor(card.limits.decoding / card.limits.default_max_len) - card.limits.step_cost;
+  $("map-prior").value = Math.max(0, Math.min(50, most));
+  $("budget").textContent = `one request decodes at most ${card.limits.decoding.toLocaleString("en")} steps: ` +
+                            `(sentences x beam + ${card.limits.step_cost}) x longest sentence, about 2 s of a ` +
+                            `paper-size model (${most} sentences of ${card.limits.default_max_len} tokens)`;
   $("map-method").replaceChildren(...card.projection_methods.map((method) => {
     const option = document.createElement("option");
     option.value = option.textContent = method;
