@@ -132,7 +132,10 @@ def main(argv=None):
         logger.warning(f"serving on {args.host}: anyone who reaches it and has the token can run the model")
     shown = f"[{host}]" if ":" in host else host
     print(f"{PROG}: serving {args.model} on http://{shown}:{port}" + (f"/?token={token}" if token else ""), flush=True)
-    app = create_app(service, hosts=[args.host, *args.allow_host], token=token)
+    hosts = [args.host, *args.allow_host]
+    if args.host in ("0.0.0.0", "::"):  # every address of the machine: its own names too
+        hosts += [socket.gethostname(), socket.getfqdn()]
+    app = create_app(service, hosts=hosts, token=token)
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 
 
