@@ -34,9 +34,11 @@ setup(
     # pytest-randomly runs them in another order each time (its seed printed first and last), so that a
     # test leaning on what an earlier one left behind fails in CI rather than when the order changes
     # fairseq-wae-explore: FastAPI and uvicorn serve the page, plotly draws the map offline (its bundled
-    # plotly.min.js); the tests drive the page in the distribution's Chromium through Selenium
+    # plotly.min.js); the tests drive the page in the distribution's Chromium through Selenium. The
+    # host, origin, content-type and body-size checks are the plugin's own (explore/guard.py), not
+    # FastAPI's; tests/test_explore.py passed on FastAPI 0.142.2 (the floor) and 0.165.0
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "pytest-randomly>=3.12", "selenium>=4.10"],
-                    "explore": ["fastapi>=0.100", "uvicorn>=0.23", "plotly>=5"]},
+                    "explore": ["fastapi>=0.142", "uvicorn>=0.23", "plotly>=5"]},
     entry_points={"console_scripts": [
         "fairseq-wae-prepare = fairseq_wae.cli.prepare_corpus:main",
         "fairseq-wae-prepare-snli = fairseq_wae.cli.prepare_snli:main",

@@ -13,27 +13,32 @@ Needs the explore extra: pip install -e .[explore]
 import argparse
 import logging
 import os
+import secrets
 import socket
 import sys
 
-from fairseq_wae.errors import command
-from fairseq_wae.lines import text_file_lines
+from fairseq_wae.errors import Refusal, command
 
 logger = logging.getLogger(__name__)
 
 PROG = "fairseq-wae-explore"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def read_corpus(path: str, limit: int):
-    """The first ``limit`` non-blank lines of ``path``, stripped, and how many more it holds."""
-    sentences, beyond = [], 0
-    for line in text_file_lines(path):  # a file or a stream, each line in bounded memory
-        if line.strip():
-            if len(sentences) < limit:
-                sentences.append(line.strip())
-            else:
-                beyond += 1
+    """The first ``limit`` sentences of ``path`` and how many more it holds, read as preparation reads a
+    corpus (fairseq_wae.lines: a line over 1 MiB and a binary file refused); blank lines are left out,
+    a line that is not UTF-8 is refused naming it."""
+    from fairseq_wae.preprocess.readers import CorpusError, plain_sentences
+
+    sentences, beyond, reports = [], 0, []
+    for sentence in plain_sentences(path, False, reports):
+        if len(sentences) < limit:
+            sentences.append(sentence)
+        else:
+            beyond += 1
+    lines = reports[0].first_lines.get("non-UTF-8")
+    if lines:
+        raise CorpusError(f"{path}, line {lines[0]}: not valid UTF-8")
     return sentences, beyond
 
 
@@ -70,10 +75,14 @@ def main(argv=None):
                              "--checkpoint-file) with --data")
     parser.add_argument("--checkpoint-file", default="model.pt", help="the checkpoint's name in the MODEL folder")
     parser.add_argument("--data", help="the data folder a checkpoint was trained on (an export holds its own)")
-    parser.add_argument("--corpus", help="sentences, one a line, for the map and the neighbours (the first 10,000)")
+    parser.add_argument("--corpus", help="sentences, one a line, for the map and the neighbours (the first 10,000; "
+                                         "read as fairseq-wae-prepare reads a corpus)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="the address to serve on (default: this machine only; another one lets anyone who "
                              "reaches it run the model)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="a host name the page may be opened under besides 127.0.0.1, localhost, ::1 and --host "
+                             "(a proxy's, a machine's name); repeat for more")
     parser.add_argument("--port", type=int, default=7860, help="0 takes a free port")
     parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's)")
     args = parser.parse_args(argv)
@@ -85,6 +94,7 @@ def main(argv=None):
         import uvicorn
 
         from fairseq_wae.explore.app import create_app, plotly_bundle
+        from fairseq_wae.explore.guard import LOOPBACK
         from fairseq_wae.explore.limits import MAP_LIMIT
         from fairseq_wae.explore.service import ExploreService, model_card
 
@@ -101,8 +111,8 @@ def main(argv=None):
     if args.corpus:
         try:
             corpus, beyond = read_corpus(args.corpus, MAP_LIMIT)
-        except (OSError, UnicodeDecodeError) as e:
-            sys.exit(f"{PROG}: --corpus {args.corpus}: {e}")
+        except Refusal as e:
+            sys.exit(f"{PROG}: --corpus: {e}")
         if beyond:
             logger.warning(f"--corpus {args.corpus}: using its first {MAP_LIMIT:,} sentences, of {MAP_LIMIT + beyond:,}")
         if not corpus:
@@ -117,12 +127,17 @@ def main(argv=None):
     except OSError as e:
         sys.exit(f"{PROG}: cannot serve on --host {args.host} --port {args.port}: {e.strerror or e}")
     host, port = sock.getsockname()[:2]
-    if args.host not in LOOPBACK:
-        logger.warning(f"serving on {args.host}: anyone who reaches it can run the model")
+    token = None
+    if args.host not in LOOPBACK:  # others may reach it: the page asks for a token, as Jupyter does
+        token = secrets.token_urlsafe(24)
+        logger.warning(f"serving on {args.host}: anyone who reaches it and has the token can run the model")
     shown = f"[{host}]" if ":" in host else host
-    print(f"{PROG}: serving {args.model} on http://{shown}:{port}", flush=True)
-    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", access_log=False))
-    server.run(sockets=[sock])
+    print(f"{PROG}: serving {args.model} on http://{shown}:{port}" + (f"/?token={token}" if token else ""), flush=True)
+    hosts = [args.host, *args.allow_host]
+    if args.host in ("0.0.0.0", "::"):  # every address of the machine: its own names too
+        hosts += [socket.gethostname(), socket.getfqdn()]
+    app = create_app(service, hosts=hosts, token=token)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 
 
 if __name__ == "__main__":

@@ -25,6 +25,19 @@ MAP_LIMIT = 10_000
 MAX_MAP_PRIOR = 1000
 #: beam size
 MAX_BEAM = 20
+#: the decoding one request may ask: (sentences x beam + STEP_COST) x the longest sentence decoded
+#: (``max_len``, in tokens). Set so that a request takes about 2 s of the paper-size model
+#: (lstm_wae_paper, 20,000 tokens) on one CPU thread at worst (an untrained model, which decodes every
+#: sentence to max_len): README "Exploring the latent space" gives the measures
+MAX_DECODING = 2_000
+#: what a step of fairseq's search costs besides its hypotheses, in hypotheses: one sentence took 7 ms
+#: a token of the paper-size model, and each more hypothesis about 0.8 ms
+STEP_COST = 8
+#: the longest sentence decoded unless the page asks for another (fairseq-generate's max_len_b; the
+#: model's own, 200 by default, is the most it may ask): SNLI's sentences are shorter
+DEFAULT_LENGTH = 30
+#: codes one t-SNE / UMAP map is fitted on, by the same measure (PCA's projection costs nothing next to them)
+PROJECTION_LIMITS = {"tsne": 150, "umap": 150}
 #: fairseq-generate --seed's range (numpy takes no seed beyond it)
 LARGEST_SEED = 2**32 - 1
 
@@ -76,6 +89,28 @@ def positive_number(body: Dict, name: str, default: Optional[float], maximum: fl
     return number
 
 
+def decoding_cost(what: str, sentences: int, beam: int, length: int) -> int:
+    """The cost of decoding ``sentences`` x ``beam`` hypotheses of up to ``length`` tokens (0 for none),
+    refused when it is over ``MAX_DECODING``."""
+    cost = (sentences * beam + STEP_COST) * length if sentences else 0
+    if cost > MAX_DECODING:
+        raise InputError(f"{what}: ({sentences:,} sentence(s) x beam {beam} + {STEP_COST}) x up to {length} tokens "
+                         f"(max_len) is {cost:,} decoding steps, over the limit of {MAX_DECODING:,} per request: ask "
+                         "for fewer, a narrower beam or a shorter max_len")
+    return cost
+
+
+def map_cost(method: str, points: int, prior: int, length: int) -> None:
+    """Refused when the map's prior samples (decoded) and its projection together are over one request's
+    budget: a t-SNE or UMAP of ``PROJECTION_LIMITS`` codes takes the whole of it, as ``MAX_DECODING`` does."""
+    decoding = decoding_cost("map (its prior samples)", prior, 1, length)
+    limit = PROJECTION_LIMITS.get(method)
+    if limit is not None and decoding / MAX_DECODING + points / limit > 1:
+        raise InputError(f"map: a {method} of {points:,} codes (at most {limit:,}) with {prior:,} prior sample(s) "
+                         f"decoded ({decoding:,} of the {MAX_DECODING:,} decoding steps) is over the limit of one "
+                         "request: ask for fewer corpus codes or prior samples, or use pca")
+
+
 def choice(body: Dict, name: str, choices, default: str) -> str:
     value = _given(body, name)
     if value is None:
@@ -115,20 +150,28 @@ def sentences(body: Dict, name: str) -> List[str]:
     return lines
 
 
-def search(body: Dict) -> Tuple[int, Dict, Optional[int]]:
-    """(beam, fairseq's search options, seed of the sampling or None) of the decoding fields: greedy,
-    beam search of ``beam`` hypotheses, or sampling (``topk``, ``topp``, softmax ``temperature``,
-    drawn from torch's generator seeded with ``sampling_seed``; prior samples have a seed of their own)."""
+def length(body: Dict, longest: int) -> int:
+    """The longest sentence decoded, in tokens (fairseq-generate's max_len_b): ``max_len``, at most ``longest``."""
+    return integer(body, "max_len", min(DEFAULT_LENGTH, longest), 1, longest)
+
+
+def search(body: Dict, longest: int) -> Tuple[int, Dict, Optional[int], int]:
+    """(beam, fairseq's search options, seed of the sampling or None, the longest sentence decoded) of the
+    decoding fields: greedy, beam search of ``beam`` hypotheses, or sampling (``topk``, ``topp``, softmax
+    ``temperature``, drawn from torch's generator seeded with ``sampling_seed``; prior samples have a seed
+    of their own); sentences of at most ``max_len`` tokens (``length``)."""
+    tokens = length(body, longest)
+    options = {"max_len_a": 0, "max_len_b": tokens}
     decoding = choice(body, "decoding", DECODINGS, "greedy")
     if decoding == "greedy":
-        return 1, {}, None
+        return 1, options, None, tokens
     if decoding == "beam":
-        return integer(body, "beam", 5, 1, MAX_BEAM), {}, None
-    options = {"sampling": True, "temperature": positive_number(body, "temperature", 1.0, maximum=100.0)}
+        return integer(body, "beam", 5, 1, MAX_BEAM), options, None, tokens
+    options.update(sampling=True, temperature=positive_number(body, "temperature", 1.0, maximum=100.0))
     topk = integer(body, "topk", None, 1, 100_000)
     topp = positive_number(body, "topp", None, maximum=1.0)
     if topk is not None:
         options["sampling_topk"] = topk
     if topp is not None:
         options["sampling_topp"] = topp
-    return 1, options, integer(body, "sampling_seed", 1, 0, LARGEST_SEED)
+    return 1, options, integer(body, "sampling_seed", 1, 0, LARGEST_SEED), tokens

@@ -303,13 +303,17 @@ class AutoencoderHubInterface(nn.Module):
     def interpolate(self, start: str, end: str, steps: int = 8, method: str = "linear", tokenize: bool = True,
                     **search) -> List[str]:
         """Sentences decoded at ``steps`` points from ``start``'s code to ``end``'s, both included."""
+        return self.decode(self.interpolation_codes(start, end, steps, method, tokenize), tokenize=tokenize, **search)
+
+    def interpolation_codes(self, start: str, end: str, steps: int = 8, method: str = "linear",
+                            tokenize: bool = True) -> Tensor:
+        """The ``steps`` codes that ``interpolate`` decodes, one a row."""
         _check_count("steps", steps, minimum=2, maximum=self.SAMPLE_LIST_LIMIT)
         walks = {"linear": lerp, "spherical": slerp}
         if method not in walks:
             raise Refusal(f"method must be 'linear' or 'spherical', got {method!r}")
         a, b = self.encode([start, end], tokenize, what="start and end")
-        points = torch.stack([walks[method](a, b, i / (steps - 1)) for i in range(steps)])
-        return self.decode(points, tokenize=tokenize, **search)
+        return torch.stack([walks[method](a, b, i / (steps - 1)) for i in range(steps)])
 
     def analogy(self, a: str, b: str, c: str, tokenize: bool = True, **search) -> str:
         """The sentence at z_a - z_b + z_c ("a is to b as ? is to c")."""
