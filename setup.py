@@ -36,7 +36,10 @@ setup(
     # fairseq-wae-explore: FastAPI and uvicorn serve the page, plotly draws the map offline (its bundled
     # plotly.min.js); the tests drive the page in the distribution's Chromium through Selenium
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "pytest-randomly>=3.12", "selenium>=4.10"],
-                    "explore": ["fastapi>=0.100", "uvicorn>=0.23", "plotly>=5"]},
+                    "explore": ["fastapi>=0.100", "uvicorn>=0.23", "plotly>=5"],
+                    # fairseq-wae-fit-prior: scikit-learn fits the Gaussian mixtures, zuko the normalizing flows;
+                    # a prior file is tensors only, so sampling from it needs neither (a flow's needs zuko)
+                    "prior": ["scikit-learn>=1.3", "zuko>=1.1"]},
     entry_points={"console_scripts": [
         "fairseq-wae-prepare = fairseq_wae.cli.prepare_corpus:main",
         "fairseq-wae-prepare-snli = fairseq_wae.cli.prepare_snli:main",
@@ -46,6 +49,7 @@ setup(
         "fairseq-wae-bind-dictionary = fairseq_wae.cli.bind_dictionary:main",
         "fairseq-wae-verify = fairseq_wae.cli.verify:main",
         "fairseq-wae-explore = fairseq_wae.cli.explore:main",
+        "fairseq-wae-fit-prior = fairseq_wae.cli.fit_prior:main",
     ]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
 )
