@@ -114,6 +114,13 @@ TRANSFORMER_ROWS = (("dae", "tdae", "DAE"), ("vae", "tvae", "VAE (annealed)"), (
 READING = "## Reading"
 
 
+def write_report(path, lines):
+    """Writes the report's ``lines`` to ``path`` and prints them."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines).rstrip() + "\n")
+    print("\n".join(lines))
+
+
 def written_reading(path):
     """The hand-written section of an existing report, from READING on, as a one-item list (or [])."""
     if not os.path.exists(path):
@@ -218,9 +225,7 @@ def transformer(args):
              "on the 2-core CPU with other runs sharing it (the Transformers: three trainings at once).", "",
              *header, *rows, "", "## Prior samples (the first 5 of the 10,000 greedy decodings)", "", *samples,
              *reading]
-    with open(args.out, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines).rstrip() + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 # text-autoencoders' models (Shen et al. 2020) beside the paper's, every one trained for the same
@@ -291,9 +296,7 @@ def compare(args):
              "sentences (`latent_metrics.py`). Training: fairseq's train_wall, two trainings at once on the "
              "2-core CPU.", "", *header, *rows, "",
              f"![BLEU against sample NLL]({os.path.basename(figure)})", "", *reading]
-    with open(args.out, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines).rstrip() + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
     print(f"wrote {figure}")
 
 
@@ -338,9 +341,7 @@ def learned_prior(args):
              "more of real text). Copied: samples that are a training sentence verbatim. Held-out log-likelihood: "
              "nats per code of the 10% of training codes held out from the fit, N(0, I)'s in brackets.", "",
              *header, *rows, "", *written_reading(args.out)]
-    with open(args.out, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines).rstrip() + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 def read_log(path, kind="train_inner"):

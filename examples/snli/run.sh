@@ -29,7 +29,7 @@ EXTRAS="dae-noise aae laae daae vae-improved vae-bn tvae-fixed tvae-bn"
 COMPARED="dae dae-noise aae laae daae wae3 vae vae-improved"
 COMPARE_EPOCHS=${COMPARE_EPOCHS:-6}
 # `learned-prior`: these models, each with N(0, I) and with each density fairseq-wae-fit-prior fits to its codes
-PRIOR_MODELS="dae vae wae3 wae10 aae"
+PRIOR_MODELS=${PRIOR_MODELS:-"dae vae wae3 wae10 aae"}
 DENSITIES="gaussian gmm flow"
 
 prepare() {
@@ -138,7 +138,7 @@ evaluate_one() {
 evaluate_prior() {
     local name=$1 density=$2 out=$WORK/learned-prior/$1.$2 ckpt=$WORK/checkpoints/$1/checkpoint_last.pt prior=()
     if [ "$density" != normal ]; then
-        fairseq-wae-fit-prior --checkpoint "$ckpt" --data "$DATA" --density "$density" \
+        python "$repo/scripts/fit_prior.py" --checkpoint "$ckpt" --data "$DATA" --density "$density" \
             --out "$WORK/learned-prior/$name.$density.pt" > "$out.fit.txt"
         prior=(--prior-file "$WORK/learned-prior/$name.$density.pt")
     fi

@@ -58,9 +58,10 @@ def evaluate(args) -> dict:
         meta.update(lm=os.path.abspath(args.lm), lm_sha256=sha256_of(args.lm), lm_order=lm.order)
     corpus = read_lines(args.corpus, "--corpus") if args.corpus else None
     references = read_lines(args.reference, "--reference") if args.reference else None
-    if args.reconstructions or args.reference:
+    if args.reconstructions or (args.reference and not args.samples):
         if not (args.reconstructions and args.reference):
-            raise EvaluationError("BLEU needs both --reference and --reconstructions")
+            raise EvaluationError("BLEU needs both --reference and --reconstructions (--reference alone serves the "
+                                  "reverse perplexity of --samples)")
         reconstructions = read_lines(args.reconstructions, "--reconstructions")
         if len(references) != len(reconstructions):
             raise EvaluationError(f"{args.reconstructions} has {len(reconstructions)} lines but {args.reference} "
