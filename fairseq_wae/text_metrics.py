@@ -176,6 +176,9 @@ def reverse_perplexity(samples: Sequence[str], real: Sequence[str], order: int =
             last = built.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
             raise EvaluationError(f"lmplz could not build the reverse-perplexity model from {len(samples)} samples "
                                   f"({last[0]})")
-        scores = lm_scores(kenlm.Model(arpa), real)
+        binary = os.path.join(folder, "samples.bin")  # kenlm prints a progress bar when it loads an ARPA file
+        subprocess.run([find_kenlm_binary("build_binary"), arpa, binary], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=True)
+        scores = lm_scores(kenlm.Model(binary), real)
     return {"reverse_perplexity": scores["perplexity"], "reverse_nll_bits_per_word": scores["nll_bits_per_word"],
             "reverse_oov_words": scores["oov_words"]}

@@ -70,6 +70,8 @@ class PriorSampleDataset(FairseqDataset):
 
 @register_task("prior_sampling", dataclass=PriorSamplingConfig)
 class PriorSamplingTask(SentenceAutoencodingTask):
+    fitted_prior = None  # the FittedPrior of --prior-file, loaded by setup_task
+
     @classmethod
     def setup_task(cls, cfg: PriorSamplingConfig, **kwargs):
         if cfg.num_samples < 1:
