@@ -38,7 +38,10 @@ setup(
     # host, origin, content-type and body-size checks are the plugin's own (explore/guard.py), not
     # FastAPI's; tests/test_explore.py passed on FastAPI 0.142.2 (the floor) and 0.165.0
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "pytest-randomly>=3.12", "selenium>=4.10"],
-                    "explore": ["fastapi>=0.142", "uvicorn>=0.23", "plotly>=5"]},
+                    "explore": ["fastapi>=0.142", "uvicorn>=0.23", "plotly>=5"],
+                    # fairseq-wae-fit-prior: scikit-learn fits the Gaussian mixtures, zuko the normalizing flows;
+                    # a prior file is tensors only, so sampling from it needs neither (a flow's needs zuko)
+                    "prior": ["scikit-learn>=1.3", "zuko>=1.1"]},
     entry_points={"console_scripts": [
         "fairseq-wae-prepare = fairseq_wae.cli.prepare_corpus:main",
         "fairseq-wae-prepare-snli = fairseq_wae.cli.prepare_snli:main",
@@ -48,6 +51,7 @@ setup(
         "fairseq-wae-bind-dictionary = fairseq_wae.cli.bind_dictionary:main",
         "fairseq-wae-verify = fairseq_wae.cli.verify:main",
         "fairseq-wae-explore = fairseq_wae.cli.explore:main",
+        "fairseq-wae-fit-prior = fairseq_wae.cli.fit_prior:main",
     ]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
 )

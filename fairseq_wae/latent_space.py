@@ -16,7 +16,7 @@ from torch import Tensor
 from fairseq_wae.errors import Refusal
 from fairseq_wae.models.latent import reparameterize
 from fairseq_wae.penalties import gaussian_kl
-from fairseq_wae.seeding import seeded_generator
+from fairseq_wae.seeding import keyed_draws
 
 
 def log_normal(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
@@ -157,16 +157,17 @@ def gaussian_fit_sample(z: Tensor, num_samples: int, generator=None) -> Tensor:
 
 
 def prior_codes(ids: Sequence[int], latent_dim: int, seed: int, temperature: float,
-                dtype: torch.dtype = torch.float32, what: str = "--latent-temperature") -> torch.Tensor:
-    """z_i ~ N(0, temperature^2 I) for each sample index i of ``ids``, drawn from a generator seeded by
-    (seed, i), in float32. Refused, naming the option ``what``, when a code does not fit in ``dtype``
+                dtype: torch.dtype = torch.float32, what: str = "--latent-temperature", prior=None) -> torch.Tensor:
+    """The code of each sample index i of ``ids``, made of draws from a generator seeded by (seed, i)
+    (:func:`keyed_draws`), in float32: z_i ~ N(0, temperature^2 I), or with a fitted ``prior``
+    (:class:`fairseq_wae.fitted_prior.FittedPrior`) the same unit draws scaled by ``temperature``
+    around that density. Refused, naming the option ``what``, when a code does not fit in ``dtype``
     (the model's): fairseq's search would fail on the infinite scores with an AssertionError."""
-    unit = torch.empty(len(ids), latent_dim)
-    for row, i in enumerate(ids):
-        unit[row] = torch.randn(latent_dim, generator=seeded_generator(seed, int(i)))
-    codes = temperature * unit
+    unit, uniform = keyed_draws(ids, latent_dim, seed)
+    exact = temperature * unit.double() if prior is None else prior.transform(unit, uniform, temperature)
+    codes = temperature * unit if prior is None else exact.float()
     if not torch.isfinite(codes.to(dtype)).all():
         raise Refusal(f"{what} {temperature:g} draws codes beyond the range of the model's {dtype} (|z| up to "
-                      f"{temperature * float(unit.abs().max()):.3g}, the largest it holds is "
+                      f"{float(exact.abs().max()):.3g}, the largest it holds is "
                       f"{torch.finfo(dtype).max:.3g}): choose a smaller temperature")
     return codes

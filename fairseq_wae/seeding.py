@@ -1,6 +1,7 @@
 """Random generators keyed by tuples of integers, so that a draw depends on what it is for (seed,
 update, micro-batch; seed, sample index) and not on how much randomness was used before it."""
 import math
+from typing import Tuple
 
 import torch
 from torch import Tensor
@@ -19,6 +20,19 @@ def seeded_generator(*key: int, device="cpu") -> torch.Generator:
     generator = torch.Generator(device=device)
     generator.manual_seed(seeded_seed(*key))
     return generator
+
+
+def keyed_draws(ids, dim: int, seed: int) -> Tuple[Tensor, Tensor]:
+    """For each sample index i of ``ids``: ``dim`` draws of N(0, 1) and then one of U(0, 1), from a generator
+    seeded by (seed, i), as [len(ids), dim] and [len(ids)] float32 tensors: what a prior sample is made
+    of, the same whichever batch it is drawn in (the uniform picks a mixture's component; N(0, I) has
+    no use for it, and its normal draws are the same with or without it)."""
+    unit, uniform = torch.empty(len(ids), dim), torch.empty(len(ids))
+    for row, i in enumerate(ids):
+        generator = seeded_generator(seed, int(i))
+        unit[row] = torch.randn(dim, generator=generator)
+        uniform[row] = torch.rand(1, generator=generator)
+    return unit, uniform
 
 
 def normal_rows(rows: int, dim: int, generator: torch.Generator, device, dtype=torch.float32) -> Tensor:

@@ -1,8 +1,13 @@
 """The paper's evaluation (Table 1) and the usual extras, on tokenised text (one sentence a string).
 
-BLEU is sacrebleu's, LM scores are KenLM's; only the unigram statistics are computed here.
+BLEU is sacrebleu's, LM scores are KenLM's (the reverse perplexity's model built by its lmplz); only the
+unigram statistics and the share of copied samples are computed here.
 """
 import math
+import os
+import shutil
+import subprocess
+import tempfile
 from collections import Counter
 from typing import Dict, List, Sequence
 
@@ -114,6 +119,66 @@ TABLE1_COLUMNS = (("BLEU", "bleu", ".2f"), ("NLL", "nll_bits_per_word", ".2f"), 
                   ("Entropy", "entropy", ".2f"), ("AvgLen", "avg_len", ".1f"))
 
 
-def table1_cells(metrics: Dict[str, float]) -> List[str]:
+#: beyond the paper: how much of the data's variety the samples cover, and how much of it they copy
+DIVERSITY_COLUMNS = (("Reverse PPL", "reverse_perplexity", ".1f"), ("Copied", "copied", ".1%"))
+
+
+def table1_cells(metrics: Dict[str, float], columns=TABLE1_COLUMNS) -> List[str]:
     """One Table 1 row's cells, "-" where a metric is missing."""
-    return [format(metrics[key], fmt) if metrics.get(key) is not None else "-" for _, key, fmt in TABLE1_COLUMNS]
+    return [format(metrics[key], fmt) if metrics.get(key) is not None else "-" for _, key, fmt in columns]
+
+
+def diversity_cells(metrics: Dict[str, float]) -> List[str]:
+    """The reverse perplexity's and copied share's cells of a row, "-" where missing."""
+    return table1_cells(metrics, DIVERSITY_COLUMNS)
+
+
+def copied_share(samples: Sequence[str], training: Sequence[str]) -> float:
+    """The share of samples that are a training sentence verbatim: a model that repeats what it read
+    scores a good NLL without generating anything."""
+    if not samples:
+        raise EvaluationError("no samples")
+    seen = set(training)
+    return sum(sample in seen for sample in samples) / len(samples)
+
+
+def find_kenlm_binary(name: str) -> str:
+    """KenLM's ``name`` (lmplz, build_binary): in $KENLM_BIN, then where scripts/install_kenlm.sh puts
+    it, then on PATH."""
+    candidates = [os.environ.get("KENLM_BIN", ""),
+                  os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "fairseq-wae", "kenlm", "bin")]
+    for folder in candidates:
+        path = os.path.join(folder, name)
+        if folder and os.access(path, os.X_OK):
+            return path
+    found = shutil.which(name)
+    if found is None:
+        raise Refusal(f"KenLM's {name} not found; run: bash scripts/install_kenlm.sh")
+    return found
+
+
+def reverse_perplexity(samples: Sequence[str], real: Sequence[str], order: int = 3) -> Dict[str, float]:
+    """Reverse perplexity (Zhao et al. 2018; Cifka et al. 2018): an ``order``-gram KenLM trained by lmplz
+    on the samples scores the real sentences. Samples that cover the data's variety give it a low value;
+    a model that repeats a few fluent sentences, a high one, however good their forward NLL."""
+    import kenlm
+
+    with tempfile.TemporaryDirectory() as folder:
+        text, arpa = os.path.join(folder, "samples.txt"), os.path.join(folder, "samples.arpa")
+        with open(text, "w", encoding="utf-8") as f:
+            f.writelines(sample + "\n" for sample in samples if sample.strip())
+        # -S/-T: lmplz takes 80% of the memory by default; --discount_fallback: few samples cannot estimate
+        # every discount; --skip_symbols: a sample may hold a literal <unk>
+        with open(text, "rb") as f, open(arpa, "wb") as g:
+            built = subprocess.run([find_kenlm_binary("lmplz"), "-o", str(order), "-S", "200M", "-T", folder,
+                                    "--discount_fallback", "--skip_symbols"], stdin=f, stdout=g, stderr=subprocess.PIPE)
+        if built.returncode != 0:
+            last = built.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+            raise EvaluationError(f"lmplz could not build the reverse-perplexity model from {len(samples)} samples "
+                                  f"({last[0]})")
+        binary = os.path.join(folder, "samples.bin")  # kenlm prints a progress bar when it loads an ARPA file
+        subprocess.run([find_kenlm_binary("build_binary"), arpa, binary], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=True)
+        scores = lm_scores(kenlm.Model(binary), real)
+    return {"reverse_perplexity": scores["perplexity"], "reverse_nll_bits_per_word": scores["nll_bits_per_word"],
+            "reverse_oov_words": scores["oov_words"]}

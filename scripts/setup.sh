@@ -2,7 +2,7 @@
 # Installs everything on a fresh Debian/Ubuntu machine with Python 3.10-3.12: KenLM's build
 # dependencies and the headless browser the explore page is tested in (chromium, chromium-driver; apt,
 # when missing and run as root), the CPU build of torch first (so nothing pulls a CUDA build), this
-# package with its test and explore extras (editable), and KenLM's lmplz/build_binary.
+# package with its test, explore and prior extras (editable), and KenLM's lmplz/build_binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 apt_packages=(build-essential cmake libboost-program-options-dev libboost-system-dev libboost-thread-dev
@@ -23,5 +23,5 @@ if ! dpkg -s "${apt_packages[@]}" >/dev/null 2>&1; then
     fi
 fi
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e '.[test,explore]'
+python -m pip install -q -e '.[test,explore,prior]'
 bash scripts/install_kenlm.sh

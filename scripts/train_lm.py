@@ -9,26 +9,13 @@ lmplz and build_binary are looked up in $KENLM_BIN, then where scripts/install_k
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-from fairseq_wae.errors import Refusal, command
-
-
-def find_kenlm_binary(name: str) -> str:
-    candidates = [os.environ.get("KENLM_BIN", ""),
-                  os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "fairseq-wae", "kenlm", "bin")]
-    for folder in candidates:
-        path = os.path.join(folder, name)
-        if folder and os.access(path, os.X_OK):
-            return path
-    found = shutil.which(name)
-    if found is None:
-        raise Refusal(f"KenLM's {name} not found; run: bash scripts/install_kenlm.sh")
-    return found
+from fairseq_wae.errors import command
+from fairseq_wae.text_metrics import find_kenlm_binary
 
 
 @command

@@ -26,7 +26,7 @@ IN_PROCESS = {"fairseq-train": "fairseq_cli.train", "fairseq-generate": "fairseq
 OUR_SCRIPTS = {REPO / "scripts" / f"{script}.py": f"fairseq_wae.cli.{module}" for script, module in (
     ("prepare_corpus", "prepare_corpus"), ("prepare_snli", "prepare_snli"), ("evaluate", "evaluate"),
     ("interpolate", "interpolate"), ("export_model", "export"), ("bind_dictionary", "bind_dictionary"),
-    ("verify", "verify"))}
+    ("verify", "verify"), ("fit_prior", "fit_prior"))}
 
 
 def in_process(cmd):

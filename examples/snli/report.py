@@ -7,6 +7,7 @@
     python examples/snli/report.py figure1 --work WORK --data DATA --out results/figure1.png
     python examples/snli/report.py transformer --work WORK --data DATA --out results/ablations/transformer.md
     python examples/snli/report.py compare --work WORK/compare --data DATA --out results/text-autoencoders.md
+    python examples/snli/report.py learned-prior --work WORK --data DATA --out results/learned-prior.md
 """
 import argparse
 import json
@@ -16,7 +17,7 @@ import random
 import re
 
 from fairseq_wae.logs import json_log_records
-from fairseq_wae.text_metrics import TABLE1_COLUMNS, table1_cells
+from fairseq_wae.text_metrics import TABLE1_COLUMNS, diversity_cells, table1_cells
 
 PAPER = {  # Table 1 of the paper: BLEU, NLL, UnigramKL, Entropy, AvgLen
     "corpus": (None, 9.92, None, 5.65, 9.7),
@@ -111,6 +112,13 @@ def table2(args):
 # the Transformer rows (WORK) next to the committed LSTM rows of the same flavour (RESULTS)
 TRANSFORMER_ROWS = (("dae", "tdae", "DAE"), ("vae", "tvae", "VAE (annealed)"), ("wae3", "twae", "WAE lambda=3"))
 READING = "## Reading"
+
+
+def write_report(path, lines):
+    """Writes the report's ``lines`` to ``path`` and prints them."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines).rstrip() + "\n")
+    print("\n".join(lines))
 
 
 def written_reading(path):
@@ -217,9 +225,7 @@ def transformer(args):
              "on the 2-core CPU with other runs sharing it (the Transformers: three trainings at once).", "",
              *header, *rows, "", "## Prior samples (the first 5 of the 10,000 greedy decodings)", "", *samples,
              *reading]
-    with open(args.out, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines).rstrip() + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 # text-autoencoders' models (Shen et al. 2020) beside the paper's, every one trained for the same
@@ -290,10 +296,52 @@ def compare(args):
              "sentences (`latent_metrics.py`). Training: fairseq's train_wall, two trainings at once on the "
              "2-core CPU.", "", *header, *rows, "",
              f"![BLEU against sample NLL]({os.path.basename(figure)})", "", *reading]
-    with open(args.out, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines).rstrip() + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
     print(f"wrote {figure}")
+
+
+# the models and priors of `run.sh learned-prior` (its PRIOR_MODELS and DENSITIES)
+PRIOR_MODELS = (("dae", "DAE"), ("vae", "VAE (annealed)"), ("wae3", "WAE lambda=3"), ("wae10", "WAE lambda=10"),
+                ("aae", "AAE"))
+PRIORS = (("normal", "N(0, I)"), ("gaussian", "Gaussian fit"), ("gmm", "Gaussian mixture"), ("flow", "flow (MAF, coupling)"))
+
+
+def learned_prior(args):
+    """Each model's prior samples from N(0, I) and from each density fitted to its training codes: Table 1's
+    sample metrics, reverse perplexity, the share copied from training, and the prior's held-out
+    log-likelihood per code against N(0, I)'s. Keeps the hand-written reading of an existing file."""
+    from fairseq_wae.fitted_prior import load_prior
+
+    header = ["| model | prior | NLL | UnigramKL | Entropy | AvgLen | Reverse PPL | Copied | held-out log-lik. "
+              "(N(0, I)) |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
+    for name, label in PRIOR_MODELS:
+        for density, prior_label in PRIORS:
+            found = os.path.join(args.work, "learned-prior", f"{name}.{density}.json")
+            if not os.path.exists(found):
+                continue
+            with open(found) as f:
+                metrics = json.load(f)["metrics"]
+            fit = "-"
+            prior_path = os.path.join(args.work, "learned-prior", f"{name}.{density}.pt")
+            if os.path.exists(prior_path):
+                record = load_prior(prior_path).record
+                components = f", K={len(record['weights'])}" if density == "gmm" else ""
+                fit = (f"{record['held_out_log_likelihood']:.1f} ({record['held_out_log_likelihood_standard_normal']:.1f})"
+                       + components)
+            rows.append(f"| {label} | {prior_label} | " + " | ".join(table1_cells(metrics)[1:] + diversity_cells(metrics))
+                        + f" | {fit} |")
+    lines = ["# Beyond the paper: sampling from a prior fitted to the codes", "",
+             *[paragraph for line in provenance(args)[:1] for paragraph in (line, "")],
+             "`bash examples/snli/run.sh learned-prior`: for each model of Table 1 (and the AAE), "
+             "`fairseq-wae-fit-prior` fits a density to the codes of the training split (Ghosh et al. 2020), and "
+             f"`fairseq-generate --task prior_sampling --prior-file` decodes {sampling_settings(args.work)} from it "
+             "beside N(0, I)'s. NLL: bits per word under the news trigram LM (lower: more fluent). Reverse PPL: a "
+             "trigram KenLM trained on the samples scores the test split, cut to 20 words (lower: the samples cover "
+             "more of real text). Copied: samples that are a training sentence verbatim. Held-out log-likelihood: "
+             "nats per code of the 10% of training codes held out from the fit, N(0, I)'s in brackets.", "",
+             *header, *rows, "", *written_reading(args.out)]
+    write_report(args.out, lines)
 
 
 def read_log(path, kind="train_inner"):
@@ -360,7 +408,8 @@ def figure1(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["table1", "table2", "figure3", "figure1", "transformer", "compare"])
+    parser.add_argument("what", choices=["table1", "table2", "figure3", "figure1", "transformer", "compare",
+                                         "learned-prior"])
     parser.add_argument("--work", required=True)
     parser.add_argument("--data")
     parser.add_argument("--lstm-results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
@@ -373,7 +422,7 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # importing fairseq sets the root logger to DEBUG
     {"table1": table1, "table2": table2, "figure3": figure3, "figure1": figure1,
-     "transformer": transformer, "compare": compare}[args.what](args)
+     "transformer": transformer, "compare": compare, "learned-prior": learned_prior}[args.what](args)
 
 
 if __name__ == "__main__":

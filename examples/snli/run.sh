@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the paper's Table 1, Table 2 and Figure 3 (and Figure 1) on SNLI. See README.md here.
-#   bash examples/snli/run.sh prepare | train NAME|all|transformers|extras | table1 | table2 | figure3 | figure1 | transformer | compare
+#   bash examples/snli/run.sh prepare | train NAME|all|transformers|extras | table1 | table2 | figure3 | figure1 | transformer | compare | learned-prior
 # Settings come from the environment (SNLI, DATA, WORK, RESULTS, EPOCHS, BATCH, LR, JOBS, MAX_LEN): README.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,6 +28,9 @@ EXTRAS="dae-noise aae laae daae vae-improved vae-bn tvae-fixed tvae-bn"
 # `compare`: these LSTMs for COMPARE_EPOCHS epochs each (the Transformer rows' length), beside the Transformers
 COMPARED="dae dae-noise aae laae daae wae3 vae vae-improved"
 COMPARE_EPOCHS=${COMPARE_EPOCHS:-6}
+# `learned-prior`: these models, each with N(0, I) and with each density fairseq-wae-fit-prior fits to its codes
+PRIOR_MODELS=${PRIOR_MODELS:-"dae vae wae3 wae10 aae"}
+DENSITIES="gaussian gmm flow"
 
 prepare() {
     local inputs=()
@@ -130,6 +133,23 @@ evaluate_one() {
         "$WORK/eval/$1" "$NUM_SAMPLES" --max-sentence-len 20 --max-len-b "$MAX_LEN"
 }
 
+# the prior samples of model $1 drawn from N(0, I) ($2 = normal) or from the density $2 fitted to its training
+# codes, evaluated as Table 1's plus the reverse perplexity on the test split and the share copied from training
+evaluate_prior() {
+    local name=$1 density=$2 out=$WORK/learned-prior/$1.$2 ckpt=$WORK/checkpoints/$1/checkpoint_last.pt prior=()
+    if [ "$density" != normal ]; then
+        python "$repo/scripts/fit_prior.py" --checkpoint "$ckpt" --data "$DATA" --density "$density" \
+            --out "$WORK/learned-prior/$name.$density.pt" > "$out.fit.txt"
+        prior=(--prior-file "$WORK/learned-prior/$name.$density.pt")
+    fi
+    fairseq-generate "$DATA" --user-dir "$repo/fairseq_wae" --path "$ckpt" --cpu --beam 1 --batch-size 500 \
+        --task prior_sampling --num-samples "$NUM_SAMPLES" --seed 1 --max-len-b "$MAX_LEN" "${prior[@]}" \
+        > "$out.out" 2> "$out.log"
+    python "$repo/scripts/extract_hypotheses.py" "$out.out" > "$out.samples.txt"
+    python "$repo/scripts/evaluate.py" --name "$name.$density" --samples "$out.samples.txt" --corpus "$DATA/train.txt" \
+        --reference "$WORK/learned-prior/test20.txt" --lm "$LM" --json "$out.json" > /dev/null
+}
+
 # a fairseq log cut to its metrics: one "KIND {json}" line per train_inner, train and valid record
 trimmed_log() {
     grep -E '\| (train_inner|train|valid) \|' "$1" | sed 's/^.*| \(train_inner\|train\|valid\) | /\1 /'
@@ -172,6 +192,19 @@ case "${1:-}" in
         cp "$WORK"/eval/*.json "$RESULTS/eval/"
         for f in "$WORK"/eval/*.samples.txt; do head -n 1000 "$f" > "$RESULTS/samples/$(basename "$f")"; done
         for f in "$WORK"/logs/*.log; do trimmed_log "$f" > "$RESULTS/logs/$(basename "$f" .log).jsonl"; done ;;
+    learned-prior)  # results/learned-prior.md: every model of PRIOR_MODELS with N(0, I) and each fitted density
+        [ -s "$LM" ] || bash "$0" lm
+        mkdir -p "$WORK/learned-prior"
+        cut -d' ' -f1-20 "$DATA/test.txt" > "$WORK/learned-prior/test20.txt"  # as the models were trained
+        for name in $PRIOR_MODELS; do
+            if [ ! -s "$WORK/checkpoints/$name/checkpoint_last.pt" ]; then
+                echo "no checkpoint for $name: run '$0 train $name' first" >&2; continue
+            fi
+            for density in normal $DENSITIES; do
+                [ -s "$WORK/learned-prior/$name.$density.json" ] || evaluate_prior "$name" "$density"
+            done
+        done
+        python "$here/report.py" learned-prior --work "$WORK" --data "$DATA" --out "$RESULTS/learned-prior.md" ;;
     prepare) prepare ;;
     train)
         if [ "${2:-all}" = all ]; then
@@ -183,6 +216,6 @@ case "${1:-}" in
         else
             train_one "$2"
         fi ;;
-    *) echo "usage: $0 prepare | train NAME|all|transformers|extras | table1 | table2 | figure3 | figure1 | transformer | compare | collect" >&2
+    *) echo "usage: $0 prepare | train NAME|all|transformers|extras | table1 | table2 | figure3 | figure1 | transformer | compare | learned-prior | collect" >&2
        exit 2 ;;
 esac

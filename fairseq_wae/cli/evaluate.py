@@ -8,7 +8,10 @@
 BLEU: sacrebleu corpus BLEU of the reconstructions (tokenize='none'). NLL: of the prior samples under
 the KenLM model, per word in bits (the unit that matches the paper's table; nats, per-sentence and
 perplexity are in --json). UnigramKL = KL(samples || corpus) skipping words unseen in the corpus (the
-paper's), also smoothed. Entropy (nats) and AvgLen of the samples. All files: tokenised, one sentence a line.
+paper's), also smoothed. Entropy (nats) and AvgLen of the samples. Beyond the paper: reverse perplexity
+(a trigram KenLM trained by lmplz on the samples scores the --reference sentences: low when the samples
+cover the data's variety) and the share of samples copied verbatim from --corpus (the training
+sentences). All files: tokenised, one sentence a line.
 """
 import argparse
 import json
@@ -50,10 +53,11 @@ def evaluate(args) -> dict:
     if lm is not None:
         meta.update(lm=os.path.abspath(args.lm), lm_sha256=sha256_of(args.lm), lm_order=lm.order)
     corpus = read_lines(args.corpus, "--corpus") if args.corpus else None
-    if args.reconstructions or args.reference:
+    references = read_lines(args.reference, "--reference") if args.reference else None
+    if args.reconstructions or (args.reference and not args.samples):
         if not (args.reconstructions and args.reference):
-            raise EvaluationError("BLEU needs both --reference and --reconstructions")
-        references = read_lines(args.reference, "--reference")
+            raise EvaluationError("BLEU needs both --reference and --reconstructions (--reference alone serves the "
+                                  "reverse perplexity of --samples)")
         reconstructions = read_lines(args.reconstructions, "--reconstructions")
         if len(references) != len(reconstructions):
             raise EvaluationError(f"{args.reconstructions} has {len(reconstructions)} lines but {args.reference} "
@@ -68,6 +72,9 @@ def evaluate(args) -> dict:
     if args.samples and corpus is not None:
         result.update(text_metrics.unigram_kl(sentences, corpus))
         result["unigram_kl_smoothed"] = text_metrics.unigram_kl(sentences, corpus, smoothing=1.0)["unigram_kl"]
+        result["copied"] = text_metrics.copied_share(sentences, corpus)
+    if args.samples and references is not None:
+        result.update(text_metrics.reverse_perplexity(sentences, references))
     result["entropy"] = text_metrics.unigram_entropy(sentences)
     result["avg_len"] = text_metrics.average_length(sentences)
     result["distinct_1"], result["distinct_2"] = text_metrics.distinct_n(sentences, 1), text_metrics.distinct_n(sentences, 2)
@@ -77,14 +84,15 @@ def evaluate(args) -> dict:
 
 
 def format_row(name: str, m: dict) -> str:
-    return f"| {name} | " + " | ".join(text_metrics.table1_cells(m)) + " |"
+    return f"| {name} | " + " | ".join(text_metrics.table1_cells(m) + text_metrics.diversity_cells(m)) + " |"
 
 
 @command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--reference", help="the test sentences")
+    parser.add_argument("--reference", help="the test sentences (BLEU's references; with --samples, what the "
+                                             "reverse perplexity scores)")
     parser.add_argument("--reconstructions", help="their reconstructions, same order")
     parser.add_argument("--samples", help="sentences sampled from the prior")
     parser.add_argument("--corpus", help="training sentences (UnigramKL's reference); alone: the corpus row")
@@ -94,8 +102,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     report = evaluate(args)  # a refusal: one line (fairseq_wae.errors)
     name = args.name or ("Corpus" if report["meta"]["row"] == "corpus" else os.path.basename(args.samples))
-    print("| model | BLEU | NLL (bits/word) | UnigramKL | Entropy | AvgLen |")
-    print("|---|---|---|---|---|---|")
+    print("| model | BLEU | NLL (bits/word) | UnigramKL | Entropy | AvgLen | Reverse PPL | Copied |")
+    print("|---|---|---|---|---|---|---|---|")
     print(format_row(name, report["metrics"]))
     if "sacrebleu_signature" in report["meta"]:
         print(f"sacrebleu: {report['meta']['sacrebleu_signature']}")

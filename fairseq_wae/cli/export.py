@@ -1,10 +1,11 @@
 """A checkpoint and its data folder to a self-contained model folder that from_pretrained loads.
 
     fairseq-wae-export --checkpoint work/ckpt/checkpoint_best.pt --data data/snli --out models/snli-wae10 \
-        [--evaluation work/eval/wae10.json]
+        [--evaluation work/eval/wae10.json] [--prior work/priors/wae10.gmm.pt]
 
 Writes model.pt (weights and config, no optimiser state), dict.txt, the tokeniser (manifest.json and,
-for sentencepiece data, spm.model), a model card README.md and export.json (what was written). An --out
+for sentencepiece data, spm.model), a fitted prior (--prior, as prior.pt: ``model.sample(n, prior="fitted")``),
+a model card README.md and export.json (what was written). An --out
 that holds anything but an earlier export is refused; a rerun replaces only what export.json lists, and
 removes what an interrupted export left there. The checkpoint is read weights-only, and must carry the
 fingerprint of the --data folder's dictionary (fairseq-wae-bind-dictionary stamps it into an older one).
@@ -41,7 +42,19 @@ def _progress(state) -> str:
     return f"{updates} updates, {epochs} epochs" + (f" and {batches} batches of the next" if batches else "")
 
 
-def _model_card(state, model_class, manifest, evaluation, checkpoint) -> str:
+def _prior_section(prior) -> list:
+    if prior is None:
+        return []
+    record = prior.record
+    return ["## Fitted prior", "", f"- `prior.pt`: {prior.describe(with_path=False)}, "
+            f"fitted by `fairseq-wae-fit-prior` to the codes of {record.get('codes', 0):,} training sentences "
+            f"(split sha256 {str(record.get('split_sha256'))[:12]})",
+            f"- held-out log-likelihood per code: {record['held_out_log_likelihood']:.3f} nats "
+            f"(N(0, I): {record['held_out_log_likelihood_standard_normal']:.3f})",
+            "- sample from it: `model.sample(5, prior=\"fitted\")`", ""]
+
+
+def _model_card(state, model_class, manifest, evaluation, checkpoint, prior=None) -> str:
     cfg = state["cfg"]
     model, criterion, optimization = cfg["model"], cfg["criterion"], cfg["optimization"]
     lines = [f"# {model.get('_name')} trained with {criterion.get('_name')}", "",
@@ -65,6 +78,7 @@ def _model_card(state, model_class, manifest, evaluation, checkpoint) -> str:
         lines += ["## Table 1 row", "", "| " + " | ".join(name for name, _, _ in TABLE1_COLUMNS) + " |",
                   "|" + "---|" * len(TABLE1_COLUMNS), "| " + " | ".join(table1_cells(evaluation["metrics"])) + " |",
                   ""]
+    lines += _prior_section(prior)
     lines += ["## Use", "", "```python", f"from fairseq_wae import {model_class.__name__}",
               f"model = {model_class.__name__}.from_pretrained(\"THIS_FOLDER\")",
               "print(model.sample(5, seed=1))", "```", ""]
@@ -147,12 +161,18 @@ def _staging_folder(out: str) -> str:
     return staging
 
 
-def _write_files(folder: str, state, data: str, model_card: str) -> list:
-    """model.pt, the data folder's dictionary and tokeniser, the model card, into ``folder``; the names."""
+def _write_files(folder: str, state, data: str, model_card: str, prior=None) -> list:
+    """model.pt, the data folder's dictionary and tokeniser, the prior, the model card, into ``folder``;
+    the names."""
     import torch
+
+    from fairseq_wae.fitted_prior import PRIOR_FILE
 
     torch.save(state, os.path.join(folder, "model.pt"))
     written = ["model.pt", "dict.txt"]
+    if prior is not None:
+        shutil.copyfile(prior.path, os.path.join(folder, PRIOR_FILE))
+        written.append(PRIOR_FILE)
     shutil.copyfile(os.path.join(data, "dict.txt"), os.path.join(folder, "dict.txt"))
     for name in ("manifest.json", "spm.model"):
         if os.path.isfile(os.path.join(data, name)):
@@ -173,7 +193,7 @@ def _publish(staging: str, out: str, written: list, previous: dict) -> None:
             os.remove(os.path.join(out, name))
 
 
-def export(checkpoint: str, data: str, out: str, evaluation: str = None, force: bool = False) -> dict:
+def export(checkpoint: str, data: str, out: str, evaluation: str = None, force: bool = False, prior: str = None) -> dict:
     """Writes the model folder ``out`` (see the module's docstring); returns what export.json records.
 
     Everything is written into a staging folder inside ``out`` and moved into place at the end: a
@@ -194,7 +214,7 @@ def export(checkpoint: str, data: str, out: str, evaluation: str = None, force: 
                           "write to") from None
     writer = hold_folder(out, "export", STAGING_PREFIX, ExportError)  # until this export ends
     try:
-        return _export(checkpoint, data, out, evaluation, force)
+        return _export(checkpoint, data, out, evaluation, force, prior)
     finally:
         os.close(writer)
         if new_folder and os.path.isdir(out) and not os.listdir(out):
@@ -211,7 +231,7 @@ def _other_model(previous: dict, checkpoint: str, out: str):
             "replace it, or choose another --out")
 
 
-def _export(checkpoint: str, data: str, out: str, evaluation, force: bool) -> dict:
+def _export(checkpoint: str, data: str, out: str, evaluation, force: bool, prior_file=None) -> dict:
 
     from fairseq_wae.checkpoint_utils import (
         checkpoint_dictionary,
@@ -251,10 +271,11 @@ def _export(checkpoint: str, data: str, out: str, evaluation, force: bool) -> di
         if not isinstance(evaluation_report, dict) or not isinstance(evaluation_report.get("metrics"), dict):
             raise ExportError(f"--evaluation {evaluation} holds no 'metrics' object: give the file that "
                               "fairseq-wae-evaluate --json wrote")
-    card = _model_card(state, saved_model_class(state), read_manifest(data), evaluation_report, checkpoint)
+    prior = _checked_prior(prior_file, state, checkpoint) if prior_file else None
+    card = _model_card(state, saved_model_class(state), read_manifest(data), evaluation_report, checkpoint, prior)
     staging = _staging_folder(out)
     try:
-        written = _write_files(staging, state, data, card)
+        written = _write_files(staging, state, data, card, prior)
         record = {"files": written, "sha256": {name: sha256_of(os.path.join(staging, name)) for name in written},
                   "checkpoint": os.path.abspath(checkpoint), "checkpoint_bytes": os.path.getsize(checkpoint),
                   "model_bytes": os.path.getsize(os.path.join(staging, "model.pt"))}
@@ -271,6 +292,20 @@ def _export(checkpoint: str, data: str, out: str, evaluation, force: bool) -> di
         _publish(staging, out, written, previous)
         os.rmdir(staging)
     return record
+
+
+def _checked_prior(path: str, state, checkpoint: str):
+    """The prior of --prior, refused unless it was fitted for the checkpoint's latent size and dictionary."""
+    from types import SimpleNamespace
+
+    from fairseq_wae.checkpoint_utils import checkpoint_dictionary
+    from fairseq_wae.fitted_prior import load_prior
+
+    prior = load_prior(path, "--prior")
+    model = SimpleNamespace(latent_dim=state["cfg"]["model"].get("latent_dim"),
+                            dictionary_binding=SimpleNamespace(fingerprint=checkpoint_dictionary(state)))
+    prior.check_fits(model, f"--checkpoint {checkpoint}")
+    return prior
 
 
 def _replaced_folder(out: str, pid: int) -> str:
@@ -325,12 +360,14 @@ def main(argv=None):
     parser.add_argument("--data", required=True, help="the data folder it was trained on (dict.txt, manifest.json)")
     parser.add_argument("--out", required=True, help="the model folder to write")
     parser.add_argument("--evaluation", help="an evaluate.py --json file: its Table 1 row goes into the model card")
+    parser.add_argument("--prior", help="a prior file of fairseq-wae-fit-prior fitted for this checkpoint: put into the "
+                                         "folder as prior.pt, for model.sample(n, prior='fitted')")
     parser.add_argument("--force", action="store_true",
                         help="replace the export of another checkpoint that --out holds (a rerun of the same "
                              "checkpoint replaces its own export without it)")
     args = parser.parse_args(argv)
     try:
-        record = export(args.checkpoint, args.data, args.out, args.evaluation, args.force)  # a refusal: one line
+        record = export(args.checkpoint, args.data, args.out, args.evaluation, args.force, args.prior)  # a refusal: one line
     except OSError as e:
         raise ExportError(f"{e}: nothing in --out {args.out} was replaced") from e
     print(f"{args.out}: {', '.join(record['files'])}; model.pt {record['model_bytes']:,} bytes "

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from fairseq_wae.dictionary import load_dictionary
 from fairseq_wae.errors import MissingFile, Refusal
+from fairseq_wae.fitted_prior import PRIOR_FILE, load_prior
 from fairseq_wae.interpolation import lerp, slerp
 from fairseq_wae.latent_space import prior_codes
 from fairseq_wae.lines import MAX_LINE_BYTES
@@ -115,11 +116,14 @@ class AutoencoderHubInterface(nn.Module):
     """Encode sentences to codes, decode codes to sentences, sample, interpolate, and walk the latent
     space of one trained sentence autoencoder. Runs on the device the module is on (``.cuda()``)."""
 
-    def __init__(self, cfg, task, model, codec: Optional[TextCodec] = None):
+    def __init__(self, cfg, task, model, codec: Optional[TextCodec] = None, fitted_prior=None):
         super().__init__()
         self.cfg, self.task, self.model = cfg, task, model.eval()
         self.dictionary = task.source_dictionary
         self.codec = codec
+        if fitted_prior is not None:
+            fitted_prior.check_fits(model, "this model")
+        self.fitted_prior = fitted_prior  # a FittedPrior (fairseq_wae/fitted_prior.py): sample(prior="fitted")
         self.register_buffer("_float_tensor", torch.tensor([0], dtype=torch.float))
 
     @property
@@ -163,7 +167,9 @@ class AutoencoderHubInterface(nn.Module):
         """The encoder's inputs (tokens, lengths) on the interface's device, ``batch_size`` sentences at a
         time: for what runs the model itself (scripts/latent_metrics.py). The sentences are checked here,
         the batches made as they are consumed."""
-        ids = self._token_ids(sentences, tokenize, what)
+        return self._id_batches(self._token_ids(sentences, tokenize, what), batch_size)
+
+    def _id_batches(self, ids: List[Tensor], batch_size: int):
         _check_count("batch_size", batch_size, maximum=MAX_BATCH_SIZE)
         return (tuple(t.to(self.device) for t in pad_batch(ids[start:start + batch_size], self.dictionary.pad()))
                 for start in progress(range(0, len(ids), batch_size), "encode"))
@@ -176,9 +182,13 @@ class AutoencoderHubInterface(nn.Module):
         """Codes z, one row per sentence: a Gaussian encoder's posterior mean unless ``sample_posterior``."""
         if sample_posterior and not self.model.is_gaussian:
             raise Refusal("sample_posterior needs a Gaussian latent head (a VAE or stochastic WAE)")
-        codes = [self.model.encoder(tokens, lengths, sample_posterior=sample_posterior)["z"]
-                 for tokens, lengths in self.batches(sentences, tokenize, batch_size, what)]
-        return torch.cat(codes)
+        return self.encode_token_ids(self._token_ids(sentences, tokenize, what), batch_size, sample_posterior)
+
+    @torch.no_grad()
+    def encode_token_ids(self, ids: List[Tensor], batch_size: int = 256, sample_posterior: bool = False) -> Tensor:
+        """Codes of sentences given as token ids (EOS last, as a split of the data folder holds them)."""
+        return torch.cat([self.model.encoder(tokens, lengths, sample_posterior=sample_posterior)["z"]
+                          for tokens, lengths in self._id_batches(ids, batch_size)])
 
     def _check_codes(self, z) -> Tensor:
         if not isinstance(z, Tensor):
@@ -239,8 +249,14 @@ class AutoencoderHubInterface(nn.Module):
     #: beyond it, ``iter_sample`` holds one batch at a time.
     SAMPLE_LIST_LIMIT = 1_000_000
 
-    def _check_prior(self, n: int, seed: int, latent_temperature: float, listed_by: Optional[str] = None) -> None:
+    def _check_prior(self, n: int, seed: int, latent_temperature: float, listed_by: Optional[str] = None,
+                     prior: str = "normal") -> None:
         """Refuses bad arguments, naming them; ``listed_by``: the method that would return all ``n`` at once."""
+        if prior not in ("normal", "fitted"):
+            raise Refusal(f"prior must be 'normal' (N(0, I)) or 'fitted', got {prior!r}")
+        if prior == "fitted" and self.fitted_prior is None:
+            raise Refusal("prior='fitted': this model folder holds no fitted prior (prior.pt): fit one with "
+                          "fairseq-wae-fit-prior and export the model with --prior FILE")
         _check_count("n", n)
         check_seed(seed)
         if isinstance(latent_temperature, bool) or not isinstance(latent_temperature, (int, float)) \
@@ -251,44 +267,46 @@ class AutoencoderHubInterface(nn.Module):
                           f"{self.SAMPLE_LIST_LIMIT:,}): use iter_sample(n, ...), which draws and decodes batch_size "
                           "codes at a time, e.g. f.writelines(s + '\\n' for s in model.iter_sample(n))")
 
-    def _prior_codes(self, ids: range, seed: int, latent_temperature: float) -> Tensor:
-        return prior_codes(ids, self.latent_dim, seed, latent_temperature,
-                           dtype=next(self.model.parameters()).dtype, what="latent_temperature")
+    def _prior_codes(self, ids: range, seed: int, latent_temperature: float, prior: str) -> Tensor:
+        return prior_codes(ids, self.latent_dim, seed, latent_temperature, dtype=next(self.model.parameters()).dtype,
+                           what="latent_temperature", prior=self.fitted_prior if prior == "fitted" else None)
 
-    def prior_codes(self, n: int, seed: int = 1, latent_temperature: float = 1.0) -> Tensor:
+    def prior_codes(self, n: int, seed: int = 1, latent_temperature: float = 1.0, prior: str = "normal") -> Tensor:
         """The codes ``fairseq-generate --task prior_sampling --seed SEED --latent-temperature T`` decodes
-        (the same for any batch): z ~ N(0, T^2 I). At most ``SAMPLE_LIST_LIMIT`` of them."""
-        self._check_prior(n, seed, latent_temperature, listed_by="prior_codes")
-        return self._prior_codes(range(n), seed, latent_temperature)
+        (the same for any batch): z ~ N(0, T^2 I), or with ``prior="fitted"`` the model folder's fitted
+        prior (``--prior-file``), its noise scaled by T. At most ``SAMPLE_LIST_LIMIT`` of them."""
+        self._check_prior(n, seed, latent_temperature, listed_by="prior_codes", prior=prior)
+        return self._prior_codes(range(n), seed, latent_temperature, prior)
 
     def sample(self, n: int, seed: int = 1, latent_temperature: float = 1.0, beam: int = 1, tokenize: bool = True,
-               batch_size: int = 256, **search) -> List[str]:
-        """``n`` sentences decoded from z ~ N(0, latent_temperature^2 I), the samples of ``fairseq-generate
-        --task prior_sampling --seed SEED --latent-temperature T``, in a list of at most ``SAMPLE_LIST_LIMIT``
-        (use ``iter_sample`` beyond). ``search`` is fairseq's: its ``temperature=`` is the softmax
-        temperature of ``sampling=True``, as fairseq-generate's ``--temperature``."""
-        self._check_prior(n, seed, latent_temperature, listed_by="sample")
-        return list(self.iter_sample(n, seed, latent_temperature, beam, tokenize, batch_size, **search))
+               batch_size: int = 256, prior: str = "normal", **search) -> List[str]:
+        """``n`` sentences decoded from z ~ N(0, latent_temperature^2 I) (``prior="fitted"``: from the model
+        folder's fitted prior), the samples of ``fairseq-generate --task prior_sampling --seed SEED
+        --latent-temperature T [--prior-file FILE]``, in a list of at most ``SAMPLE_LIST_LIMIT`` (use
+        ``iter_sample`` beyond). ``search`` is fairseq's: its ``temperature=`` is the softmax temperature of
+        ``sampling=True``, as fairseq-generate's ``--temperature``."""
+        self._check_prior(n, seed, latent_temperature, listed_by="sample", prior=prior)
+        return list(self.iter_sample(n, seed, latent_temperature, beam, tokenize, batch_size, prior, **search))
 
     def iter_sample(self, n: int, seed: int = 1, latent_temperature: float = 1.0, beam: int = 1,
-                    tokenize: bool = True, batch_size: int = 256, **search) -> Iterator[str]:
+                    tokenize: bool = True, batch_size: int = 256, prior: str = "normal", **search) -> Iterator[str]:
         """The sentences of ``sample``, one at a time, for any ``n``: ``batch_size`` codes are drawn and
         decoded at a time, so memory is bounded by the batch. The arguments are checked at the call."""
-        self._check_prior(n, seed, latent_temperature)
+        self._check_prior(n, seed, latent_temperature, prior=prior)
         _check_count("batch_size", batch_size, maximum=MAX_BATCH_SIZE)
         return self._sentences_from_prior(n, seed, latent_temperature, self._generator(beam, search), tokenize,
-                                          batch_size)
+                                          batch_size, prior)
 
     @torch.no_grad()
     def _sentences_from_prior(self, n: int, seed: int, latent_temperature: float, generator, tokenize: bool,
-                              batch_size: int) -> Iterator[str]:
+                              batch_size: int, prior: str) -> Iterator[str]:
         # the search's own sampling draws from torch's generator, seeded with `seed` once, as fairseq-generate
         # does; its state is carried from batch to batch here, so the caller's generator stays untouched even
         # between the sentences it takes
         cuda = self.device.type == "cuda"
         states = None
         for start in progress(range(0, n, batch_size), "sample"):
-            z = self._prior_codes(range(start, min(start + batch_size, n)), seed, latent_temperature)
+            z = self._prior_codes(range(start, min(start + batch_size, n)), seed, latent_temperature, prior)
             with torch.random.fork_rng(devices=[self.device] if cuda else []):
                 if states is None:
                     torch.manual_seed(seed)
@@ -366,7 +384,9 @@ def load_hub_interface(model_name_or_path: str, checkpoint_file: str, data_name_
     model = loaded["models"][0]
     if not hasattr(model, "latent_dim"):
         raise Refusal(f"{path} holds a {type(model).__name__}: not a fairseq-wae autoencoder checkpoint")
-    return AutoencoderHubInterface(loaded["args"], loaded["task"], model, TextCodec(data))
+    prior_path = os.path.join(model_name_or_path, PRIOR_FILE)
+    fitted = load_prior(prior_path) if os.path.isfile(prior_path) else None
+    return AutoencoderHubInterface(loaded["args"], loaded["task"], model, TextCodec(data), fitted)
 
 
 def from_checkpoint(path: str, data_name_or_path: str) -> AutoencoderHubInterface:

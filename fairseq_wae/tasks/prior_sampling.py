@@ -1,4 +1,5 @@
-"""Task ``prior_sampling``: fairseq-generate decodes sentences from codes z ~ N(0, I).
+"""Task ``prior_sampling``: fairseq-generate decodes sentences from codes z ~ N(0, I), or from the density
+of ``--prior-file`` (fitted to the model's codes by fairseq-wae-fit-prior: fairseq_wae/fitted_prior.py).
 
 It reuses ``sentence_autoencoding`` (dictionary, model, checkpoint state); only the "data" differs:
 ``--num-samples`` empty sources, each paired with a prior code that depends on ``--seed`` and the
@@ -7,12 +8,14 @@ sample's index alone, so the samples do not depend on batching. fairseq's own se
 """
 import math
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 from fairseq.data import FairseqDataset
 from fairseq.tasks import register_task
 
 from fairseq_wae.errors import Refusal
+from fairseq_wae.fitted_prior import load_prior
 from fairseq_wae.latent_space import prior_codes
 from fairseq_wae.tasks.sentence_autoencoding import SentenceAutoencodingConfig, SentenceAutoencodingTask
 
@@ -22,7 +25,11 @@ class PriorSamplingConfig(SentenceAutoencodingConfig):
     num_samples: int = field(default=0, metadata={"help": "how many sentences to sample from the prior"})
     latent_temperature: float = field(
         default=1.0, metadata={"help": "sample z ~ N(0, t^2 I): the scale of the codes, not fairseq's --temperature "
-                                       "(the softmax temperature of --sampling)"}
+                                       "(the softmax temperature of --sampling); with --prior-file, the scale of "
+                                       "the noise around the fitted density (a mixture's means stay)"}
+    )
+    prior_file: Optional[str] = field(
+        default=None, metadata={"help": "sample from this prior file of fairseq-wae-fit-prior instead of N(0, I)"}
     )
 
 
@@ -63,6 +70,8 @@ class PriorSampleDataset(FairseqDataset):
 
 @register_task("prior_sampling", dataclass=PriorSamplingConfig)
 class PriorSamplingTask(SentenceAutoencodingTask):
+    fitted_prior = None  # the FittedPrior of --prior-file, loaded by setup_task
+
     @classmethod
     def setup_task(cls, cfg: PriorSamplingConfig, **kwargs):
         if cfg.num_samples < 1:
@@ -71,7 +80,9 @@ class PriorSamplingTask(SentenceAutoencodingTask):
             raise Refusal(f"--latent-temperature must be a finite number > 0, got {cfg.latent_temperature}")
         if cfg.sample_posterior:
             raise Refusal("--sample-posterior concerns reconstruction: use --task sentence_autoencoding")
-        return super().setup_task(cfg, **kwargs)
+        task = super().setup_task(cfg, **kwargs)
+        task.fitted_prior = load_prior(cfg.prior_file, "--prior-file") if cfg.prior_file else None
+        return task
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         self.datasets[split] = PriorSampleDataset(self.cfg.num_samples, self.dictionary.eos(), self.dictionary.pad())
@@ -80,7 +91,10 @@ class PriorSamplingTask(SentenceAutoencodingTask):
         latent_dims = {model.latent_dim for model in models}
         if len(latent_dims) != 1:
             raise Refusal(f"an ensemble must share one latent size, got {sorted(latent_dims)}")
+        if self.fitted_prior is not None:
+            for model in models:
+                self.fitted_prior.check_fits(model, "the model of --path")
         z = prior_codes(sample["id"].tolist(), latent_dims.pop(), self.cfg.seed, self.cfg.latent_temperature,
-                        dtype=next(models[0].parameters()).dtype)
+                        dtype=next(models[0].parameters()).dtype, prior=self.fitted_prior)
         sample["net_input"]["latent"] = z.to(sample["net_input"]["src_tokens"].device)
         return super().inference_step(generator, models, sample, prefix_tokens, constraints)
