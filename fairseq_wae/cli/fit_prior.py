@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from fairseq_wae.errors import Refusal
+from fairseq_wae.errors import Refusal, command
 from fairseq_wae.fitted_prior import (DENSITIES, FORMAT, VERSION, FittedPrior, build_flow, save_prior,
                                       standard_normal_log_prob)
 
@@ -220,6 +220,7 @@ def fit_prior(checkpoint: str, data: str, density: str, out: str, components=Non
     return record
 
 
+@command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
