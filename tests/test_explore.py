@@ -1,5 +1,5 @@
 """fairseq-wae-explore: the server started once for the module on the DAE overfit to 50 sentences
-(conftest.overfit_dae, exported), with 300 toy sentences as its corpus; its routes over HTTP against the
+(conftest.overfit_dae, exported with a Gaussian prior fitted to its codes), with 300 toy sentences as its corpus; its routes over HTTP against the
 Python interface, its refusals (host, origin, token, body size, cost, a full queue), 50 requests at once,
 and the page in a real headless Chromium (Selenium driving the distribution's chromium and chromedriver,
 which scripts/setup.sh installs), behind a path-prefixing proxy and across a server restart. Every
@@ -69,13 +69,15 @@ class AsThePageDecodes:
 @pytest.fixture(scope="module")
 def explored(overfit_dae, tmp_path_factory):
     """(export folder, corpus file, corpus sentences, the model loaded by from_pretrained, decoding as the
-    page asks)."""
+    page asks). The export carries a fitted prior (a Gaussian: fitted in a second), so the page offers it."""
     from fairseq_wae import LSTMAutoencoderModel
 
     data, ckpt, _ = overfit_dae
     folder = tmp_path_factory.mktemp("explore")
+    run([sys.executable, REPO / "scripts" / "fit_prior.py", "--checkpoint", ckpt / "checkpoint_best.pt", "--data", data,
+         "--density", "gaussian", "--out", folder / "gaussian.pt"])
     run([sys.executable, REPO / "scripts" / "export_model.py", "--checkpoint", ckpt / "checkpoint_best.pt",
-         "--data", data, "--out", folder / "model"])
+         "--data", data, "--out", folder / "model", "--prior", folder / "gaussian.pt"])
     corpus = [line for line in (REPO / "examples" / "toy" / "sentences.txt").read_text().splitlines() if line][:CORPUS_SIZE]
     (folder / "corpus.txt").write_text("\n".join(corpus) + "\n")
     # one thread, as the server and pytest-xdist's workers run: the tiny model's decoding is 3x slower on
@@ -151,10 +153,24 @@ def test_every_route_answers_what_the_python_interface_gives(server, explored):
     status, answer = post(server, "map", {"size": CORPUS_SIZE, "prior": 20, "seed": 2})
     assert status == 200 and len(answer["corpus"]["x"]) == CORPUS_SIZE and answer["corpus"]["text"] == corpus
     assert answer["prior"]["text"] == model.sample(20, seed=2) and len(answer["prior"]["y"]) == 20
+    assert answer["prior_kind"] == "normal" and answer["prior_name"] == "N(0, I)"
+    # the model's fitted prior, as sample(..., prior="fitted") draws it: its sentences, and its codes on the map
+    status, answer = post(server, "sample", {"n": "7", "seed": "3", "prior_kind": "fitted"})
+    fitted = model.sample(7, seed=3, prior="fitted")
+    assert status == 200 and answer["samples"] == fitted and answer["prior_kind"] == "fitted"
+    assert fitted != model.sample(7, seed=3) and "one full-covariance Gaussian" in answer["prior_name"]
+    status, answer = post(server, "map", {"size": CORPUS_SIZE, "prior": 20, "seed": 2, "prior_kind": "fitted"})
+    assert status == 200 and answer["prior"]["text"] == model.sample(20, seed=2, prior="fitted")
+    from fairseq_wae.explore.service import pca_axes
+
+    mean, axes, _ = pca_axes(model.encode(corpus).double())
+    expected = (model.prior_codes(20, seed=2, prior="fitted").double() - mean) @ axes.T
+    assert torch.tensor([answer["prior"]["x"], answer["prior"]["y"]]).T.double() == pytest.approx(expected, abs=1e-3)
     with urllib.request.urlopen(f"{server}/api/card") as response:
         card = json.loads(response.read())
     assert card["title"] == "lstm_ae_tiny trained with ae_cross_entropy" and "## Training" in card["card"]
     assert ["architecture", "lstm_ae_tiny"] in card["summary"] and card["corpus_sentences"] == CORPUS_SIZE
+    assert list(card["priors"]) == ["normal", "fitted"] and "## Fitted prior" in card["card"]
 
 
 def test_bad_input_gets_a_message_and_the_server_keeps_serving(server):
@@ -172,6 +188,7 @@ def test_bad_input_gets_a_message_and_the_server_keeps_serving(server):
         ("neighbours", {"sentence": "a dog .", "k": 10**6}, "k must be between 1 and 100"),
         ("map", {"size": 10**6}, "size must be between 0 and 10,000"),
         ("map", {"method": "../../etc/passwd"}, "method must be one of pca"),
+        ("map", {"prior_kind": "uniform"}, "prior_kind must be one of normal, fitted, got 'uniform'"),
         ("sample", None, "must be a JSON object"),
     ]
     for route, body, message in refused:
@@ -369,6 +386,26 @@ def test_a_server_for_other_machines_asks_for_the_token_it_printed(bare_service)
         served.stop()
 
 
+def test_the_fitted_prior_is_refused_for_a_model_without_one(overfit_dae):
+    """The checkpoint itself (no prior.pt beside it): N(0, I) alone is offered, and "fitted" refused in one line."""
+    from fairseq_wae.explore.service import ExploreService, model_card
+    from fairseq_wae.models.hub_interface import from_checkpoint
+
+    data, ckpt, _ = overfit_dae
+    model = from_checkpoint(str(ckpt / "checkpoint_best.pt"), str(data))
+    served = ServedInThread(ExploreService(model, [], model_card(model)))
+    try:
+        assert ask(f"{served.url}/api/card")[1]["priors"] == {"normal": "N(0, I)"}
+        for route in ("sample", "map"):
+            status, answer = post(served.url, route, {"n": 2, "prior": 2, "prior_kind": "fitted"})
+            assert status == 400 and answer["error"] == (
+                "prior_kind 'fitted': this model carries no fitted prior (its folder holds no prior.pt): fit one "
+                "with fairseq-wae-fit-prior and export the model with --prior FILE"), (route, answer)
+        assert post(served.url, "sample", {"n": 2, "prior_kind": "normal"})[0] == 200
+    finally:
+        served.stop()
+
+
 def prefixing_proxy(target: str, prefix: str) -> ThreadingHTTPServer:
     """A proxy on 127.0.0.1 that serves ``target``'s /PATH as ``prefix``/PATH, as JupyterHub's proxy or an
     editor's port forwarding do (the Host header kept); its URL is ``proxy.url``; stopped by ``shutdown()``."""
@@ -475,6 +512,14 @@ def test_the_page_in_a_headless_browser_behind_a_path_prefix_shows_what_the_inte
         find(By.ID, "sam-button").click()
         assert answered("sample") == "done" and find(By.ID, "sam-error").text == ""
         assert lines("sam-output") == model.sample(6, seed=4, sampling=True)
+        assert find(By.ID, "sam-prior-used").text == "sampled from N(0, I)"
+        # the model carries a fitted prior: the choice is offered, and its samples shown, with the prior named
+        assert find(By.ID, "sam-prior-kind").is_displayed() and find(By.ID, "map-prior-kind").is_displayed()
+        Select(find(By.ID, "sam-prior-kind")).select_by_value("fitted")
+        find(By.ID, "sam-button").click()
+        assert answered("sample") == "done"
+        assert lines("sam-output") == model.sample(6, seed=4, sampling=True, prior="fitted")
+        assert find(By.ID, "sam-prior-used").text.startswith("sampled from the fitted prior (one full-covariance")
 
         Select(find(By.ID, "decoding")).select_by_value("greedy")
         type_into("nn-input", "a dog is eating outside .")
@@ -483,10 +528,13 @@ def test_the_page_in_a_headless_browser_behind_a_path_prefix_shows_what_the_inte
         shown = [row.find_elements(By.TAG_NAME, "td")[0].text for row in browser.find_elements(By.CSS_SELECTOR, "#nn-output tr")]
         assert shown == [s for s, _ in model.nearest("a dog is eating outside .", corpus, k=5)]
 
+        Select(find(By.ID, "map-prior-kind")).select_by_value("fitted")
         find(By.ID, "map-button").click()
         assert answered("map-section") == "done"
         assert browser.execute_script("return document.getElementById('map').data[0].x.length") == len(corpus)
-        assert browser.execute_script("return document.getElementById('map').data[1].x.length") == 50
+        assert browser.execute_script("return document.getElementById('map').data[1].hovertext") == model.sample(
+            50, seed=1, prior="fitted")
+        assert "50 prior samples from the fitted prior" in find(By.ID, "map-status").text
         assert int(find(By.ID, "map-status").get_attribute("data-points")) == len(corpus) + 50
         # a click on a point: its sentence and its reconstruction
         point = browser.find_elements(By.CSS_SELECTOR, "#map .scatterlayer .trace:first-child .point")[0]

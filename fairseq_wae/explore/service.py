@@ -6,10 +6,11 @@ shows what ``from_pretrained(...)`` gives for the same input and seed:
   ``torch.manual_seed(seed)`` (the interface samples from torch's generator, as fairseq does)
 - interpolate: ``model.interpolate(start, end, steps, method, **search)``, likewise; given a map drawn
   before, its codes (``model.interpolation_codes``) placed on that map
-- sample: ``model.sample(n, seed, latent_temperature, beam, **search)``
+- sample: ``model.sample(n, seed, latent_temperature, beam, prior=..., **search)``, ``prior_kind`` "normal"
+  (N(0, I)) or, for a model folder that carries one (``prior.pt``), "fitted"
 - neighbours: ``model.nearest(sentence, corpus, k)``, with the corpus encoded once (``model.encode``)
   rather than at every request: the same codes, the same distances
-- map: the corpus's codes and ``model.prior_codes(n, seed, T)`` (whose sentences are ``model.sample``'s)
+- map: the corpus's codes and ``model.prior_codes(n, seed, T, prior=...)`` (whose sentences are ``model.sample``'s)
   projected to 2-D by PCA (or t-SNE / UMAP when installed)
 
 Decoding takes the page's ``max_len`` as fairseq-generate's ``max_len_b`` (with ``max_len_a=0``; 30 unless
@@ -94,6 +95,18 @@ class ExploreService:
             raise ValueError(f"the corpus has {len(self.corpus):,} sentences: at most {limits.MAP_LIMIT:,}")
         self.corpus_codes = model.encode(self.corpus, what="--corpus").cpu() if self.corpus else None
         self._pca = pca_axes(self.corpus_codes.double()) if self.corpus else None
+        fitted = model.fitted_prior
+        #: the priors the page may sample from, and what the page says of each
+        self.priors = {"normal": "N(0, I)",
+                       **({"fitted": f"the fitted prior ({fitted.describe(with_path=False)})"} if fitted else {})}
+
+    def _prior_kind(self, body: Dict) -> str:
+        """The prior a request samples from: "normal" unless asked; "fitted" only for a model that carries one."""
+        kind = limits.choice(body, "prior_kind", ("normal", "fitted"), "normal")
+        if kind not in self.priors:
+            raise InputError("prior_kind 'fitted': this model carries no fitted prior (its folder holds no prior.pt): "
+                             "fit one with fairseq-wae-fit-prior and export the model with --prior FILE")
+        return kind
 
     @contextlib.contextmanager
     def _seeded(self, seed: Optional[int]):
@@ -147,11 +160,14 @@ class ExploreService:
         seed = limits.integer(body, "seed", 1, 0, limits.LARGEST_SEED)
         latent_temperature = limits.positive_number(body, "latent_temperature", 1.0, maximum=100.0)
         beam, search, _, length = limits.search(body, self.length)  # sample() seeds its search's draws with `seed`
+        prior_kind = self._prior_kind(body)
         limits.decoding_cost("sample", n, beam, length)
 
         def job():
-            samples = self.model.sample(n, seed=seed, latent_temperature=latent_temperature, beam=beam, **search)
-            return {"n": n, "seed": seed, "latent_temperature": latent_temperature, "samples": samples}
+            samples = self.model.sample(n, seed=seed, latent_temperature=latent_temperature, beam=beam,
+                                        prior=prior_kind, **search)
+            return {"n": n, "seed": seed, "latent_temperature": latent_temperature, "samples": samples,
+                    "prior_kind": prior_kind, "prior_name": self.priors[prior_kind]}
 
         return self.worker.submit(job)
 
@@ -178,12 +194,13 @@ class ExploreService:
         seed = limits.integer(body, "seed", 1, 0, limits.LARGEST_SEED)
         latent_temperature = limits.positive_number(body, "latent_temperature", 1.0, maximum=100.0)
         method = limits.choice(body, "method", projection_methods(), "pca")
+        prior_kind = self._prior_kind(body)
         if size + prior == 0:
             raise InputError("the map is empty: ask for corpus codes (size) or prior samples (prior), or start "
                              "fairseq-wae-explore with --corpus FILE")
         length = limits.length(body, self.length)
         limits.map_cost(method, size + prior, prior, length)
-        key = f"{method}-{size}-{prior}-{seed}-{latent_temperature:g}-{length}"
+        key = f"{method}-{size}-{prior}-{prior_kind}-{seed}-{latent_temperature:g}-{length}"
         with self._maps_lock:
             drawn = self._maps.get(key)
         if drawn is not None:
@@ -192,7 +209,7 @@ class ExploreService:
             return done
 
         def job():
-            drawn = self._draw_map(size, prior, seed, latent_temperature, method, length)
+            drawn = self._draw_map(size, prior, prior_kind, seed, latent_temperature, method, length)
             drawn["answer"]["id"] = key
             with self._maps_lock:
                 if len(self._maps) >= 8:  # the last few maps asked for: a page redrawn, a second browser
@@ -208,14 +225,15 @@ class ExploreService:
         with self._maps_lock:  # None for a map this server did not draw (before a restart) or forgot
             return self._maps.get(key)
 
-    def _draw_map(self, size: int, prior: int, seed: int, latent_temperature: float, method: str,
+    def _draw_map(self, size: int, prior: int, prior_kind: str, seed: int, latent_temperature: float, method: str,
                   length: int) -> Dict:
         codes = self.corpus_codes[:size].double() if size else torch.zeros(0, self.model.latent_dim, dtype=torch.float64)
         prior_sentences: List[str] = []
         if prior:
-            prior_codes = self.model.prior_codes(prior, seed=seed, latent_temperature=latent_temperature)
+            prior_codes = self.model.prior_codes(prior, seed=seed, latent_temperature=latent_temperature,
+                                                 prior=prior_kind)
             prior_sentences = self.model.sample(prior, seed=seed, latent_temperature=latent_temperature, max_len_a=0,
-                                                max_len_b=length)
+                                                max_len_b=length, prior=prior_kind)
             codes = torch.cat([codes, prior_codes.cpu().double()])
         if method == "pca":
             mean, axes, share = self._pca if self._pca is not None else pca_axes(codes)
@@ -238,12 +256,13 @@ class ExploreService:
         return {"place": place,
                 "answer": {"method": method, "axes": axis_titles, "corpus": points(rows[:size], self.corpus[:size]),
                            "prior": points(rows[size:], prior_sentences), "seed": seed,
-                           "latent_temperature": latent_temperature}}
+                           "latent_temperature": latent_temperature, "prior_kind": prior_kind,
+                           "prior_name": self.priors[prior_kind]}}
 
     def describe(self) -> Dict:
         """The model card, what the page's settings may be, and the limits it checks."""
         return {**self.card, "corpus_sentences": len(self.corpus), "projection_methods": projection_methods(),
-                "unknown_symbol": self.model.dictionary.unk_word,
+                "unknown_symbol": self.model.dictionary.unk_word, "priors": self.priors,
                 "limits": {"sentence_chars": limits.MAX_SENTENCE_CHARS, "sentences": limits.MAX_SENTENCES,
                            "steps": limits.MAX_STEPS, "samples": limits.MAX_SAMPLES, "k": limits.MAX_NEIGHBOURS,
                            "map": limits.MAP_LIMIT, "map_prior": limits.MAX_MAP_PRIOR, "beam": limits.MAX_BEAM,

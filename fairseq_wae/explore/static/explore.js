@@ -136,13 +136,16 @@ function sample() {
   return run("sample", "sam-error", async () => {
     $("sam-output").replaceChildren();
     $("sam-download").classList.add("hidden");
+    $("sam-prior-used").textContent = "";
     const answer = await post("sample", {...search(), n: $("sam-n").value, seed: $("sam-seed").value,
-                                         latent_temperature: $("sam-temp").value});
+                                         latent_temperature: $("sam-temp").value,
+                                         prior_kind: $("sam-prior-kind").value || "normal"});
     fillList($("sam-output"), answer.samples);
+    $("sam-prior-used").textContent = `sampled from ${answer.prior_name}`;
     const link = $("sam-download");
     if (link.href) URL.revokeObjectURL(link.href);
     link.href = URL.createObjectURL(new Blob([answer.samples.join("\n") + "\n"], {type: "text/plain"}));
-    link.download = `samples-n${answer.n}-seed${answer.seed}-T${answer.latent_temperature}.txt`;
+    link.download = `samples-${answer.prior_kind}-n${answer.n}-seed${answer.seed}-T${answer.latent_temperature}.txt`;
     link.classList.remove("hidden");
   });
 }
@@ -173,7 +176,8 @@ function drawMap() {
     $("map-status").textContent = "drawing...";
     const answer = await post("map", {size: $("map-size").value, prior: $("map-prior").value,
                                       seed: $("map-seed").value, latent_temperature: $("map-temp").value,
-                                      method: $("map-method").value, max_len: $("max-len").value});
+                                      method: $("map-method").value, max_len: $("max-len").value,
+                                      prior_kind: $("map-prior-kind").value || "normal"});
     const fetched = performance.now();
     mapId = answer.id;
     const trace = (points, name, color, size, opacity) => ({
@@ -181,7 +185,7 @@ function drawMap() {
       mode: "markers", marker: {size: size, color: color, opacity: opacity},
     });
     await Plotly.react("map", [trace(answer.corpus, "corpus", "#3b6ea5", 3, 0.5),
-                               trace(answer.prior, "prior samples", "#e4572e", 5, 0.9)], {
+                               trace(answer.prior, `prior samples (${answer.prior_kind})`, "#e4572e", 5, 0.9)], {
       margin: {l: 50, r: 10, t: 10, b: 40}, hovermode: "closest", legend: {orientation: "h"},
       xaxis: {title: {text: answer.axes[0]}}, yaxis: {title: {text: answer.axes[1]}},
     }, {displaylogo: false, responsive: true});
@@ -191,8 +195,8 @@ function drawMap() {
     status.dataset.points = String(answer.corpus.x.length + answer.prior.x.length);
     status.dataset.fetchMs = (fetched - started).toFixed(0);
     status.dataset.renderMs = (drawn - fetched).toFixed(0);
-    status.textContent = `${answer.corpus.x.length} corpus codes, ${answer.prior.x.length} prior samples ` +
-                         `(${answer.method}; ${((drawn - started) / 1000).toFixed(2)} s)`;
+    status.textContent = `${answer.corpus.x.length} corpus codes, ${answer.prior.x.length} prior samples from ` +
+                         `${answer.prior_name} (${answer.method}; ${((drawn - started) / 1000).toFixed(2)} s)`;
     if (!$("map").dataset.clicks) {
       $("map").dataset.clicks = "on";
       $("map").on("plotly_click", (event) => reconstructPoint(event.points[0].hovertext));
@@ -257,6 +261,18 @@ async function showCard() {
     option.value = option.textContent = method;
     return option;
   }));
+  // the choice of prior, only for a model that carries a fitted one besides N(0, I)
+  const priors = Object.entries(card.priors || {});
+  for (const id of ["sam-prior-kind", "map-prior-kind"]) {
+    $(id).replaceChildren(...priors.map(([kind, name]) => {
+      const option = document.createElement("option");
+      option.value = kind;
+      option.textContent = kind === "normal" ? "N(0, I)" : "fitted";
+      option.title = name;
+      return option;
+    }));
+  }
+  document.querySelectorAll(".prior-choice").forEach((label) => label.classList.toggle("hidden", priors.length < 2));
   if (!card.corpus_sentences) $("nn-error").textContent = "no corpus: start fairseq-wae-explore with --corpus FILE";
   document.body.dataset.ready = "yes";
 }
