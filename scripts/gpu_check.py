@@ -132,14 +132,16 @@ class Check:
         limits = {key: tolerance * self.args.tolerance_factor for key, tolerance in tolerances.items() if key in gaps}
         if not limits:
             return self.row(leg, check, "FAIL", "none of the compared values was logged")
-        detail = (", ".join(f"{key} {gaps[key]:.1e} (tolerance {limit:.1e}, seeds {control_gaps[key]:.1e})"
-                            for key, limit in limits.items()) + f": largest relative differences over {len(reference)} updates")
+        detail = ", ".join(f"{key} {gaps[key]:.1e} (tolerance {limit:.1e}, seeds {control_gaps[key]:.1e})"
+                           for key, limit in limits.items())
+        detail += f": largest relative differences over {len(reference)} updates"
         outside = [key for key, limit in limits.items() if not gaps[key] <= limit]  # NaN and inf too
         if outside:
             return self.row(leg, check, "FAIL", f"{', '.join(outside)} outside the tolerance; {detail}")
         blind = [key for key, limit in limits.items() if not control_gaps[key] > limit]
         if blind:
-            return self.row(leg, check, "FAIL", f"the tolerance does not separate two seeds on {', '.join(blind)}; {detail}")
+            return self.row(leg, check, "FAIL",
+                            f"the tolerance does not separate two seeds on {', '.join(blind)}; {detail}")
         self.row(leg, check, "pass", detail)
 
     # -- legs -----------------------------------------------------------------------------------------
@@ -288,8 +290,8 @@ class Check:
                     for kind in ("bin", "idx")]:
                 if not (pair / name).exists():
                     (pair / name).symlink_to(self.data / target)
-        lstm = self.train("speed-lstm", "lstm", "cross_entropy", *batch, "--task", "translation", "--source-lang", "src",
-                          "--target-lang", "tgt", "--encoder-embed-dim", sizes["embed"], "--decoder-embed-dim",
+        lstm = self.train("speed-lstm", "lstm", "cross_entropy", *batch, "--task", "translation", "--source-lang",
+                          "src", "--target-lang", "tgt", "--encoder-embed-dim", sizes["embed"], "--decoder-embed-dim",
                           sizes["embed"], "--encoder-hidden-size", sizes["hidden"], "--decoder-hidden-size",
                           sizes["hidden"], "--decoder-out-embed-dim", sizes["hidden"], "--decoder-attention", "0",
                           data=pair, user_dir=False)
