@@ -6,7 +6,6 @@ import torch.distributed as dist
 from fairseq.distributed import utils as distributed_utils
 from torch import Tensor
 
-from fairseq_wae.errors import Refusal
 
 
 def data_parallel_workers() -> Tuple[int, int]:
@@ -21,30 +20,36 @@ def _parallel() -> bool:
     return data_parallel_workers()[1] > 1
 
 
-def gather_padded(x: Tensor, rows: int) -> Tuple[Tensor, Tensor]:
-    """The rows of ``x`` from every data-parallel worker, in rank order, as ``(rows_of_all, valid)``:
-    each worker's rows padded to ``rows`` (every worker knows that shape beforehand, so nothing is read
-    back to the host), then the real rows moved to the front in their order, ``valid`` marking them.
+#: a CPU group over the same workers, for the row counts a gather needs first (made on the first gather,
+#: which every worker reaches together: a collective; the default group where it is gloo already)
+_COUNT_GROUP = []
 
-    Gradients flow to this worker's own rows only; the other workers' rows are constants here, and
-    their own copies of this computation carry their gradients. Without a process group, ``x`` itself
-    with every row valid.
+
+def _count_group():
+    if not _COUNT_GROUP:
+        _COUNT_GROUP.append(None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo"))
+    return _COUNT_GROUP[0]
+
+
+def gather_rows(x: Tensor) -> Tensor:
+    """The rows of ``x`` from every data-parallel worker, in rank order, as one tensor of their real rows.
+
+    Each worker's row count is a host integer (a shape): the counts are gathered first over a CPU group,
+    so no value is read back from the device; then every worker's rows are padded to the largest count of
+    this call, gathered, and the padding dropped. Gradients flow to this worker's own rows only; the other
+    workers' rows are constants here, and their own copies of this computation carry their gradients.
+    Without a process group, ``x`` itself.
     """
     if not _parallel():
-        return x, torch.ones(x.size(0), dtype=torch.bool, device=x.device)
-    if x.size(0) > rows:
-        raise Refusal(f"{x.size(0)} rows to gather, over the {rows} that every worker pads to: a batch larger "
-                      "than --batch-size / --batch-size-valid")
-    real = (torch.arange(rows, device=x.device) < x.size(0)).to(x.dtype).unsqueeze(1)
-    padded = torch.cat([x, x.new_zeros((rows - x.size(0),) + x.shape[1:])])
-    marked = torch.cat([padded.detach(), real], dim=1)
-    parts = [torch.empty_like(marked) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, marked)
+        return x
+    counts = [torch.zeros(1, dtype=torch.int64) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, torch.tensor([x.size(0)]), group=_count_group())
+    counts = torch.cat(counts).tolist()
+    padded = torch.cat([x.detach(), x.new_zeros((max(counts) - x.size(0),) + x.shape[1:])])
+    parts = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(parts, padded)
     rank = dist.get_rank()
-    gathered = torch.cat([padded if r == rank else part[:, :-1] for r, part in enumerate(parts)])
-    valid = torch.cat([part[:, -1] for part in parts]) > 0.5
-    order = torch.argsort((~valid).to(torch.int32), stable=True)
-    return gathered.index_select(0, order), valid.index_select(0, order)
+    return torch.cat([x if r == rank else part[:count] for r, (part, count) in enumerate(zip(parts, counts))])
 
 
 def global_sum(x: Tensor) -> Tensor:

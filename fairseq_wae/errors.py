@@ -2,9 +2,11 @@
 
 Every refusal (a bad flag, file or line, a checkpoint that must not be used) is a ``Refusal`` whose
 message names what to change. Under fairseq's commands (``fairseq-train --user-dir fairseq_wae`` ...)
-and the plugin's own (its console scripts and scripts/*.py: ``command``), an uncaught refusal prints ``<command>: error: <message>`` and exits
-with status 2, as argparse does for a bad flag; ``FAIRSEQ_WAE_TRACEBACK=1`` shows the traceback as
-well. Any other error keeps Python's traceback: it is a defect, and the traceback is what finds it.
+and the plugin's own (its console scripts and scripts/*.py: ``command``), an uncaught refusal prints
+``<command>: error: <message>`` and exits with status 2, as argparse does for a bad flag, under
+``fairseq-hydra-train`` too; ``FAIRSEQ_WAE_TRACEBACK=1`` (and hydra's own ``HYDRA_FULL_ERROR=1``) shows the
+traceback as well. Any other error keeps Python's (or hydra's) traceback: it is a defect, and the
+traceback is what finds it.
 """
 import contextlib
 import functools
@@ -14,6 +16,8 @@ import sys
 import threading
 
 TRACEBACK_VARIABLE = "FAIRSEQ_WAE_TRACEBACK"
+#: hydra's own switch for a full traceback, honoured as ours
+HYDRA_TRACEBACK_VARIABLE = "HYDRA_FULL_ERROR"
 EXIT_STATUS = 2
 
 
@@ -135,7 +139,8 @@ def one_line(error: BaseException):
     """``<command>: error: <message>`` for a refusal shown without its traceback; None for any other
     error, and for every error when ``FAIRSEQ_WAE_TRACEBACK=1``."""
     message = refusal_message(error)
-    if message is None or os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
+    if message is None or any(os.environ.get(name, "") not in ("", "0")
+                              for name in (TRACEBACK_VARIABLE, HYDRA_TRACEBACK_VARIABLE)):
         return None
     return f"{command_name()}: error: {message}"
 
@@ -163,6 +168,32 @@ def show_refusals_as_one_line() -> None:
 
     hook.shows_refusals = True
     sys.excepthook = hook
+    show_refusals_of_hydra_jobs_as_one_line()
+
+
+def show_refusals_of_hydra_jobs_as_one_line() -> None:
+    """fairseq-hydra-train runs its job inside hydra's handler (``run_and_report``), which prints the
+    traceback of any exception and exits 1, never reaching sys.excepthook. Hydra keeps the failed job's
+    exception on its ``JobReturn`` and raises it when it reads the job's return value, after the job and
+    its callbacks ended: that read shows a refusal as one line and exits 2. Hydra's display stays for
+    every other error, and for refusals under either traceback variable."""
+    try:
+        from hydra.core.utils import JobReturn, JobStatus
+    except ImportError:  # no hydra: no fairseq-hydra-train either
+        return
+    read = JobReturn.return_value
+    if getattr(read.fget, "shows_refusals", False):
+        return
+
+    def return_value(job):
+        line = one_line(job._return_value) if job.status == JobStatus.FAILED and runs_fairseqs_command() else None
+        if line is None:
+            return read.fget(job)
+        print(line, file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_STATUS)
+
+    return_value.shows_refusals = True
+    JobReturn.return_value = property(return_value, read.fset)
 
 
 class MissingFile(Refusal, FileNotFoundError):

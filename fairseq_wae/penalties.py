@@ -68,7 +68,7 @@ def rbf_kernel(sq_dist: Tensor, pairs: Optional[Tensor] = None) -> Tensor:
     return torch.exp(-sq_dist / bandwidth.clamp_min(1e-8))
 
 
-def mmd_unbiased(z_posterior: Tensor, z_prior: Tensor, kernel, valid: Optional[Tensor] = None) -> Tensor:
+def mmd_unbiased(z_posterior: Tensor, z_prior: Tensor, kernel) -> Tensor:
     """Unbiased MMD^2 estimate between two equal-size samples, eq. (3).
 
     MMD = 1/(N(N-1)) sum_{n!=m} k(z_n, z_m) + 1/(N(N-1)) sum_{n!=m} k(z~_n, z~_m)
@@ -78,28 +78,13 @@ def mmd_unbiased(z_posterior: Tensor, z_prior: Tensor, kernel, valid: Optional[T
     use 2/N^2, as here. ``kernel(squared distances, pairs=...)`` maps a matrix of squared distances to
     kernel values; it sees the pooled sample so that a data-dependent bandwidth (RBF) is shared by all
     three terms. Needs N >= 2.
-
-    ``valid`` (booleans, one per row of both samples) keeps the estimate to the rows it marks, N being
-    their count, read without a host synchronisation: the padded batch gathered from several workers.
-    With fewer than two valid rows the estimate is 0.
     """
     n = z_posterior.size(0)
-    if z_prior.size(0) != n or (valid is None and n < 2):
+    if z_prior.size(0) != n or n < 2:
         raise Refusal(f"MMD needs two samples of equal size >= 2, got {n} and {z_prior.size(0)}")
     pooled = torch.cat([z_posterior, z_prior], dim=0)
     off_diagonal = ~torch.eye(2 * n, dtype=torch.bool, device=pooled.device)
-    if valid is None:
-        k = kernel(squared_distances(pooled, pooled), pairs=off_diagonal)
-        k_qq, k_pp, k_qp = k[:n, :n], k[n:, n:], k[:n, n:]
-        within = (k_qq.sum() - k_qq.diagonal().sum() + k_pp.sum() - k_pp.diagonal().sum()) / (n * (n - 1))
-        return within - 2.0 * k_qp.sum() / (n * n)
-    pooled_valid = torch.cat([valid, valid])
-    pairs = pooled_valid.unsqueeze(1) & pooled_valid.unsqueeze(0)
-    k = kernel(squared_distances(pooled, pooled), pairs=pairs & off_diagonal)
-    weights = pairs.to(k.dtype)
-    within_weights = (pairs & off_diagonal).to(k.dtype)
-    count = valid.sum().to(k.dtype)
-    within = ((k[:n, :n] * within_weights[:n, :n]).sum() + (k[n:, n:] * within_weights[n:, n:]).sum()) \
-        / (count * (count - 1)).clamp_min(1.0)
-    cross = (k[:n, n:] * weights[:n, n:]).sum() / (count * count).clamp_min(1.0)
-    return torch.where(count >= 2, within - 2.0 * cross, torch.zeros_like(within))
+    k = kernel(squared_distances(pooled, pooled), pairs=off_diagonal)
+    k_qq, k_pp, k_qp = k[:n, :n], k[n:, n:], k[:n, n:]
+    within = (k_qq.sum() - k_qq.diagonal().sum() + k_pp.sum() - k_pp.diagonal().sum()) / (n * (n - 1))
+    return within - 2.0 * k_qp.sum() / (n * n)

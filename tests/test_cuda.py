@@ -49,14 +49,17 @@ def test_a_training_step_on_cuda_in_half_precision_logs_the_cuda_float32_values_
         toy_data, arch, criterion, flags, dtype):
     """The same model, batch and draws on CUDA in float32 (TF32 off) and in ``dtype``: every logged value
     within 16 unit roundoffs of the format. Draws are compared on one device: a CUDA generator and a CPU
-    generator with the same seed draw different numbers. The control: the same step with another
-    update's draws differs by more than that."""
+    generator with the same seed draw different numbers. The model's dropout is 0: CUDA's dropout kernel
+    vectorises by element size (8 elements for 16-bit types, 4 for 32-bit), so one seed draws other masks
+    per dtype (dropout's equivalence is data-parallel's, in one dtype); the criterions' own draws (word
+    dropout, prior, posterior) stay. The control: the same step with another update's draws differs by
+    more than that."""
     import copy
 
     from helpers import build, first_batch
 
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    task, model, crit = build(toy_data, arch, criterion, *flags, "--dropout", "0.2")
+    task, model, crit = build(toy_data, arch, criterion, *flags, "--dropout", "0")
     sample = first_batch(task)
     on_cuda = {"net_input": {k: v.cuda() for k, v in sample["net_input"].items()},
                "target": sample["target"].cuda(), "ntokens": sample["ntokens"], "id": sample["id"].cuda()}

@@ -217,12 +217,17 @@ def test_a_two_process_run_resumes_with_its_saved_stop_at_peak_state(toy_data, t
     assert {float(r["kl_weight"]) for r in records} == {0.3}
 
 
-def test_mmd_global_validates_batches_larger_than_the_training_batches(toy_data):
-    flags = [f for f in common_flags("lstm_wae_tiny", "wae_mmd") if f != "--disable-validation"]
-    result = launch(toy_data, *flags, "--mmd-global", "--batch-size-valid", "64", "--max-update", "2",
-                    "--validate-interval-updates", "2")
+def test_mmd_global_trains_with_max_tokens_alone_and_validates_larger_batches(toy_data):
+    """--max-tokens without --batch-size (batches of any size: the gather reads their sizes), and
+    validation batches larger than training's."""
+    flags = common_flags("lstm_wae_tiny", "wae_mmd")
+    flags = [f for i, f in enumerate(flags) if f != "--disable-validation" and "--batch-size" not in flags[i - 1:i + 1]]
+    result = launch(toy_data, *flags, "--mmd-global", "--max-tokens", "200", "--batch-size-valid", "64",
+                    "--max-update", "2", "--validate-interval-updates", "2")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert [r for r in parse_json_log(result.stdout + result.stderr) if "valid_mmd" in r]
+    records = parse_json_log(result.stdout + result.stderr)
+    assert [r for r in records if "valid_mmd" in r]
+    assert {float(r["mmd_skipped"]) for r in records if "mmd" in r} == {0.0}
 
 
 def test_the_launcher_refuses_bf16_naming_the_route_that_works(toy_data):
@@ -246,26 +251,27 @@ def _kernel(name):
 def _gather_worker(rank, port, z_full, sizes, kernel, results):
     import torch.distributed as dist
 
-    from fairseq_wae.distributed import gather_padded
+    from fairseq_wae.distributed import gather_rows
     from fairseq_wae.penalties import mmd_unbiased
     from fairseq_wae.seeding import normal_rows
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     start = sum(sizes[:rank])
     local = z_full[start:start + sizes[rank]].clone().requires_grad_(True)
-    gathered, valid = gather_padded(local, rows=6)
+    gathered = gather_rows(local)
     prior = normal_rows(gathered.size(0), 4, torch.Generator().manual_seed(0), "cpu", torch.float64)
-    mmd = mmd_unbiased(gathered, prior, _kernel(kernel), valid)
+    mmd = mmd_unbiased(gathered, prior, _kernel(kernel))
     mmd.backward()
-    results[rank] = (gathered[valid].detach(), mmd.item(), local.grad.clone())
+    results[rank] = (gathered.detach(), mmd.item(), local.grad.clone())
     dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("kernel", ["imq", "rbf"])
-@pytest.mark.parametrize("sizes", [(5, 3), (6, 0)], ids=["unequal", "one-worker-padding"])
+@pytest.mark.parametrize("sizes", [(5, 3), (8, 0)], ids=["unequal", "one-worker-padding"])
 def test_mmd_global_gathers_the_batch_and_keeps_local_gradients(kernel, sizes):
-    """Each worker pads its codes to 6 rows: the masked estimate equals the MMD of the 8 real codes
-    against the first 8 prior rows, and each worker's codes get their share of its gradient."""
+    """Each worker gathers the others' row counts, pads to the largest and drops the padding after the
+    gather: exactly the 8 real codes, in rank order, whose estimate is the MMD against 8 prior rows, and
+    each worker's codes get their share of its gradient."""
     from fairseq_wae.penalties import mmd_unbiased
     from fairseq_wae.seeding import normal_rows
 
@@ -278,7 +284,7 @@ def test_mmd_global_gathers_the_batch_and_keeps_local_gradients(kernel, sizes):
     expected.backward()
     for rank, rows in ((0, slice(0, sizes[0])), (1, slice(sizes[0], len(z)))):
         gathered, mmd, grad = results[rank]
-        assert torch.equal(gathered, z)
+        assert torch.equal(gathered, z)  # the real rows alone, so no (2N x largest batch)^2 matrix
         assert mmd == pytest.approx(expected.item(), rel=1e-12)
         assert torch.allclose(grad, reference.grad[rows], rtol=1e-10, atol=1e-14)
 
@@ -369,6 +375,8 @@ def test_per_code_gradients_of_two_workers_equal_one_process(toy_data, kernel, m
     ("lstm_vae_tiny", "wae_mmd", ["--kl-variance-penalty", "1"], ["--update-freq", "2"]),
     # the MMD of the batch gathered from both workers is that of one process on the concatenated batch
     ("lstm_wae_tiny", "wae_mmd", ["--mmd-global"], ["--batch-size", "3"]),
+    # the same with batches made by --max-tokens alone: 2 + 1 sentences, gathered without padding
+    ("lstm_wae_tiny", "wae_mmd", ["--mmd-global", "--max-tokens"], ["--batch-size", "3"]),
 ])
 def test_a_one_sentence_batch_on_one_worker_logs_what_one_process_logs(tmp_path, arch, criterion, flags, single):
     # 3 sentences in batches of 2: one worker gets 2 sentences, the other 1, every update. fairseq sums the
@@ -380,7 +388,13 @@ def test_a_one_sentence_batch_on_one_worker_logs_what_one_process_logs(tmp_path,
     data = preprocess(tmp_path, {"train": sentences, "valid": sentences})
     flags = [f if f != "16" else "2" for f in common_flags(arch, criterion)] + flags
     flags[flags.index("--max-update") + 1] = "6"
-    two = launch(data, *flags)
+    distributed = list(flags)
+    if "--max-tokens" in flags:  # twice the longest sentence (with its end of sentence): batches of 2 and 1
+        flags.remove("--max-tokens")
+        distributed = list(flags)
+        i = distributed.index("--batch-size")
+        distributed[i:i + 2] = ["--max-tokens", str(2 * max(len(s.split()) + 1 for s in sentences))]
+    two = launch(data, *distributed)
     assert two.returncode == 0, two.stderr[-3000:]
     one = run(["fairseq-train", data, *flags, "--cpu", *single])
     distributed, alone = inner_records(two.stdout + two.stderr), inner_records(one.stdout + one.stderr)

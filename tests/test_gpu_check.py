@@ -1,15 +1,25 @@
-"""scripts/gpu_check.sh, the run planned for a GPU, on the CPU: its CUDA-only legs skipped by name, its CPU
-stand-ins passing; and the same script failing (exit 1) when a tolerance is wrong."""
+"""scripts/gpu_check.sh, the run planned for a GPU, on the CPU: a correct build passes every row that runs
+there (bfloat16 standing in for half precision, 2 gloo workers for 2 GPUs), and each break injected into
+one of its runs fails exactly the row that reads that run. The breaks rerun that one run in this process
+(fairseq-train through its entry point, the break patched in) and read every other run's log from the
+passing run, so that all the tests share one run of the script."""
+import argparse
+import importlib.util
 import re
 import subprocess
+import time
 
-from helpers import CLI_ENV, REPO
+import pytest
+
+from helpers import CLI_ENV, REPO, run
 
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
+HALF_RUN = "precision-stochastic_WAE-bf16"  # the stochastic WAE (MMD and variance penalty) in bfloat16
+PRECISION_ROW = ("precision", "stochastic WAE --bf16 vs float32, updates 1-3")
 
 
-def gpu_check(tmp_path, *flags):
-    return subprocess.run(["bash", str(SCRIPT), "--cpu", "--work", str(tmp_path), *flags], env=CLI_ENV,
+def gpu_check(work, *flags):
+    return subprocess.run(["bash", str(SCRIPT), "--cpu", "--work", str(work), *flags], env=CLI_ENV,
                           capture_output=True, text=True, timeout=900)
 
 
@@ -19,28 +29,114 @@ def table(output):
     return {(row[0][2:], row[1]): row[2] for row in rows[1:]}
 
 
-def test_gpu_check_runs_on_the_cpu_and_passes(tmp_path):
-    result = gpu_check(tmp_path)
+@pytest.fixture(scope="module")
+def passing(tmp_path_factory):
+    """(the work folder, the completed run) of the whole script on the CPU."""
+    work = tmp_path_factory.mktemp("gpu_check")
+    return work, gpu_check(work)
+
+
+def rows_with(work, capsys, reruns=None, tolerance_factor=1.0):
+    """The script's rows over the passing run's logs, the runs named in ``reruns`` ({name: patch}) made
+    again in this process with ``patch`` (a context manager) applied."""
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    check = module.Check(argparse.Namespace(cpu=True, work=str(work), only=None, tolerance_factor=tolerance_factor))
+
+    def command(name, cmd, env=None):
+        if name not in (reruns or {}):
+            return 0, (work / f"{name}.log").read_text()
+        with reruns[name]():
+            result = run(cmd, check=False)
+        return result.returncode, result.stdout + result.stderr
+
+    check.command = command
+    status = check.run()
+    capsys.readouterr()
+    return status, {(leg, name): result for leg, name, result, _ in check.rows}, check.rows
+
+
+def test_gpu_check_runs_on_the_cpu_and_passes(passing):
+    work, result = passing
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
     rows = table(result.stdout)
-    assert rows[("cuda-tests", "cuda-tests")] == rows[("speed", "speed")] == rows[("overflow", "overflow")] == "skipped"
+    assert rows[("cuda-tests", "cuda-tests")] == rows[("overflow", "overflow")] == "skipped"
     ran = {check for (leg, check), status in rows.items() if status == "pass"}
-    assert {"data-parallel", "precision", "validation", "sampling"} == {leg for (leg, _), status in rows.items()
-                                                                        if status == "pass"}
+    assert {"data-parallel", "precision", "validation", "speed", "sampling"} == {
+        leg for (leg, _), status in rows.items() if status == "pass"}
     assert any("uneven last update" in check for check in ran) and any("--mmd-global" in check for check in ran)
     assert any("2 gloo workers vs 1 x --update-freq 2: AAE" in check for check in ran)
     assert "FAIL" not in rows.values()
     passed, failed = map(int, re.search(r"(\d+) passed, (\d+) failed", result.stdout).groups())
-    assert passed == len(ran) >= 5 and failed == 0
+    assert passed == len(ran) >= 6 and failed == 0
+    # the precision row compares each value under its own tolerance, every one wider apart for two seeds
+    detail = next(line for line in result.stdout.splitlines() if line.startswith("| precision | stochastic"))
+    assert all(f"{value} " in detail for value in ("loss", "nll_loss", "mmd", "variance_kl", "gnorm"))
 
 
-def test_gpu_check_fails_when_a_tolerance_is_wrong(tmp_path):
-    """A tolerance of 0: a bfloat16 run is near float32's but not equal, so the precision row fails."""
-    result = gpu_check(tmp_path, "--only", "precision", "--tolerance-factor", "0")
-    assert result.returncode == 1
-    rows = table(result.stdout)
-    bf16 = [status for (leg, check), status in rows.items() if "--bf16" in check]
-    assert bf16 and set(bf16) == {"FAIL"}
+def test_the_rows_read_back_from_the_logs_pass_and_a_tolerance_of_0_fails_the_precision_row(passing, capsys):
+    work, _ = passing
+    status, rows, _ = rows_with(work, capsys)
+    assert status == 0 and "FAIL" not in rows.values()
+    status, rows, _ = rows_with(work, capsys, tolerance_factor=0)
+    assert status == 1 and rows[PRECISION_ROW] == "FAIL"
+
+
+def patched(target, name, replacement):
+    """A context manager that sets ``target.name`` to ``replacement(original)``."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def context():
+        original = getattr(target, name)
+        setattr(target, name, replacement(original))
+        try:
+            yield
+        finally:
+            setattr(target, name, original)
+
+    return context()
+
+
+def detached_penalty():
+    """The WAE's MMD computed but not reaching the gradient, on the half path."""
+    from fairseq_wae.criterions import wae_mmd
+
+    return patched(wae_mmd, "mmd_unbiased", lambda mmd: lambda *args, **kwargs: mmd(*args, **kwargs).detach())
+
+
+def prior_under_another_key():
+    """The prior sample drawn under another draw's key, on the half path."""
+    from fairseq_wae.criterions.wae_mmd import WaeMmdCriterion
+
+    return patched(WaeMmdCriterion, "random_generator", lambda generator: lambda self, device, draw, *args, **kwargs:
+                   generator(self, device, "posterior" if draw == "prior" else draw, *args, **kwargs))
+
+
+def slow_step():
+    """A quarter of a second more in every training step (the lstm keeps its logged speed)."""
+    from fairseq.trainer import Trainer
+
+    def slower(step):
+        def train_step(self, *args, **kwargs):
+            time.sleep(0.25)
+            return step(self, *args, **kwargs)
+        return train_step
+
+    return patched(Trainer, "train_step", slower)
+
+
+@pytest.mark.parametrize("rerun,breaks,row", [
+    (HALF_RUN, detached_penalty, PRECISION_ROW),
+    (HALF_RUN, prior_under_another_key, PRECISION_ROW),
+    ("speed-ours", slow_step, ("speed", "train words/s vs fairseq's lstm of the same sizes (at least 0.5x)")),
+], ids=["detached-penalty", "prior-under-another-key", "slow-step"])
+def test_each_injected_break_fails_exactly_its_row(passing, capsys, rerun, breaks, row):
+    work, _ = passing
+    status, rows, details = rows_with(work, capsys, {rerun: breaks})
+    assert status == 1 and rows[row] == "FAIL", details
+    assert {key for key, result in rows.items() if result == "FAIL"} == {row}, details
 
 
 def test_gpu_check_refuses_nonsense_options_before_running_anything(tmp_path):

@@ -93,10 +93,27 @@ def test_the_shipped_yaml_builds_the_network_arch_builds(toy_data, name):
 def test_a_bare_architecture_name_under_fairseq_hydra_train_is_refused_naming_its_yaml(toy_data, tmp_path, name,
                                                                                         criterion):
     result = hydra_train(tmp_path, toy_data, {"_name": name}, {"_name": criterion}, check=False)
-    assert result.returncode != 0
-    assert f"another network than --arch {name}" in result.stderr and config_path(name) in result.stderr
-    assert f"defaults: [model: {name}, _self_]" in result.stderr
+    # one line and status 2, as under fairseq-train (hydra would print its traceback and exit 1)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("fairseq-hydra-train: error: ") and f"another network than --arch {name}" in line
+    assert config_path(name) in line and f"defaults: [model: {name}, _self_]" in line
     assert not (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
+
+
+@pytest.mark.parametrize("variable", ["FAIRSEQ_WAE_TRACEBACK", "HYDRA_FULL_ERROR"])
+def test_either_traceback_variable_keeps_the_traceback_of_a_refusal_under_fairseq_hydra_train(toy_data, tmp_path,
+                                                                                             variable):
+    import subprocess
+
+    from helpers import CLI_ENV
+
+    hydra_train(tmp_path, toy_data, {"_name": "lstm_wae_tiny"}, {"_name": "wae_mmd"}, "--cfg", "job")  # writes run.yaml
+    result = subprocess.run(["fairseq-hydra-train", "--config-dir", str(tmp_path), "--config-name", "run"],
+                            cwd=tmp_path, env={**CLI_ENV, variable: "1"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "Traceback" in result.stderr, result.stderr[-3000:]
+    assert "Refusal: " in result.stderr
+    assert "another network than --arch lstm_wae_tiny" in result.stderr
 
 
 @pytest.mark.parametrize("flavour", list(FLAVOURS))

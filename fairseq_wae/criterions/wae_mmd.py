@@ -5,19 +5,18 @@ With a Gaussian latent head and ``--kl-variance-penalty gamma`` it is the stocha
 import math
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import torch
 from fairseq.criterions import register_criterion
 from fairseq.dataclass import ChoiceEnum
-from omegaconf import II
 from torch import Tensor
 
 from fairseq_wae.criterions.ae_cross_entropy import AutoencoderCrossEntropyConfig, AutoencoderCrossEntropyCriterion
-from fairseq_wae.distributed import gather_padded, global_sum, scale_gradient
+from fairseq_wae.distributed import gather_rows, global_sum, scale_gradient
 from fairseq_wae.errors import Refusal
 from fairseq_wae.latent_space import GAUSSIAN_SUMMED_STATISTICS, gaussian_posterior_stats
-from fairseq_wae.options import check_non_negative, resolved
+from fairseq_wae.options import check_non_negative
 from fairseq_wae.penalties import AUTHORS_IMQ_C_BASE_PER_DIM, AUTHORS_IMQ_SCALES, imq_kernel, mmd_unbiased, rbf_kernel, variance_kl
 from fairseq_wae.seeding import normal_rows
 
@@ -40,12 +39,8 @@ class WaeMmdConfig(AutoencoderCrossEntropyConfig):
         default=0.0, metadata={"help": "gamma: weight of KL(N(mu,sigma)||N(mu,I)), the stochastic WAE (Gaussian heads)"}
     )
     mmd_global: bool = field(
-        default=False, metadata={"help": "estimate MMD on the batch gathered from all data-parallel workers "
-                                         "(needs --batch-size)"}
+        default=False, metadata={"help": "estimate MMD on the batch gathered from all data-parallel workers"}
     )
-    # read, not set, here: the rows each worker pads its codes to under --mmd-global
-    batch_size: Optional[int] = II("dataset.batch_size")
-    batch_size_valid: Optional[int] = II("dataset.batch_size_valid")
 
 
 @register_criterion("wae_mmd", dataclass=WaeMmdConfig)
@@ -73,27 +68,22 @@ class WaeMmdCriterion(AutoencoderCrossEntropyCriterion):
         self.imq_scales, self.imq_c_base_per_dim = scales, cfg.imq_c_base_per_dim
         self.variance_weight = cfg.kl_variance_penalty
         self.mmd_global = cfg.mmd_global
-        batch_sizes = [size for size in (resolved(cfg, "batch_size"), resolved(cfg, "batch_size_valid")) if size]
-        if self.mmd_global and not batch_sizes:
-            raise Refusal("--mmd-global needs --batch-size: every worker pads its codes to it, so that no "
-                          "worker waits on the host for the others' batch sizes")
-        # training's and validation's batches: every worker pads to the larger
-        self.batch_size = max(batch_sizes, default=None)
 
     def check_model(self, model) -> None:
         if self.variance_weight > 0 and not model.is_gaussian:
             raise Refusal("--kl-variance-penalty (the stochastic WAE) needs a Gaussian latent head: "
                           "use --arch lstm_swae_paper or transformer_swae_small, or --latent-head gaussian")
 
-    def global_mmd(self, z: Tensor, sample) -> Tuple[Tensor, Tensor]:
+    def global_mmd(self, z: Tensor) -> Tuple[Tensor, int]:
         """(MMD of the codes of every worker's batch, how many codes that is), as one process would
-        estimate it on the concatenated batch: each worker pads its codes to --batch-size, so that the
-        gather reads nothing back to the host. fairseq's dummy batch (a worker out of data at an epoch's
+        estimate it on the concatenated batch. fairseq's dummy batch (a worker out of data at an epoch's
         end) contributes no codes."""
-        codes, valid = gather_padded(z if self.counted else z[:0], self.batch_size)
+        codes = gather_rows(z if self.counted else z[:0])
+        if codes.size(0) < 2:  # the unbiased estimator needs two codes (a host integer: no sync)
+            return z.new_zeros(()), codes.size(0)
         generator = self.random_generator(z.device, "prior", per_worker=False)
         prior = normal_rows(codes.size(0), codes.size(1), generator, z.device, z.dtype)
-        return mmd_unbiased(codes, prior, self.kernel(z.size(1)), valid), valid.sum()
+        return mmd_unbiased(codes, prior, self.kernel(z.size(1))), codes.size(0)
 
     def kernel(self, latent_dim: int):
         if self.kernel_name == "rbf":
@@ -102,8 +92,8 @@ class WaeMmdCriterion(AutoencoderCrossEntropyCriterion):
 
     def latent_penalty(self, model, latent: Dict[str, Tensor], sample) -> Tuple[Tensor, Dict[str, Tensor]]:
         if self.mmd_global:
-            mmd, codes = self.global_mmd(latent["z"], sample)
-            estimated = (codes >= 2).to(mmd.dtype)
+            mmd, codes = self.global_mmd(latent["z"])
+            estimated = mmd.new_full((), float(codes >= 2))
         else:
             z = latent["z"]
             if z.size(0) >= 2:
