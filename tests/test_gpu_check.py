@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import CLI_ENV, REPO, run
+from helpers import CLI_ENV, REPO, built_once, run
 
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
 HALF_RUN = "precision-stochastic_WAE-bf16"  # the stochastic WAE (MMD and variance penalty) in bfloat16
@@ -31,9 +31,9 @@ def table(output):
 
 @pytest.fixture(scope="module")
 def passing(tmp_path_factory):
-    """(the work folder, the completed run) of the whole script on the CPU."""
-    work = tmp_path_factory.mktemp("gpu_check")
-    return work, gpu_check(work)
+    """(the work folder, the completed run) of the whole script on the CPU, run once for every pytest-xdist
+    worker that takes a test of this file (a module fixture is made again in each: two runs of minutes)."""
+    return built_once(tmp_path_factory, "gpu_check", lambda work: (work, gpu_check(work)))
 
 
 def rows_with(work, capsys, reruns=None, tolerance_factor=1.0):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import CLI_ENV, parse_json_log, preprocess, run, run_in_process, toy_sentences, train_command
+from helpers import CLI_ENV, built_once, parse_json_log, preprocess, run, run_in_process, toy_sentences, train_command
 
 LOCK = "fairseq-wae.lock"
 DAE = {"arch": "lstm_ae_tiny", "criterion": "ae_cross_entropy"}
@@ -23,8 +23,11 @@ DAE = {"arch": "lstm_ae_tiny", "criterion": "ae_cross_entropy"}
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """160 training sentences: 10 batches of 16, 5 of 32."""
-    sentences = toy_sentences(200, seed=9)
-    return preprocess(tmp_path_factory.mktemp("interrupted"), {"train": sentences[:160], "valid": sentences[160:]})
+    def build(folder):
+        sentences = toy_sentences(200, seed=9)
+        return preprocess(folder, {"train": sentences[:160], "valid": sentences[160:]})
+
+    return built_once(tmp_path_factory, "interrupted", build)
 
 
 def trained_sentences(command):
@@ -55,13 +58,16 @@ def resume_command(data, save_dir, *flags, epochs=2):
 def interrupted(data, tmp_path_factory):
     """The sentences of an uninterrupted 2-epoch run at batch 16 by epoch, and a save dir of the same run
     stopped at update 5 of 10 in epoch 1."""
-    folder = tmp_path_factory.mktemp("runs")
-    whole, _ = trained_sentences(resume_command(data, folder / "whole"))
+    def build(folder):
+        whole, _ = trained_sentences(resume_command(data, folder / "whole"))
+        before, _ = trained_sentences(resume_command(data, folder / "stopped", "--max-update", "5",
+                                                     "--save-interval-updates", "5"))
+        return dict(whole), before, folder / "stopped"
+
+    whole, before, stopped = built_once(tmp_path_factory, "interrupted-runs", build)
     assert sorted(whole[1]) == sorted(whole[2]) == list(range(160))
-    before, _ = trained_sentences(resume_command(data, folder / "stopped", "--max-update", "5",
-                                                 "--save-interval-updates", "5"))
     assert list(before) == [1] and before[1] == whole[1][:80]  # the uninterrupted run's first five batches
-    return whole, before[1], folder / "stopped"
+    return whole, before[1], stopped
 
 
 @pytest.mark.parametrize("batching", [["--batch-size", "32"], ["--max-tokens", "200"], ["--update-freq", "2"], [],

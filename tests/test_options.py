@@ -50,15 +50,21 @@ def test_each_model_option_takes_an_update_and_each_decoder_variant_reconstructs
               "target": tokens, "ntokens": int(lengths.sum())}
     torch.manual_seed(0)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    model.train()
-    for _ in range(300):
-        optimizer.zero_grad()
-        crit(model, sample)[0].backward()
-        optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        z = model.encoder(tokens, lengths)["z"]
-    assert autoencoder.decode(z, tokenize=False) == sentences
+    decoded = []
+    # 300 full-batch steps reconstructed all 8 on one CPU; on another (an AVX2 AMD EPYC) one sentence was
+    # still wrong at 300: checked every 100 steps from 300, up to 800
+    for steps in range(100, 900, 100):
+        model.train()
+        for _ in range(100):
+            optimizer.zero_grad()
+            crit(model, sample)[0].backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            decoded = autoencoder.decode(model.encoder(tokens, lengths)["z"], tokenize=False)
+        if steps >= 300 and decoded == sentences:
+            break
+    assert decoded == sentences
 
 
 def test_max_sentence_len_truncates_or_skips(toy_data, tmp_path):

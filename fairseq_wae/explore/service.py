@@ -180,7 +180,7 @@ class ExploreService:
         def job():
             query = self.model.encode([sentence], what="sentence").cpu()
             # what model.nearest(sentence, corpus, k) computes, on the codes encoded at start-up
-            distances = torch.cdist(query, self.corpus_codes).squeeze(0)
+            distances = torch.cdist(query, self.corpus_codes, compute_mode="donot_use_mm_for_euclid_dist").squeeze(0)
             order = distances.argsort()[:k].tolist()
             return {"sentence": sentence, "neighbours": [[self.corpus[i], distances[i].item()] for i in order],
                     "unknown": [unknown_words(self.model, sentence)]}
