@@ -91,26 +91,44 @@ def command(main):
 @contextlib.contextmanager
 def sigterm_unwinds():
     """SIGTERM raises SystemExit(143) in this process while the block runs, so that ``finally`` blocks and
-    atexit run; in processes forked meanwhile (worker pools, which are ended by SIGTERM) it kills as it
-    did. Off the main thread, or with a handler of the program's own, nothing changes."""
+    atexit run. Processes forked meanwhile (worker pools, which are ended by SIGTERM) start with the
+    default action, set around the fork: a handler inherited would be lost for a SIGTERM that arrives
+    before the child's interpreter has settled (it clears pending signals), and a pool's
+    ``terminate()`` then waited for ever on such a worker. Off the main thread, or with a handler of the
+    program's own, nothing changes."""
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         yield
         return
-    owner = os.getpid()
 
     def interrupted(number, frame):
-        if os.getpid() != owner:
-            signal.signal(number, signal.SIG_DFL)
-            os.kill(os.getpid(), number)
-            return
         raise SystemExit(128 + number)
 
+    interrupted.unwinds = True
     signal.signal(signal.SIGTERM, interrupted)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+_handler_while_forking = []  # the unwinding handler taken off around a fork, put back in the parent
+
+
+def _default_sigterm_while_forking():
+    handler = signal.getsignal(signal.SIGTERM)
+    if getattr(handler, "unwinds", False) and threading.current_thread() is threading.main_thread():
+        _handler_while_forking.append(handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _sigterm_handler_back_in_the_parent():
+    if _handler_while_forking:
+        signal.signal(signal.SIGTERM, _handler_while_forking.pop())
+
+
+os.register_at_fork(before=_default_sigterm_while_forking, after_in_parent=_sigterm_handler_back_in_the_parent,
+                    after_in_child=_handler_while_forking.clear)
 
 
 _EXPLANATIONS = []
