@@ -57,6 +57,9 @@ def in_a_child(script, argv, tmp, stdin=None, pid_file=None, **variables):
         import tempfile
         import tracemalloc
 
+        # as a process started from a shell: pytest-xdist's workers ignore SIGINT, which a fork inherits
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
         logging.getLogger().handlers = [logging.StreamHandler(sys.stderr)]  # pytest's capture handler sat there
         os.environ.update(TMPDIR=str(tmp), **variables)
         tempfile.tempdir = None  # read $TMPDIR again
