@@ -174,8 +174,12 @@ def _remove_interrupted_saves(save_dir: str) -> None:
         os.remove(leftover)
 
 
+def _locks_of_this_thread():
+    return [lock for lock in _HELD.values() if lock.thread is threading.current_thread()]
+
+
 def release_trainings_of_this_thread() -> None:
-    for lock in [lock for lock in _HELD.values() if lock.thread is threading.current_thread()]:
+    for lock in _locks_of_this_thread():
         lock.release()
 
 
@@ -188,11 +192,10 @@ def release_when_training_ends(main):
 
     @functools.wraps(main)
     def training(*args, **kwargs):
-        save_dirs = []
         try:
             return main(*args, **kwargs)
         except OSError as e:
-            save_dirs = [lock.record["save_dir"] for lock in _HELD.values() if lock.thread is threading.current_thread()]
+            save_dirs = [lock.record["save_dir"] for lock in _locks_of_this_thread()]
             if e.errno != errno.ENOSPC or not save_dirs:
                 raise
             for save_dir in save_dirs:
