@@ -25,11 +25,18 @@ def pytest_xdist_auto_num_workers(config):
 #: the tests that take minutes of one worker: started first, so that the others fill the cores around them
 #: instead of leaving one core busy with them at the end
 LONGEST_FIRST = ("test_gpu_check.py::test_gpu_check_runs_on_the_cpu_and_passes",)
+#: the tests that read what those build: queued last, so that no worker sits waiting for it while tests are left
+READ_THEIR_RUN = ("tests/test_gpu_check.py::",)
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle, which is the same in every xdist worker
 def pytest_collection_modifyitems(session, config, items):
-    items.sort(key=lambda item: not item.nodeid.endswith(LONGEST_FIRST))
+    def place(item):
+        if item.nodeid.endswith(LONGEST_FIRST):
+            return 0
+        return 2 if item.nodeid.startswith(READ_THEIR_RUN) else 1
+
+    items.sort(key=place)
 
 
 def pytest_terminal_summary(terminalreporter, config):

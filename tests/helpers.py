@@ -21,12 +21,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest-xdist's workers take every c
 #: another process, stdin).
 IN_PROCESS = {"fairseq-train": "fairseq_cli.train", "fairseq-generate": "fairseq_cli.generate",
               "fairseq-validate": "fairseq_cli.validate", "fairseq-preprocess": "fairseq_cli.preprocess",
-              "fairseq-interactive": "fairseq_cli.interactive"}  # (typed input: through subprocess.run)
+              "fairseq-interactive": "fairseq_cli.interactive"}
 #: and the plugin's own tools, whose scripts/*.py only call these modules' ``main``
 OUR_SCRIPTS = {REPO / "scripts" / f"{script}.py": f"fairseq_wae.cli.{module}" for script, module in (
     ("prepare_corpus", "prepare_corpus"), ("prepare_snli", "prepare_snli"), ("evaluate", "evaluate"),
     ("interpolate", "interpolate"), ("export_model", "export"), ("bind_dictionary", "bind_dictionary"),
     ("verify", "verify"), ("fit_prior", "fit_prior"))}
+#: and the scripts that hold their own ``main`` (loaded from the file, as ``python scripts/NAME.py`` runs it)
+SCRIPTS_WITH_MAIN = {REPO / "scripts" / f"{script}.py" for script in (
+    "extract_hypotheses", "latent_coverage", "latent_metrics", "train_lm", "train_word2vec")}
 
 
 def in_process(cmd):
@@ -37,17 +40,33 @@ def in_process(cmd):
         return IN_PROCESS[cmd[0]], cmd
     if cmd[0] == sys.executable and len(cmd) > 1 and Path(cmd[1]) in OUR_SCRIPTS:
         return OUR_SCRIPTS[Path(cmd[1])], cmd[1:]
+    if cmd[0] == sys.executable and len(cmd) > 1 and Path(cmd[1]) in SCRIPTS_WITH_MAIN:
+        return Path(cmd[1]), cmd[1:]
     return None
 
 
-def run(cmd, cwd=None, check=True, timeout=600, subprocess=False):
-    """Runs a command (a list), returning a CompletedProcess; on failure shows its output."""
+def run(cmd, cwd=None, check=True, timeout=600, subprocess=False, input=None):
+    """Runs a command (a list), returning a CompletedProcess; on failure shows its output. ``input``: the text
+    typed into it; fairseq-interactive in this process reads it as ``--input FILE``, through the same reader
+    (fairseq's ``fileinput`` loop) that reads standard input."""
     cmd = [str(c) for c in cmd]
     entry = None if cwd is not None or subprocess else in_process(cmd)
-    if entry:
+    if entry and input is not None:
+        if cmd[0] != "fairseq-interactive":
+            raise ValueError(f"typed input is for fairseq-interactive or a real process, not {cmd[0]}")
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=".typed.txt", delete=False, encoding="utf-8") as typed:
+            typed.write(input)
+        try:
+            result = run_in_process(entry[0], [*entry[1], "--input", typed.name])
+        finally:
+            os.remove(typed.name)
+    elif entry:
         result = run_in_process(*entry)
     else:
-        result = _subprocess.run(cmd, cwd=cwd, env=CLI_ENV, capture_output=True, text=True, timeout=timeout)
+        result = _subprocess.run(cmd, cwd=cwd, env=CLI_ENV, capture_output=True, text=True, timeout=timeout,
+                                 input=input)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
                              f"{result.stderr[-5000:]}")
@@ -61,6 +80,7 @@ def run_in_process(module_name, argv):
     exception's traceback as stderr, and its exit status as the return code."""
     import contextlib
     import importlib
+    import importlib.util
     import io
     import logging
     import traceback
@@ -70,7 +90,12 @@ def run_in_process(module_name, argv):
 
     from fairseq_wae.errors import EXIT_STATUS, one_line, refusal_message
 
-    module = importlib.import_module(module_name)
+    if isinstance(module_name, Path):  # a script of SCRIPTS_WITH_MAIN
+        spec = importlib.util.spec_from_file_location(module_name.stem, module_name)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_name)
     fairseqs = module_name in IN_PROCESS.values()
     # fairseq keeps a run's best validation loss on these functions: a new process starts without it
     for keeper in (checkpoint_utils.save_checkpoint, getattr(module, "should_stop_early", None)):

@@ -248,7 +248,12 @@ def _kernel(name):
     return rbf_kernel if name == "rbf" else partial(imq_kernel, latent_dim=4, scales=(1.0,), c_base_per_dim=2.0)
 
 
-def _gather_worker(rank, port, z_full, sizes, kernel, results):
+#: (kernel, rows on each worker) of the gather test: unequal batches, and one worker holding padding alone
+GATHER_CASES = [(kernel, sizes) for sizes in ((5, 3), (8, 0)) for kernel in ("imq", "rbf")]
+
+
+def _gather_worker(rank, port, codes, results):
+    """Every case of GATHER_CASES in one process group: (gathered rows, MMD, the local codes' gradient)."""
     import torch.distributed as dist
 
     from fairseq_wae.distributed import gather_rows
@@ -256,37 +261,38 @@ def _gather_worker(rank, port, z_full, sizes, kernel, results):
     from fairseq_wae.seeding import normal_rows
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    start = sum(sizes[:rank])
-    local = z_full[start:start + sizes[rank]].clone().requires_grad_(True)
-    gathered = gather_rows(local)
-    prior = normal_rows(gathered.size(0), 4, torch.Generator().manual_seed(0), "cpu", torch.float64)
-    mmd = mmd_unbiased(gathered, prior, _kernel(kernel))
-    mmd.backward()
-    results[rank] = (gathered.detach(), mmd.item(), local.grad.clone())
+    for case, ((kernel, sizes), z_full) in enumerate(zip(GATHER_CASES, codes)):
+        start = sum(sizes[:rank])
+        local = z_full[start:start + sizes[rank]].clone().requires_grad_(True)
+        gathered = gather_rows(local)
+        prior = normal_rows(gathered.size(0), 4, torch.Generator().manual_seed(0), "cpu", torch.float64)
+        mmd = mmd_unbiased(gathered, prior, _kernel(kernel))
+        mmd.backward()
+        results[rank, case] = (gathered.detach(), mmd.item(), local.grad.clone())
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("kernel", ["imq", "rbf"])
-@pytest.mark.parametrize("sizes", [(5, 3), (8, 0)], ids=["unequal", "one-worker-padding"])
-def test_mmd_global_gathers_the_batch_and_keeps_local_gradients(kernel, sizes):
+def test_mmd_global_gathers_the_batch_and_keeps_local_gradients():
     """Each worker gathers the others' row counts, pads to the largest and drops the padding after the
     gather: exactly the 8 real codes, in rank order, whose estimate is the MMD against 8 prior rows, and
-    each worker's codes get their share of its gradient."""
+    each worker's codes get their share of its gradient. Every case in one pair of workers."""
     from fairseq_wae.penalties import mmd_unbiased
     from fairseq_wae.seeding import normal_rows
 
-    z = torch.randn(sum(sizes), 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    codes = [torch.randn(sum(sizes), 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+             for _, sizes in GATHER_CASES]
     results = mp.Manager().dict()
-    mp.spawn(_gather_worker, args=(free_port(), z, sizes, kernel, results), nprocs=2, join=True)
-    prior = normal_rows(len(z), 4, torch.Generator().manual_seed(0), "cpu", torch.float64)
-    reference = z.clone().requires_grad_(True)
-    expected = mmd_unbiased(reference, prior, _kernel(kernel))
-    expected.backward()
-    for rank, rows in ((0, slice(0, sizes[0])), (1, slice(sizes[0], len(z)))):
-        gathered, mmd, grad = results[rank]
-        assert torch.equal(gathered, z)  # the real rows alone, so no (2N x largest batch)^2 matrix
-        assert mmd == pytest.approx(expected.item(), rel=1e-12)
-        assert torch.allclose(grad, reference.grad[rows], rtol=1e-10, atol=1e-14)
+    mp.spawn(_gather_worker, args=(free_port(), codes, results), nprocs=2, join=True)
+    for case, ((kernel, sizes), z) in enumerate(zip(GATHER_CASES, codes)):
+        prior = normal_rows(len(z), 4, torch.Generator().manual_seed(0), "cpu", torch.float64)
+        reference = z.clone().requires_grad_(True)
+        expected = mmd_unbiased(reference, prior, _kernel(kernel))
+        expected.backward()
+        for rank, rows in ((0, slice(0, sizes[0])), (1, slice(sizes[0], len(z)))):
+            gathered, mmd, grad = results[rank, case]
+            assert torch.equal(gathered, z), (kernel, sizes)  # the real rows alone: no (2N x largest batch)^2 matrix
+            assert mmd == pytest.approx(expected.item(), rel=1e-12), (kernel, sizes)
+            assert torch.allclose(grad, reference.grad[rows], rtol=1e-10, atol=1e-14), (kernel, sizes)
 
 
 def test_launcher_refuses_a_busy_port_and_bad_nproc(toy_data):
@@ -302,10 +308,10 @@ def test_launcher_refuses_a_busy_port_and_bad_nproc(toy_data):
     assert result.returncode != 0 and "NPROC must be a positive number" in result.stderr
 
 
-def _code_gradients(task_data, flags, batch, worker=None):
+def _code_gradients(task_data, flags, batch, rank=None):
     """d(loss)/dz for each code of ``batch`` (a collated sample) as fairseq reduces it: every worker's
-    gradient summed, over the global token count. ``worker`` = (rank, port, results): one of 2 gloo
-    workers holding half the batch, else one process (``--update-freq 2`` when flags ask for it)."""
+    gradient summed, over the global token count. ``rank``: one of 2 gloo workers (the process group
+    made) holding half the batch, else one process (``--update-freq 2`` when flags ask for it)."""
     import torch.distributed as dist
 
     from helpers import build
@@ -318,9 +324,7 @@ def _code_gradients(task_data, flags, batch, worker=None):
     model.train()
     criterion.set_training_progress(5, 1)
     halves = [slice(0, 7), slice(7, 16)]  # unequal, as at the end of an epoch
-    if worker is not None:
-        rank, port, results = worker
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    if rank is not None:
         parts = [halves[rank]]
     else:
         parts = halves if "--update-freq" in flags else [slice(0, 16)]
@@ -336,38 +340,50 @@ def _code_gradients(task_data, flags, batch, worker=None):
         gradients.append(z.grad)
         total_tokens += sample_size
     gradient = torch.cat(gradients)
-    if worker is not None:
+    if rank is not None:
         tokens = torch.tensor([float(total_tokens)])
         dist.all_reduce(tokens)
-        results[rank] = gradient / tokens.item()
-        dist.destroy_process_group()
+        return gradient / tokens.item()
     return gradient / total_tokens
 
 
-def _code_gradient_worker(rank, port, data, flags, batch, results):
-    _code_gradients(data, flags, batch, (rank, port, results))
+#: (kernel, mode) of the per-code gradient test: --mmd-global, and per-worker MMD (--update-freq 2 in one process)
+GRADIENT_CASES = [(kernel, mode) for mode in ("global", "per-worker") for kernel in ("imq", "rbf")]
 
 
-@pytest.mark.parametrize("kernel", ["imq", "rbf"])
-@pytest.mark.parametrize("mode", ["global", "per-worker"])
-def test_per_code_gradients_of_two_workers_equal_one_process(toy_data, kernel, mode):
-    """--mmd-global: one process on the concatenated batch; per-worker MMD: one process, --update-freq 2."""
+def _gradient_flags(kernel):
+    return ["--mmd-lambda", "50", "--mmd-kernel", kernel, "--seed", "4"]
+
+
+def _code_gradient_worker(rank, port, data, batch, results):
+    """Every case of GRADIENT_CASES in one process group."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    for case, (kernel, mode) in enumerate(GRADIENT_CASES):
+        flags = _gradient_flags(kernel) + (["--mmd-global"] if mode == "global" else [])
+        results[rank, case] = _code_gradients(data, flags, batch, rank)
+    dist.destroy_process_group()
+
+
+def test_per_code_gradients_of_two_workers_equal_one_process(toy_data):
+    """--mmd-global: one process on the concatenated batch; per-worker MMD: one process, --update-freq 2.
+    Every kernel and mode in one pair of workers."""
     from helpers import build, first_batch
 
-    flags = ["--mmd-lambda", "50", "--mmd-kernel", kernel, "--seed", "4"]
-    batch = first_batch(build(toy_data, "lstm_wae_tiny", "wae_mmd", *flags)[0], size=16)
-    distributed_flags = flags + (["--mmd-global"] if mode == "global" else [])
+    batch = first_batch(build(toy_data, "lstm_wae_tiny", "wae_mmd", *_gradient_flags("imq"))[0], size=16)
     results = mp.Manager().dict()
-    mp.spawn(_code_gradient_worker, args=(free_port(), toy_data, distributed_flags, batch, results), nprocs=2,
-             join=True)
-    two_workers = torch.cat([results[0], results[1]])
-    # --mmd-global in one process estimates on its own batch, drawing the prior as the gathered batch does
-    one_process = _code_gradients(toy_data, flags + (["--update-freq", "2"] if mode == "per-worker" else ["--mmd-global"]),
-                                  batch)
-    assert torch.allclose(two_workers, one_process, atol=1e-6, rtol=0), (two_workers - one_process).abs().max()
-    # the penalty carries real weight here: without it the gradients differ by far more than the tolerance
+    mp.spawn(_code_gradient_worker, args=(free_port(), toy_data, batch, results), nprocs=2, join=True)
     no_penalty = _code_gradients(toy_data, ["--mmd-lambda", "0", "--seed", "4"], batch)
-    assert (no_penalty - one_process).abs().max() > 1e-3
+    for case, (kernel, mode) in enumerate(GRADIENT_CASES):
+        two_workers = torch.cat([results[0, case], results[1, case]])
+        # --mmd-global in one process estimates on its own batch, drawing the prior as the gathered batch does
+        one_process = _code_gradients(toy_data, _gradient_flags(kernel) + (
+            ["--update-freq", "2"] if mode == "per-worker" else ["--mmd-global"]), batch)
+        difference = (two_workers - one_process).abs().max()
+        assert torch.allclose(two_workers, one_process, atol=1e-6, rtol=0), (kernel, mode, difference)
+        # the penalty carries real weight here: without it the gradients differ by far more than the tolerance
+        assert (no_penalty - one_process).abs().max() > 1e-3, (kernel, mode)
 
 
 @pytest.mark.parametrize("arch,criterion,flags,single", [

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from helpers import CLI_ENV, REPO, run
+from helpers import CLI_ENV, REPO, built_once, run
 
 CORPUS_SIZE = 300
 
@@ -73,13 +73,17 @@ def explored(overfit_dae, tmp_path_factory):
     from fairseq_wae import LSTMAutoencoderModel
 
     data, ckpt, _ = overfit_dae
-    folder = tmp_path_factory.mktemp("explore")
-    run([sys.executable, REPO / "scripts" / "fit_prior.py", "--checkpoint", ckpt / "checkpoint_best.pt", "--data", data,
-         "--density", "gaussian", "--out", folder / "gaussian.pt"])
-    run([sys.executable, REPO / "scripts" / "export_model.py", "--checkpoint", ckpt / "checkpoint_best.pt",
-         "--data", data, "--out", folder / "model", "--prior", folder / "gaussian.pt"])
+
+    def build(folder):  # once for every pytest-xdist worker; each loads its own model
+        run([sys.executable, REPO / "scripts" / "fit_prior.py", "--checkpoint", ckpt / "checkpoint_best.pt",
+             "--data", data, "--density", "gaussian", "--out", folder / "gaussian.pt"])
+        run([sys.executable, REPO / "scripts" / "export_model.py", "--checkpoint", ckpt / "checkpoint_best.pt",
+             "--data", data, "--out", folder / "model", "--prior", folder / "gaussian.pt"])
+        (folder / "corpus.txt").write_text("\n".join(corpus) + "\n")
+        return folder
+
     corpus = [line for line in (REPO / "examples" / "toy" / "sentences.txt").read_text().splitlines() if line][:CORPUS_SIZE]
-    (folder / "corpus.txt").write_text("\n".join(corpus) + "\n")
+    folder = built_once(tmp_path_factory, "explore", build)
     # one thread, as the server and pytest-xdist's workers run: the tiny model's decoding is 3x slower on
     # two threads that contend with the server's
     threads = torch.get_num_threads()

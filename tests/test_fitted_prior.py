@@ -2,14 +2,13 @@
 known mixtures and torch's own, draws keyed by (seed, index), the real commands on the DAE overfit to 50
 sentences (conftest.overfit_dae), its refusals; reverse perplexity and the copied share of evaluate.py."""
 import math
-import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from helpers import REPO, USER_DIR, generated_sentences, run, toy_sentences
+from helpers import REPO, USER_DIR, built_once, generated_sentences, run, toy_sentences
 from fairseq_wae.cli.fit_prior import FitError, check_codes, fit_density
 from fairseq_wae.errors import Refusal
 from fairseq_wae.fitted_prior import FittedPrior, load_prior, save_prior
@@ -155,10 +154,13 @@ def prior_samples(data, checkpoint, *flags, n=48):
 @pytest.fixture(scope="module")
 def fitted_dae(overfit_dae, tmp_path_factory):
     data, ckpt, _ = overfit_dae
-    folder = tmp_path_factory.mktemp("prior")
-    printed = run([*FIT_PRIOR, "--checkpoint", ckpt / "checkpoint_best.pt", "--data", data, "--density", "gaussian",
-                   "--out", folder / "dae.gaussian.pt"]).stdout
-    return folder / "dae.gaussian.pt", printed
+
+    def build(folder):
+        printed = run([*FIT_PRIOR, "--checkpoint", ckpt / "checkpoint_best.pt", "--data", data, "--density",
+                       "gaussian", "--out", folder / "dae.gaussian.pt"]).stdout
+        return folder / "dae.gaussian.pt", printed
+
+    return built_once(tmp_path_factory, "prior", build)
 
 
 def test_fitted_prior_samples_of_a_dae_read_better_than_standard_normal_ones(overfit_dae, fitted_dae, tmp_path):

@@ -36,10 +36,9 @@ def shapes(model):
     return {name: tuple(p.shape) for name, p in model.named_parameters()}
 
 
-def hydra_train(folder: Path, data, model, criterion, *overrides, check=True):
-    """The real fairseq-hydra-train on a config written to ``folder`` (``--config-dir``/``--config-name``):
-    ``model`` a shipped yaml's name (selected as hydra defaults) or a model config; 3 updates of 32
-    sentences (a hydra override), saved to folder/ckpt."""
+def write_config(folder: Path, data, model, criterion):
+    """folder/run.yaml: ``model`` a shipped yaml's name (selected as hydra defaults) or a model config;
+    batches of 32 sentences, saved to folder/ckpt."""
     config = {
         "hydra": {"searchpath": [SEARCH_PATH]},
         "common": {"user_dir": USER_DIR, "cpu": True, "seed": 1},
@@ -57,6 +56,12 @@ def hydra_train(folder: Path, data, model, criterion, *overrides, check=True):
         config["model"] = model
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.yaml").write_text(OmegaConf.to_yaml(config))
+
+
+def hydra_train(folder: Path, data, model, criterion, *overrides, check=True):
+    """The real fairseq-hydra-train on the config ``write_config`` writes to ``folder`` (``--config-dir``/
+    ``--config-name``), for 3 updates (a hydra override)."""
+    write_config(folder, data, model, criterion)
     return run(["fairseq-hydra-train", "--config-dir", folder, "--config-name", "run", "optimization.max_update=3",
                 *overrides], cwd=folder, check=check)
 
@@ -108,7 +113,7 @@ def test_either_traceback_variable_keeps_the_traceback_of_a_refusal_under_fairse
 
     from helpers import CLI_ENV
 
-    hydra_train(tmp_path, toy_data, {"_name": "lstm_wae_tiny"}, {"_name": "wae_mmd"}, "--cfg", "job")  # writes run.yaml
+    write_config(tmp_path, toy_data, {"_name": "lstm_wae_tiny"}, {"_name": "wae_mmd"})
     result = subprocess.run(["fairseq-hydra-train", "--config-dir", str(tmp_path), "--config-name", "run"],
                             cwd=tmp_path, env={**CLI_ENV, variable: "1"}, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "Traceback" in result.stderr, result.stderr[-3000:]

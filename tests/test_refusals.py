@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from helpers import CLI_ENV, REPO, USER_DIR, run, train_command
+from helpers import CLI_ENV, REPO, USER_DIR, built_once, run, train_command
 
 
 def refused(cmd, **kwargs):
@@ -90,18 +90,20 @@ VERIFY = [sys.executable, os.path.join(REPO, "scripts", "verify.py")]
 @pytest.fixture(scope="module")
 def fairseq_lstm(tmp_path_factory, toy_data):
     """A checkpoint of fairseq's own lstm, trained one update on the translation task (toy -> toy)."""
-    folder = tmp_path_factory.mktemp("fairseq-lstm")
-    text = (toy_data.parent / "train.txt").read_text().splitlines()[:64]
-    for lang in ("de", "en"):
-        (folder / f"train.{lang}").write_text("\n".join(text) + "\n")
-    run(["fairseq-preprocess", "--source-lang", "de", "--target-lang", "en", "--trainpref", folder / "train",
-         "--destdir", folder / "bin", "--workers", "1"])
-    size = ["--encoder-embed-dim", "8", "--decoder-embed-dim", "8", "--encoder-hidden-size", "8",
-            "--decoder-hidden-size", "8", "--decoder-out-embed-dim", "8"]
-    run(["fairseq-train", folder / "bin", "--arch", "lstm", *size, "--optimizer", "adam", "--lr", "0.001",
-         "--max-update", "1", "--batch-size", "16", "--cpu", "--save-dir", folder / "ckpt", "--no-epoch-checkpoints",
-         "--disable-validation", "--num-workers", "0"])
-    return folder / "ckpt" / "checkpoint_last.pt"
+    def build(folder):
+        text = (toy_data.parent / "train.txt").read_text().splitlines()[:64]
+        for lang in ("de", "en"):
+            (folder / f"train.{lang}").write_text("\n".join(text) + "\n")
+        run(["fairseq-preprocess", "--source-lang", "de", "--target-lang", "en", "--trainpref", folder / "train",
+             "--destdir", folder / "bin", "--workers", "1"])
+        size = ["--encoder-embed-dim", "8", "--decoder-embed-dim", "8", "--encoder-hidden-size", "8",
+                "--decoder-hidden-size", "8", "--decoder-out-embed-dim", "8"]
+        run(["fairseq-train", folder / "bin", "--arch", "lstm", *size, "--optimizer", "adam", "--lr", "0.001",
+             "--max-update", "1", "--batch-size", "16", "--cpu", "--save-dir", folder / "ckpt",
+             "--no-epoch-checkpoints", "--disable-validation", "--num-workers", "0"])
+        return folder / "ckpt" / "checkpoint_last.pt"
+
+    return built_once(tmp_path_factory, "fairseq-lstm", build)
 
 
 def test_another_fairseq_models_checkpoint_is_named_as_not_a_fairseq_wae_model(fairseq_lstm, toy_data, tmp_path):

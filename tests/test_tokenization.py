@@ -1,12 +1,11 @@
 """What text a model reads and writes: the tokenisation it records is the one every reader applies, typed
 lines that are no sentence are refused one by one, and decoding never emits a symbol no sentence holds."""
 import shutil
-import subprocess
 import sys
 
 import pytest
 
-from helpers import CLI_ENV, REPO, USER_DIR, run, train_command
+from helpers import REPO, USER_DIR, built_once, run, train_command
 
 PREPARE = [sys.executable, REPO / "scripts" / "prepare_corpus.py"]
 EXPORT = [sys.executable, REPO / "scripts" / "export_model.py"]
@@ -16,18 +15,20 @@ EXPORT = [sys.executable, REPO / "scripts" / "export_model.py"]
 def models(tmp_path_factory, toy_data):
     """A word-level and a sentencepiece corpus of the same sentences, a WAE trained 3 updates on each, and
     their exports: {"words": (data, checkpoint, export), "pieces": (...)}."""
-    folder = tmp_path_factory.mktemp("tokenisations")
-    sentences = (toy_data.parent / "train.txt").read_text().splitlines()[:300]
-    (folder / "s.txt").write_text("\n".join(sentences) + "\n")
-    found = {}
-    for name, flags in (("words", []), ("pieces", ["--spm-vocab-size", "60"])):
-        data = folder / f"{name}-data"
-        run([*PREPARE, "--input", folder / "s.txt", "--out", data, *flags])
-        run(train_command(data, folder / f"{name}-ckpt", "--max-update", "3", "--disable-validation"))
-        checkpoint = folder / f"{name}-ckpt" / "checkpoint_last.pt"
-        run([*EXPORT, "--checkpoint", checkpoint, "--data", data, "--out", folder / f"{name}-export"])
-        found[name] = data, checkpoint, folder / f"{name}-export"
-    return found
+    def build(folder):
+        sentences = (toy_data.parent / "train.txt").read_text().splitlines()[:300]
+        (folder / "s.txt").write_text("\n".join(sentences) + "\n")
+        found = {}
+        for name, flags in (("words", []), ("pieces", ["--spm-vocab-size", "60"])):
+            data = folder / f"{name}-data"
+            run([*PREPARE, "--input", folder / "s.txt", "--out", data, *flags])
+            run(train_command(data, folder / f"{name}-ckpt", "--max-update", "3", "--disable-validation"))
+            checkpoint = folder / f"{name}-ckpt" / "checkpoint_last.pt"
+            run([*EXPORT, "--checkpoint", checkpoint, "--data", data, "--out", folder / f"{name}-export"])
+            found[name] = data, checkpoint, folder / f"{name}-export"
+        return found
+
+    return built_once(tmp_path_factory, "tokenisations", build)
 
 
 def load(folder):
@@ -74,9 +75,8 @@ def test_a_folder_that_tokenises_otherwise_than_the_model_is_refused_naming_the_
 
 
 def interactive(data, checkpoint, lines, *flags):
-    return subprocess.run(["fairseq-interactive", str(data), "--user-dir", USER_DIR, "--task", "sentence_autoencoding",
-                           "--path", str(checkpoint), "--cpu", "--max-len-b", "5", *flags], input=lines,
-                          env=CLI_ENV, capture_output=True, text=True, timeout=300)
+    return run(["fairseq-interactive", data, "--user-dir", USER_DIR, "--task", "sentence_autoencoding", "--path",
+                checkpoint, "--cpu", "--max-len-b", "5", *flags], input=lines, check=False)
 
 
 def test_interactive_needs_the_corpus_tokeniser_and_refuses_lines_that_are_no_sentence_one_by_one(models):
