@@ -66,7 +66,6 @@ def test_gpu_check_runs_on_the_cpu_and_passes(passing):
     assert {"data-parallel", "precision", "validation", "speed", "sampling"} == {
         leg for (leg, _), status in rows.items() if status == "pass"}
     assert any("uneven last update" in check for check in ran) and any("--mmd-global" in check for check in ran)
-    assert any("2 gloo workers vs 1 x --update-freq 2: AAE" in check for check in ran)
     assert "FAIL" not in rows.values()
     passed, failed = map(int, re.search(r"(\d+) passed, (\d+) failed", result.stdout).groups())
     assert passed == len(ran) >= 6 and failed == 0

@@ -285,8 +285,8 @@ def test_memory_grows_by_tens_of_bytes_a_sentence_not_by_the_sentences(tmp_path)
         assert manifest["unique_sentences"] == len(set(text.read_text().splitlines()))  # the toy's are tokenised
         return highest
 
-    small, large = peak(4000), peak(12000)
-    assert (large - small) / 8000 < 250, (small, large)
+    small, large = peak(2000), peak(6000)
+    assert (large - small) / 4000 < 250, (small, large)
 
 
 def test_sentencepiece_trains_on_a_seeded_sample_only_above_its_bound(tmp_path):
