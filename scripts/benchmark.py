@@ -74,6 +74,9 @@ class CommandFailed(RuntimeError):
 OURS = {
     "lstm_ae_paper + ae_cross_entropy": ["--arch", "lstm_ae_paper", "--criterion", "ae_cross_entropy"],
     "lstm_vae_paper + vae_kl": ["--arch", "lstm_vae_paper", "--criterion", "vae_kl"],
+    # BN-VAE: the running statistics move once an update (end_update's all-reduce), not once a micro-batch
+    "lstm_vae_paper + vae_kl --bn-posterior-mean 0.6": ["--arch", "lstm_vae_paper", "--criterion", "vae_kl",
+                                                        "--bn-posterior-mean", "0.6"],
     "lstm_wae_paper + wae_mmd": ["--arch", "lstm_wae_paper", "--criterion", "wae_mmd"],
     "lstm_aae_paper + aae": ["--arch", "lstm_aae_paper", "--criterion", "aae"],
 }
