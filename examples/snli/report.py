@@ -31,8 +31,9 @@ LABELS = {"corpus": "Corpus", "dae": "DAE", "vae": "VAE (annealed)", "wae3": "WA
           "wae10": "WAE lambda=10", "swae": "stochastic WAE (lambda=3, gamma=1)"}
 
 
-def provenance(args):
-    """What table1.md was measured on: the corpus (from prepare's manifest.json) and each model's training."""
+def provenance(args, names=None):
+    """What table1.md was measured on: the corpus (from prepare's manifest.json) and the training of each
+    model of ``names`` (Table 1's by default)."""
     lines = []
     manifest_path = os.path.join(args.data, "manifest.json") if args.data else None
     if manifest_path and os.path.exists(manifest_path):
@@ -46,7 +47,7 @@ def provenance(args):
                      + ("" if counts["train"] == 90000 else
                         " Not the paper's 100k subset of the SNLI train split (90k/5k/5k): see README.md."))
     trained = []
-    for name in PAPER:
+    for name in names or PAPER:
         log = os.path.join(args.work, "logs", f"{name}.log")
         validations = read_log(log, "valid") if os.path.exists(log) else []
         if validations:
@@ -60,10 +61,11 @@ def provenance(args):
     return lines
 
 
-def sampling_settings(work):
-    """How the prior samples were decoded, from the first model's evaluation JSON and fairseq-generate log."""
-    for name in PAPER:
-        report, log = (os.path.join(work, "eval", f"{name}{suffix}") for suffix in (".json", ".samples.log"))
+def sampling_settings(work, evaluated=None):
+    """How the prior samples were decoded, from the first evaluation JSON and fairseq-generate log found:
+    ``evaluated`` lists (JSON path, log path), by default Table 1's models'."""
+    for report, log in evaluated or [(os.path.join(work, "eval", f"{name}.json"),
+                                      os.path.join(work, "eval", f"{name}.samples.log")) for name in PAPER]:
         if os.path.exists(report) and os.path.exists(log):
             with open(report) as f:
                 count = json.load(f)["meta"]["sentences"]
@@ -312,6 +314,8 @@ def learned_prior(args):
     log-likelihood per code against N(0, I)'s. Keeps the hand-written reading of an existing file."""
     from fairseq_wae.fitted_prior import load_prior
 
+    evaluated = [tuple(os.path.join(args.work, "learned-prior", f"{name}.normal{suffix}") for suffix in (".json", ".log"))
+                 for name, _ in PRIOR_MODELS]
     header = ["| model | prior | NLL | UnigramKL | Entropy | AvgLen | Reverse PPL | Copied | held-out log-lik. "
               "(N(0, I)) |", "|---|---|---|---|---|---|---|---|---|"]
     rows = []
@@ -332,10 +336,11 @@ def learned_prior(args):
             rows.append(f"| {label} | {prior_label} | " + " | ".join(table1_cells(metrics)[1:] + diversity_cells(metrics))
                         + f" | {fit} |")
     lines = ["# Beyond the paper: sampling from a prior fitted to the codes", "",
-             *[paragraph for line in provenance(args)[:1] for paragraph in (line, "")],
+             *[paragraph for line in provenance(args, [name for name, _ in PRIOR_MODELS])[:2]
+               for paragraph in (line, "")],
              "`bash examples/snli/run.sh learned-prior`: for each model of Table 1 (and the AAE), "
              "`fairseq-wae-fit-prior` fits a density to the codes of the training split (Ghosh et al. 2020), and "
-             f"`fairseq-generate --task prior_sampling --prior-file` decodes {sampling_settings(args.work)} from it "
+             f"`fairseq-generate --task prior_sampling --prior-file` decodes {sampling_settings(args.work, evaluated)} from it "
              "beside N(0, I)'s. NLL: bits per word under the news trigram LM (lower: more fluent). Reverse PPL: a "
              "trigram KenLM trained on the samples scores the test split, cut to 20 words (lower: the samples cover "
              "more of real text). Copied: samples that are a training sentence verbatim. Held-out log-likelihood: "
