@@ -340,9 +340,9 @@ def learned_prior(args):
                for paragraph in (line, "")],
              "`bash examples/snli/run.sh learned-prior`: for each model of Table 1 (and the AAE), "
              "`fairseq-wae-fit-prior` fits a density to the codes of the training split (Ghosh et al. 2020), and "
-             f"`fairseq-generate --task prior_sampling --prior-file` decodes {sampling_settings(args.work, evaluated)} from it "
-             "beside N(0, I)'s. NLL: bits per word under the news trigram LM (lower: more fluent). Reverse PPL: a "
-             "trigram KenLM trained on the samples scores the test split, cut to 20 words (lower: the samples cover "
+             f"`fairseq-generate --task prior_sampling --prior-file` draws from it, beside N(0, I): "
+             f"{sampling_settings(args.work, evaluated)}. NLL: bits per word under the news trigram LM (lower: "
+             "more fluent). Reverse PPL: a trigram KenLM trained on the samples scores the test split, cut to 20 words (lower: the samples cover "
              "more of real text). Copied: samples that are a training sentence verbatim. Held-out log-likelihood: "
              "nats per code of the 10% of training codes held out from the fit, N(0, I)'s in brackets.", "",
              *header, *rows, "", *written_reading(args.out)]
