@@ -195,7 +195,9 @@ case "${1:-}" in
     learned-prior)  # results/learned-prior.md: every model of PRIOR_MODELS with N(0, I) and each fitted density
         [ -s "$LM" ] || bash "$0" lm
         mkdir -p "$WORK/learned-prior"
-        cut -d' ' -f1-20 "$DATA/test.txt" > "$WORK/learned-prior/test20.txt"  # as the models were trained
+        # as the models were trained; written whole, then renamed: a run beside this one reads it too
+        cut -d' ' -f1-20 "$DATA/test.txt" > "$WORK/learned-prior/test20.txt.$$"
+        mv "$WORK/learned-prior/test20.txt.$$" "$WORK/learned-prior/test20.txt"
         for name in $PRIOR_MODELS; do
             if [ ! -s "$WORK/checkpoints/$name/checkpoint_last.pt" ]; then
                 echo "no checkpoint for $name: run '$0 train $name' first" >&2; continue
