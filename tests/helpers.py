@@ -38,11 +38,24 @@ def in_process(cmd):
         return None
     if cmd[0] in IN_PROCESS:
         return IN_PROCESS[cmd[0]], cmd
-    if cmd[0] == sys.executable and len(cmd) > 1 and Path(cmd[1]) in OUR_SCRIPTS:
-        return OUR_SCRIPTS[Path(cmd[1])], cmd[1:]
-    if cmd[0] == sys.executable and len(cmd) > 1 and Path(cmd[1]) in SCRIPTS_WITH_MAIN:
-        return Path(cmd[1]), cmd[1:]
+    if cmd[0] == sys.executable and len(cmd) > 1:
+        script = Path(cmd[1])
+        if script in OUR_SCRIPTS:
+            return OUR_SCRIPTS[script], cmd[1:]
+        if script in SCRIPTS_WITH_MAIN:
+            return script, cmd[1:]
     return None
+
+
+def load_script(path: Path):
+    """The module of a script file (``scripts/NAME.py``), loaded as a module named NAME: its functions
+    without running its ``if __name__ == "__main__"`` block."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(cmd, cwd=None, check=True, timeout=600, subprocess=False, input=None):
@@ -80,7 +93,6 @@ def run_in_process(module_name, argv):
     exception's traceback as stderr, and its exit status as the return code."""
     import contextlib
     import importlib
-    import importlib.util
     import io
     import logging
     import traceback
@@ -90,12 +102,8 @@ def run_in_process(module_name, argv):
 
     from fairseq_wae.errors import EXIT_STATUS, one_line, refusal_message
 
-    if isinstance(module_name, Path):  # a script of SCRIPTS_WITH_MAIN
-        spec = importlib.util.spec_from_file_location(module_name.stem, module_name)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(module_name)
+    # a script of SCRIPTS_WITH_MAIN, or a module
+    module = load_script(module_name) if isinstance(module_name, Path) else importlib.import_module(module_name)
     fairseqs = module_name in IN_PROCESS.values()
     # fairseq keeps a run's best validation loss on these functions: a new process starts without it
     for keeper in (checkpoint_utils.save_checkpoint, getattr(module, "should_stop_early", None)):

@@ -4,14 +4,13 @@ one of its runs fails exactly the row that reads that run. The breaks rerun that
 (fairseq-train through its entry point, the break patched in) and read every other run's log from the
 passing run, so that all the tests share one run of the script."""
 import argparse
-import importlib.util
 import re
 import subprocess
 import time
 
 import pytest
 
-from helpers import CLI_ENV, REPO, built_once, run
+from helpers import CLI_ENV, REPO, built_once, load_script, run
 
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
 HALF_RUN = "precision-stochastic_WAE-bf16"  # the stochastic WAE (MMD and variance penalty) in bfloat16
@@ -39,10 +38,8 @@ def passing(tmp_path_factory):
 def rows_with(work, capsys, reruns=None, tolerance_factor=1.0):
     """The script's rows over the passing run's logs, the runs named in ``reruns`` ({name: patch}) made
     again in this process with ``patch`` (a context manager) applied."""
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    check = module.Check(argparse.Namespace(cpu=True, work=str(work), only=None, tolerance_factor=tolerance_factor))
+    check = load_script(REPO / "scripts" / "gpu_check.py").Check(
+        argparse.Namespace(cpu=True, work=str(work), only=None, tolerance_factor=tolerance_factor))
 
     def command(name, cmd, env=None):
         if name not in (reruns or {}):
