@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from fairseq_wae.models.architectures import ARCHITECTURES, CONFIG_DIR, SEARCH_PATH, architecture_yaml, config_path
-from helpers import USER_DIR, configure, generated_sentences, run, train
+from helpers import USER_DIR, configure, generated_sentences, run, run_in_process, train
 
 NAMES = sorted(ARCHITECTURES)
 TINY = {"embed_dim": 32, "encoder_hidden_size": 64, "decoder_hidden_size": 64, "latent_dim": 16}
@@ -58,12 +58,19 @@ def write_config(folder: Path, data, model, criterion):
     (folder / "run.yaml").write_text(OmegaConf.to_yaml(config))
 
 
-def hydra_train(folder: Path, data, model, criterion, *overrides, check=True):
-    """The real fairseq-hydra-train on the config ``write_config`` writes to ``folder`` (``--config-dir``/
-    ``--config-name``), for 3 updates (a hydra override)."""
+def hydra_train(folder: Path, data, model, criterion, *overrides, check=True, process=False):
+    """fairseq-hydra-train on the config ``write_config`` writes to ``folder`` (``--config-dir``/
+    ``--config-name``, hydra's run folder), for 3 updates (a hydra override): through its entry point in
+    this process, or (``process``) as a real process, for what only a process shows (its exit status, what
+    hydra's handler prints)."""
     write_config(folder, data, model, criterion)
-    return run(["fairseq-hydra-train", "--config-dir", folder, "--config-name", "run", "optimization.max_update=3",
-                *overrides], cwd=folder, check=check)
+    cmd = ["fairseq-hydra-train", "--config-dir", folder, "--config-name", "run", "optimization.max_update=3",
+           *overrides]
+    if process:
+        return run(cmd, cwd=folder, check=check)
+    result = run_in_process("fairseq_cli.hydra_train", [*map(str, cmd), f"hydra.run.dir={folder}"])
+    assert not check or result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
 
 
 def generate(data, checkpoint):
@@ -97,7 +104,7 @@ def test_the_shipped_yaml_builds_the_network_arch_builds(toy_data, name):
 @pytest.mark.parametrize("name, criterion", [("lstm_wae_tiny", "wae_mmd"), ("lstm_vae_paper", "vae_kl")])
 def test_a_bare_architecture_name_under_fairseq_hydra_train_is_refused_naming_its_yaml(toy_data, tmp_path, name,
                                                                                         criterion):
-    result = hydra_train(tmp_path, toy_data, {"_name": name}, {"_name": criterion}, check=False)
+    result = hydra_train(tmp_path, toy_data, {"_name": name}, {"_name": criterion}, check=False, process=True)
     # one line and status 2, as under fairseq-train (hydra would print its traceback and exit 1)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     line = result.stderr.strip().splitlines()[-1]
@@ -142,3 +149,17 @@ def test_a_checkpoint_of_an_arch_name_with_a_size_flag_still_loads(toy_data, tmp
     state = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
     assert state["cfg"]["model"]["_name"] == "lstm_wae_tiny" and state["cfg"]["model"]["latent_dim"] == 32
     assert len(generate(toy_data, tmp_path / "checkpoint_last.pt")) == 101
+
+
+def test_fairseq_train_after_a_hydra_job_in_the_same_process_builds_from_its_arch(toy_data, tmp_path):
+    """A notebook that ran fairseq-hydra-train's entry point and then fairseq-train's: the second builds the
+    network --arch and its flags name, without the refusal meant for hydra's configs."""
+    import sys
+
+    from fairseq_wae.models.architectures import under_hydra_train
+
+    hydra_train(tmp_path / "hydra", toy_data, "lstm_wae_tiny", {"_name": "wae_mmd"})
+    assert "fairseq_cli.hydra_train" in sys.modules and not under_hydra_train()
+    train(toy_data, tmp_path / "after", "--latent-dim", "32", "--max-update", "3", arch="lstm_wae_tiny")
+    state = torch.load(tmp_path / "after" / "checkpoint_last.pt", weights_only=True)
+    assert state["cfg"]["model"]["_name"] == "lstm_wae_tiny" and state["cfg"]["model"]["latent_dim"] == 32

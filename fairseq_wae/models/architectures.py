@@ -7,12 +7,14 @@ function runs, so a bare name there would silently train the default network. fa
 yaml per architecture: each name ships ``config/model/<name>.yaml``, written from the same dict by
 scripts/write_model_configs.py, and a bare name whose settings a hydra config does not hold is refused.
 """
+import multiprocessing
 import os
 import sys
 from dataclasses import fields
 from typing import Any, Dict, NamedTuple
 
 from fairseq.models import register_model_architecture
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from fairseq_wae.errors import Refusal
@@ -65,9 +67,13 @@ def architecture_yaml(name: str) -> str:
 
 
 def under_hydra_train() -> bool:
-    """Whether this process is fairseq-hydra-train (also in the workers it spawns, which import the same
-    entry point): there the model config comes from yaml and dataclass defaults, not from --arch."""
-    return "fairseq_cli.hydra_train" in sys.modules
+    """Whether this model is built for fairseq-hydra-train, whose model config comes from yaml and dataclass
+    defaults, not from --arch: inside its hydra job (hydra sets its config for the job's length), or in a
+    worker it spawned (which imported the entry point to unpickle its main). Not merely in a process that
+    imported the entry point once: a notebook's fairseq-train after it builds from --arch."""
+    if HydraConfig.initialized():
+        return True
+    return multiprocessing.parent_process() is not None and "fairseq_cli.hydra_train" in sys.modules
 
 
 def check_named_architecture(cfg) -> None:
