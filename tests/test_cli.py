@@ -3,7 +3,6 @@ import math
 import os
 import re
 import shutil
-import sys
 
 import pytest
 import torch
@@ -180,8 +179,9 @@ def test_user_dir_as_relative_path_and_as_installed_package(toy_data, tmp_path):
               "--optimizer", "adam", "--lr", "0.001", "--batch-size", "64", "--max-update", "2", "--cpu",
               "--no-save", "--disable-validation"]
     run(["fairseq-train", toy_data, "--user-dir", "fairseq_wae", *common], cwd=REPO)
-    installed = run([sys.executable, "-c", "import fairseq_wae, os; print(os.path.dirname(fairseq_wae.__file__))"],
-                    cwd=tmp_path).stdout.strip()
+    import fairseq_wae
+
+    installed = os.path.dirname(fairseq_wae.__file__)  # where pip put it (the repository's folder when editable)
     run(["fairseq-train", toy_data, "--user-dir", installed, *common], cwd=tmp_path)
 
 

@@ -1,25 +1,47 @@
 """scripts/gpu_check.sh, the run planned for a GPU, on the CPU: a correct build passes every row that runs
 there (bfloat16 standing in for half precision, 2 gloo workers for 2 GPUs), and each break injected into
-one of its runs fails exactly the row that reads that run. The breaks rerun that one run in this process
-(fairseq-train through its entry point, the break patched in) and read every other run's log from the
-passing run, so that all the tests share one run of the script."""
+one of its runs fails exactly the row that reads that run. The passing run is the script's own Check with
+its fairseq commands run in this process (each logged to its file, as the script logs them); the corpus
+preparation and the 2-worker launches stay real processes, through the script's own runner. The breaks
+rerun that one run in this process (the break patched in) and read every other run's log from the passing
+run, so that all the tests share one run of the script."""
 import argparse
+import contextlib
+import io
 import re
 import subprocess
 import time
 
 import pytest
 
-from helpers import CLI_ENV, REPO, built_once, load_script, run
+from helpers import CLI_ENV, REPO, built_once, in_process, load_script, run
 
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
 HALF_RUN = "precision-stochastic_WAE-bf16"  # the stochastic WAE (MMD and variance penalty) in bfloat16
 PRECISION_ROW = ("precision", "stochastic WAE --bf16 vs float32, updates 1-3")
 
 
-def gpu_check(work, *flags):
-    return subprocess.run(["bash", str(SCRIPT), "--cpu", "--work", str(work), *flags], env=CLI_ENV,
-                          capture_output=True, text=True, timeout=900)
+def gpu_check(work):
+    """The script's run on the CPU (``bash scripts/gpu_check.sh --cpu --work WORK``) as a completed process:
+    its Check, whose fairseq commands run in this process and write their logs where the script's runner
+    writes them; the others (the corpus preparation, the launches of 2 gloo workers) through that runner."""
+    check = load_script(REPO / "scripts" / "gpu_check.py").Check(
+        argparse.Namespace(cpu=True, work=str(work), only=None, tolerance_factor=1.0))
+    as_a_process = check.command
+
+    def command(name, cmd, env=None):
+        if name == "prepare" or in_process([str(c) for c in cmd]) is None:
+            return as_a_process(name, cmd, env)
+        result = run(cmd, check=False)
+        (work / f"{name}.log").write_text(result.stdout + result.stderr)
+        return result.returncode, result.stdout + result.stderr
+
+    check.command = command
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = check.run()
+    return subprocess.CompletedProcess(["bash", str(SCRIPT), "--cpu", "--work", str(work)], status,
+                                       printed.getvalue(), "")
 
 
 def table(output):
@@ -31,7 +53,7 @@ def table(output):
 @pytest.fixture(scope="module")
 def passing(tmp_path_factory):
     """(the work folder, the completed run) of the whole script on the CPU, run once for every pytest-xdist
-    worker that takes a test of this file (a module fixture is made again in each: two runs of minutes)."""
+    worker that takes a test of this file (a module fixture is made again in each: two runs of a minute)."""
     return built_once(tmp_path_factory, "gpu_check", lambda work: (work, gpu_check(work)))
 
 
@@ -81,8 +103,6 @@ def test_the_rows_read_back_from_the_logs_pass_and_a_tolerance_of_0_fails_the_pr
 
 def patched(target, name, replacement):
     """A context manager that sets ``target.name`` to ``replacement(original)``."""
-    import contextlib
-
     @contextlib.contextmanager
     def context():
         original = getattr(target, name)

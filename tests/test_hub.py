@@ -7,7 +7,7 @@ import pytest
 import torch
 from sacremoses import MosesDetokenizer
 
-from helpers import CLI_ENV, REPO, USER_DIR, generated_sentences, run
+from helpers import CLI_ENV, REPO, USER_DIR, generated_sentences, run, run_in_process
 
 
 def load_interface(overfit_dae):
@@ -174,22 +174,34 @@ def test_bad_arguments_are_refused_naming_them(hub, overfit_dae, tmp_path):
         assert message in str(caught.value), (message, str(caught.value))
 
 
-def test_the_console_scripts_run_from_outside_the_repository(overfit_dae, tmp_path):
+def test_the_console_scripts_run_from_outside_the_repository(overfit_dae, tmp_path, monkeypatch):
+    """Every console script setup.py declares is installed and names a main that imports; one runs as a real
+    process from another folder, the others in this process there (the installed package, not the
+    repository's folder, on the path either way)."""
     import shutil
+    from importlib.metadata import distribution
 
     data, ckpt, _ = overfit_dae
-    for tool in ("fairseq-wae-prepare", "fairseq-wae-evaluate", "fairseq-wae-interpolate", "fairseq-wae-export"):
+    scripts = {ep.name: ep for ep in distribution("fairseq-wae").entry_points if ep.group == "console_scripts"}
+    assert {"fairseq-wae-prepare", "fairseq-wae-evaluate", "fairseq-wae-interpolate", "fairseq-wae-export",
+            "fairseq-wae-fit-prior", "fairseq-wae-explore"} <= set(scripts)
+    for tool, entry_point in scripts.items():
         assert shutil.which(tool, path=CLI_ENV.get("PATH")), f"{tool} is not installed: pip install -e ."
+        assert callable(entry_point.load()), tool
     a, b = training_sentences(data)[:2]
     out = run(["fairseq-wae-interpolate", "--path", ckpt / "checkpoint_best.pt", "--data", data, a, b, "--steps", "3",
                "--no-tokenize"], cwd=tmp_path).stdout.splitlines()
     assert out[0] == f"0\t{a}" and out[-1] == f"2\t{b}"
-    run(["fairseq-wae-export", "--checkpoint", ckpt / "checkpoint_best.pt", "--data", data, "--out", "model"],
-        cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+
+    def in_here(tool, *args):
+        result = run_in_process(scripts[tool].module, [tool, *map(str, args)])
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+
+    in_here("fairseq-wae-export", "--checkpoint", ckpt / "checkpoint_best.pt", "--data", data, "--out", "model")
     assert (tmp_path / "model" / "model.pt").exists()
     (tmp_path / "s.txt").write_text("\n".join(training_sentences(data)) + "\n")
-    row = run(["fairseq-wae-evaluate", "--samples", tmp_path / "s.txt", "--corpus", tmp_path / "s.txt"],
-              cwd=tmp_path).stdout
-    assert "| s.txt | - | - | 0.000 |" in row
-    run(["fairseq-wae-prepare", "--input", tmp_path / "s.txt", "--out", "prepared", "--split", "0.8,0.1,0.1"], cwd=tmp_path)
+    assert "| s.txt | - | - | 0.000 |" in in_here("fairseq-wae-evaluate", "--samples", "s.txt", "--corpus", "s.txt")
+    in_here("fairseq-wae-prepare", "--input", "s.txt", "--out", "prepared", "--split", "0.8,0.1,0.1")
     assert (tmp_path / "prepared" / "manifest.json").exists()
