@@ -39,12 +39,14 @@ for ((rank = 0; rank < NPROC; rank++)); do
         --ddp-backend "$DDP_BACKEND" --load-checkpoint-on-all-dp-ranks &
     pids+=($!)
 done
+# whichever rank ends first (wait -n): one that fails stops the others at once, whatever its rank, where
+# waiting in rank order would leave a failed rank 1 unseen while rank 0 waits for it in a collective
 status=0
-for pid in "${pids[@]}"; do
-    wait "$pid"
+for _ in "${pids[@]}"; do
+    wait -n
     code=$?
-    if [ "$code" != 0 ]; then
-        [ "$status" = 0 ] && status=$code
+    if [ "$code" != 0 ] && [ "$status" = 0 ]; then
+        status=$code
         kill "${pids[@]}" 2>/dev/null
     fi
 done

@@ -3,6 +3,7 @@ import math
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -29,12 +30,14 @@ def common_flags(arch, criterion):
             "--log-format", "json", "--log-interval", "1", "--no-save", "--disable-validation", "--num-workers", "0"]
 
 
-def launch(data, *flags, backend="legacy_ddp"):
+def launch(data, *flags, backend="legacy_ddp", cwd=None):
+    """The launcher's run, in ``cwd`` (fairseq saves a step that raised as checkpoints/crash.pt there
+    whatever --no-save says: a test whose step raises gives its own folder)."""
     env = {**CLI_ENV, "NPROC": "2", "PORT": str(free_port()), "TIMEOUT": "300", "DDP_BACKEND": backend}
     if backend == "pytorch_ddp":
         env["FAIRSEQ_TRAIN"] = f"{sys.executable} {REPO / 'tests' / 'shims' / 'pytorch_ddp_on_cpu.py'}"
     return subprocess.run(["bash", str(LAUNCHER), str(data), *flags], env=env, capture_output=True, text=True,
-                          timeout=400)
+                          timeout=400, cwd=cwd)
 
 
 #: logged counts, equal to the digit; and the losses and gradient norm, equal to fairseq's printed 3 decimals
@@ -57,10 +60,8 @@ def inner_records(text):
 
 @pytest.mark.parametrize("arch,criterion,flags,compare", [
     ("lstm_ae_tiny", "ae_cross_entropy", ["--word-dropout", "0.2"], True),
-    # the WAE, on the LSTM and the Transformer: the uneven-epoch test below
-    # --mmd-global estimates MMD on the gathered batch: no single-process run computes the same losses
-    # (its per-code gradients are compared below, in process)
-    ("lstm_wae_tiny", "wae_mmd", ["--mmd-lambda", "10", "--mmd-global"], False),
+    # the WAE, on the LSTM and the Transformer: the uneven-epoch test below; --mmd-global: the one-sentence
+    # batch test (what one process logs on the gathered batch) and the per-code gradients, in process
     # annealed fast enough that lambda*KL peaks and stop-at-peak freezes the weight near update 25
     ("lstm_vae_tiny", "vae_kl", ["--kl-anneal", "sigmoid", "--kl-anneal-midpoint", "12", "--kl-anneal-steepness",
                                  "0.25", "--kl-anneal-stop-at-peak", "--word-dropout", "0.1"], True),
@@ -132,9 +133,9 @@ def test_a_bn_vae_from_two_workers_of_either_backend_validates_and_saves_as_one_
     assert (saved[norm + "running_var"] - 1).abs().max() > 0.01
 
 
-# the LSTM on legacy_ddp and --mmd-global's padding run in scripts/gpu_check.py's CPU stand-in (test_gpu_check.py)
-@pytest.mark.parametrize("arch,backend", [("lstm_wae_tiny", "pytorch_ddp"), ("transformer_wae_tiny", "pytorch_ddp"),
-                                          ("transformer_wae_tiny", "legacy_ddp")])
+# each network on pytorch_ddp (the GPU default) here; legacy_ddp on the LSTM and --mmd-global's padding in
+# scripts/gpu_check.py's CPU stand-in (test_gpu_check.py), and on the BN-VAE and the non-finite update below
+@pytest.mark.parametrize("arch,backend", [("lstm_wae_tiny", "pytorch_ddp"), ("transformer_wae_tiny", "pytorch_ddp")])
 def test_n_workers_times_update_freq_k_equal_one_process_times_n_k_with_dropout_and_an_uneven_last_update(
         toy_data, arch, backend):
     """2 workers x --update-freq 3 = 1 process x --update-freq 6, dropout 0.2 and the MMD's draws included,
@@ -151,8 +152,9 @@ def test_n_workers_times_update_freq_k_equal_one_process_times_n_k_with_dropout_
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_non_finite_update_on_two_workers_is_named(toy_data, backend):
-    result = launch(toy_data, *common_flags("lstm_wae_tiny", "wae_mmd"), "--mmd-lambda", "1e38", backend=backend)
+def test_a_non_finite_update_on_two_workers_is_named(toy_data, backend, tmp_path):
+    result = launch(toy_data, *common_flags("lstm_wae_tiny", "wae_mmd"), "--mmd-lambda", "1e38", backend=backend,
+                    cwd=tmp_path)
     assert result.returncode != 0
     assert "non-finite loss at update 1 (cross-entropy" in result.stderr, result.stderr[-3000:]
 
@@ -216,27 +218,23 @@ def test_a_two_process_run_resumes_with_its_saved_stop_at_peak_state(toy_data, t
     assert {float(r["kl_weight"]) for r in records} == {0.3}
 
 
-def test_mmd_global_trains_with_max_tokens_alone_and_validates_larger_batches(toy_data):
-    """--max-tokens without --batch-size (batches of any size: the gather reads their sizes), and
-    validation batches larger than training's."""
-    flags = common_flags("lstm_wae_tiny", "wae_mmd")
-    flags = [f for i, f in enumerate(flags) if f != "--disable-validation" and "--batch-size" not in flags[i - 1:i + 1]]
-    result = launch(toy_data, *flags, "--mmd-global", "--max-tokens", "200", "--batch-size-valid", "64",
-                    "--max-update", "2", "--validate-interval-updates", "2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    records = parse_json_log(result.stdout + result.stderr)
-    assert [r for r in records if "valid_mmd" in r]
-    assert {float(r["mmd_skipped"]) for r in records if "mmd" in r} == {0.0}
-
-
 def test_the_launcher_refuses_bf16_naming_the_route_that_works(toy_data):
     result = launch(toy_data, *common_flags("lstm_wae_tiny", "wae_mmd"), "--bf16")
     assert result.returncode == 2 and "fairseq-hydra-train and common.bf16=true" in result.stderr
 
 
-def test_a_failing_rank_fails_the_launch(toy_data):
-    result = launch(toy_data, *common_flags("lstm_wae_tiny", "wae_mmd"), "--mmd-lambda", "-1")
-    assert result.returncode != 0 and "--mmd-lambda" in result.stderr
+def test_a_failing_rank_fails_the_launch_with_its_status_and_stops_the_others(toy_data, tmp_path):
+    """Rank 1 fails at once while rank 0 would run for a minute: the launch ends with rank 1's status and
+    message, rank 0 stopped (a real rank's refusal through the launcher: the non-finite update's test)."""
+    rank = tmp_path / "rank.sh"
+    rank.write_text('for arg in "$@"; do [ "$previous" = --distributed-rank ] && r=$arg; previous=$arg; done\n'
+                    'if [ "$r" = 1 ]; then echo "rank 1 refused its flags" >&2; exit 3; fi\nexec sleep 60\n')
+    env = {**CLI_ENV, "NPROC": "2", "PORT": str(free_port()), "TIMEOUT": "120", "FAIRSEQ_TRAIN": f"bash {rank}"}
+    start = time.monotonic()
+    result = subprocess.run(["bash", str(LAUNCHER), str(toy_data)], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 3 and "rank 1 refused its flags" in result.stderr, result.stderr[-3000:]
+    assert time.monotonic() - start < 30
 
 
 def _kernel(name):
@@ -390,7 +388,8 @@ def test_per_code_gradients_of_two_workers_equal_one_process(toy_data):
     ("lstm_vae_tiny", "wae_mmd", ["--kl-variance-penalty", "1"], ["--update-freq", "2"]),
     # the MMD of the batch gathered from both workers is that of one process on the concatenated batch
     ("lstm_wae_tiny", "wae_mmd", ["--mmd-global"], ["--batch-size", "3"]),
-    # the same with batches made by --max-tokens alone: 2 + 1 sentences, gathered without padding
+    # the same with batches made by --max-tokens alone: 2 + 1 sentences, gathered without padding (the gather
+    # reads their sizes); and validated, with a --batch-size-valid larger than any training batch
     ("lstm_wae_tiny", "wae_mmd", ["--mmd-global", "--max-tokens"], ["--batch-size", "3"]),
 ])
 def test_a_one_sentence_batch_on_one_worker_logs_what_one_process_logs(tmp_path, arch, criterion, flags, single):
@@ -409,8 +408,14 @@ def test_a_one_sentence_batch_on_one_worker_logs_what_one_process_logs(tmp_path,
         distributed = list(flags)
         i = distributed.index("--batch-size")
         distributed[i:i + 2] = ["--max-tokens", str(2 * max(len(s.split()) + 1 for s in sentences))]
+        distributed.remove("--disable-validation")
+        distributed += ["--batch-size-valid", "64", "--validate-interval-updates", "6"]
     two = launch(data, *distributed)
     assert two.returncode == 0, two.stderr[-3000:]
+    if "--batch-size-valid" in distributed:
+        logged = parse_json_log(two.stdout + two.stderr)
+        assert [r for r in logged if "valid_mmd" in r]
+        assert {float(r["mmd_skipped"]) for r in logged if "mmd" in r} == {0.0}
     one = run(["fairseq-train", data, *flags, "--cpu", *single])
     distributed, alone = inner_records(two.stdout + two.stderr), inner_records(one.stdout + one.stderr)
     assert [int(r["num_updates"]) for r in distributed] == [int(r["num_updates"]) for r in alone] == list(range(1, 7))
