@@ -29,7 +29,8 @@ OUR_SCRIPTS = {REPO / "scripts" / f"{script}.py": f"fairseq_wae.cli.{module}" fo
     ("verify", "verify"), ("fit_prior", "fit_prior"))}
 #: and the scripts that hold their own ``main`` (loaded from the file, as ``python scripts/NAME.py`` runs it)
 SCRIPTS_WITH_MAIN = {REPO / "scripts" / f"{script}.py" for script in (
-    "extract_hypotheses", "latent_coverage", "latent_metrics", "train_lm", "train_word2vec")}
+    "extract_hypotheses", "latent_coverage", "latent_metrics", "train_lm", "train_word2vec")} | {
+    REPO / "examples" / "snli" / "report.py"}
 
 
 def in_process(cmd):
