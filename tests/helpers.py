@@ -33,9 +33,14 @@ SCRIPTS_WITH_MAIN = {REPO / "scripts" / f"{script}.py" for script in (
     REPO / "examples" / "snli" / "report.py"}
 
 
+def in_process_allowed() -> bool:
+    """False under TESTS_IN_PROCESS=0: every command a real process."""
+    return os.environ.get("TESTS_IN_PROCESS", "1") != "0"
+
+
 def in_process(cmd):
     """(the module whose entry point runs ``cmd`` in this process, its sys.argv), or None for a real process."""
-    if os.environ.get("TESTS_IN_PROCESS", "1") == "0":
+    if not in_process_allowed():
         return None
     if cmd[0] in IN_PROCESS:
         return IN_PROCESS[cmd[0]], cmd

@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from fairseq_wae.models.architectures import ARCHITECTURES, CONFIG_DIR, SEARCH_PATH, architecture_yaml, config_path
-from helpers import USER_DIR, configure, generated_sentences, run, run_in_process, train
+from helpers import USER_DIR, configure, generated_sentences, in_process_allowed, run, run_in_process, train
 
 NAMES = sorted(ARCHITECTURES)
 TINY = {"embed_dim": 32, "encoder_hidden_size": 64, "decoder_hidden_size": 64, "latent_dim": 16}
@@ -66,7 +66,7 @@ def hydra_train(folder: Path, data, model, criterion, *overrides, check=True, pr
     write_config(folder, data, model, criterion)
     cmd = ["fairseq-hydra-train", "--config-dir", folder, "--config-name", "run", "optimization.max_update=3",
            *overrides]
-    if process:
+    if process or not in_process_allowed():
         return run(cmd, cwd=folder, check=check)
     result = run_in_process("fairseq_cli.hydra_train", [*map(str, cmd), f"hydra.run.dir={folder}"])
     assert not check or result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
@@ -161,7 +161,11 @@ def test_fairseq_train_after_a_hydra_job_in_the_same_process_builds_from_its_arc
 
     from fairseq_wae.models.architectures import under_hydra_train
 
-    hydra_train(tmp_path / "hydra", toy_data, "lstm_wae_tiny", {"_name": "wae_mmd"})
+    folder = tmp_path / "hydra"  # in this process whatever TESTS_IN_PROCESS says: the process is the point
+    write_config(folder, toy_data, "lstm_wae_tiny", {"_name": "wae_mmd"})
+    assert run_in_process("fairseq_cli.hydra_train", ["fairseq-hydra-train", "--config-dir", str(folder),
+                                                      "--config-name", "run", "optimization.max_update=3",
+                                                      f"hydra.run.dir={folder}"]).returncode == 0
     assert "fairseq_cli.hydra_train" in sys.modules and not under_hydra_train()
     train(toy_data, tmp_path / "after", "--latent-dim", "32", "--max-update", "3", arch="lstm_wae_tiny")
     state = torch.load(tmp_path / "after" / "checkpoint_last.pt", weights_only=True)
