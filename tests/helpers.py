@@ -22,6 +22,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest-xdist's workers take every c
 IN_PROCESS = {"fairseq-train": "fairseq_cli.train", "fairseq-generate": "fairseq_cli.generate",
               "fairseq-validate": "fairseq_cli.validate", "fairseq-preprocess": "fairseq_cli.preprocess",
               "fairseq-interactive": "fairseq_cli.interactive"}
+#: fairseq-hydra-train's module, run in this process by the hydra tests alone (with hydra's run folder theirs)
+HYDRA_TRAIN = "fairseq_cli.hydra_train"
 #: and the plugin's own tools, whose scripts/*.py only call these modules' ``main``
 OUR_SCRIPTS = {REPO / "scripts" / f"{script}.py": f"fairseq_wae.cli.{module}" for script, module in (
     ("prepare_corpus", "prepare_corpus"), ("prepare_snli", "prepare_snli"), ("evaluate", "evaluate"),
@@ -114,8 +116,8 @@ def run_in_process(module_name, argv):
 
     # a script of SCRIPTS_WITH_MAIN, or a module
     module = load_script(module_name) if isinstance(module_name, Path) else importlib.import_module(module_name)
-    fairseqs = module_name in IN_PROCESS.values() or module_name == "fairseq_cli.hydra_train"
-    if module_name == "fairseq_cli.hydra_train":  # hydra's overrides, not flags
+    fairseqs = module_name in IN_PROCESS.values() or module_name == HYDRA_TRAIN
+    if module_name == HYDRA_TRAIN:  # hydra's overrides, not flags
         argv = argv if any(a.startswith("dataset.num_workers=") for a in argv) else [*argv, "dataset.num_workers=0"]
     elif fairseqs and module_name != IN_PROCESS["fairseq-preprocess"] and "--num-workers" not in argv:
         argv = [*argv, "--num-workers", "0"]

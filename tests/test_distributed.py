@@ -30,12 +30,15 @@ def common_flags(arch, criterion):
             "--log-format", "json", "--log-interval", "1", "--no-save", "--disable-validation", "--num-workers", "0"]
 
 
-def launch(data, *flags, backend="legacy_ddp", cwd=None):
+def launch(data, *flags, backend="legacy_ddp", cwd=None, rank_command=None):
     """The launcher's run, in ``cwd`` (fairseq saves a step that raised as checkpoints/crash.pt there
-    whatever --no-save says: a test whose step raises gives its own folder)."""
+    whatever --no-save says: a test whose step raises gives its own folder); ``rank_command``: what each
+    rank runs in place of fairseq-train."""
     env = {**CLI_ENV, "NPROC": "2", "PORT": str(free_port()), "TIMEOUT": "300", "DDP_BACKEND": backend}
     if backend == "pytorch_ddp":
         env["FAIRSEQ_TRAIN"] = f"{sys.executable} {REPO / 'tests' / 'shims' / 'pytorch_ddp_on_cpu.py'}"
+    if rank_command:
+        env["FAIRSEQ_TRAIN"] = rank_command
     return subprocess.run(["bash", str(LAUNCHER), str(data), *flags], env=env, capture_output=True, text=True,
                           timeout=400, cwd=cwd)
 
@@ -229,10 +232,8 @@ def test_a_failing_rank_fails_the_launch_with_its_status_and_stops_the_others(to
     rank = tmp_path / "rank.sh"
     rank.write_text('for arg in "$@"; do [ "$previous" = --distributed-rank ] && r=$arg; previous=$arg; done\n'
                     'if [ "$r" = 1 ]; then echo "rank 1 refused its flags" >&2; exit 3; fi\nexec sleep 60\n')
-    env = {**CLI_ENV, "NPROC": "2", "PORT": str(free_port()), "TIMEOUT": "120", "FAIRSEQ_TRAIN": f"bash {rank}"}
     start = time.monotonic()
-    result = subprocess.run(["bash", str(LAUNCHER), str(toy_data)], env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = launch(toy_data, rank_command=f"bash {rank}")
     assert result.returncode == 3 and "rank 1 refused its flags" in result.stderr, result.stderr[-3000:]
     assert time.monotonic() - start < 30
 

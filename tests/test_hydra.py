@@ -7,7 +7,8 @@ import torch
 from omegaconf import OmegaConf
 
 from fairseq_wae.models.architectures import ARCHITECTURES, CONFIG_DIR, SEARCH_PATH, architecture_yaml, config_path
-from helpers import USER_DIR, configure, generated_sentences, in_process_allowed, run, run_in_process, train
+from helpers import (HYDRA_TRAIN, USER_DIR, configure, generated_sentences, in_process_allowed, run, run_in_process,
+                     train)
 
 NAMES = sorted(ARCHITECTURES)
 TINY = {"embed_dim": 32, "encoder_hidden_size": 64, "decoder_hidden_size": 64, "latent_dim": 16}
@@ -58,17 +59,17 @@ def write_config(folder: Path, data, model, criterion):
     (folder / "run.yaml").write_text(OmegaConf.to_yaml(config))
 
 
-def hydra_train(folder: Path, data, model, criterion, *overrides, check=True, process=False):
+def hydra_train(folder: Path, data, model, criterion, *overrides, check=True, process=None):
     """fairseq-hydra-train on the config ``write_config`` writes to ``folder`` (``--config-dir``/
-    ``--config-name``, hydra's run folder), for 3 updates (a hydra override): through its entry point in
-    this process, or (``process``) as a real process, for what only a process shows (its exit status, what
-    hydra's handler prints)."""
+    ``--config-name``, hydra's run folder), for 3 updates (a hydra override): ``process`` True, as a real
+    process, for what only a process shows (its exit status, what hydra's handler prints); False, through
+    its entry point in this process; None, in this process unless TESTS_IN_PROCESS=0."""
     write_config(folder, data, model, criterion)
     cmd = ["fairseq-hydra-train", "--config-dir", folder, "--config-name", "run", "optimization.max_update=3",
            *overrides]
-    if process or not in_process_allowed():
+    if process or (process is None and not in_process_allowed()):
         return run(cmd, cwd=folder, check=check)
-    result = run_in_process("fairseq_cli.hydra_train", [*map(str, cmd), f"hydra.run.dir={folder}"])
+    result = run_in_process(HYDRA_TRAIN, [*map(str, cmd), f"hydra.run.dir={folder}"])
     assert not check or result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 
@@ -104,7 +105,7 @@ def test_the_shipped_yaml_builds_the_network_arch_builds(toy_data, name):
 # the first as a real process (its exit status and what it prints), the second through the same hydra handler
 # in this process
 @pytest.mark.parametrize("name, criterion, process", [("lstm_wae_tiny", "wae_mmd", True),
-                                                      ("lstm_vae_paper", "vae_kl", False)])
+                                                      ("lstm_vae_paper", "vae_kl", None)])
 def test_a_bare_architecture_name_under_fairseq_hydra_train_is_refused_naming_its_yaml(toy_data, tmp_path, name,
                                                                                         criterion, process):
     result = hydra_train(tmp_path, toy_data, {"_name": name}, {"_name": criterion}, check=False, process=process)
@@ -161,11 +162,8 @@ def test_fairseq_train_after_a_hydra_job_in_the_same_process_builds_from_its_arc
 
     from fairseq_wae.models.architectures import under_hydra_train
 
-    folder = tmp_path / "hydra"  # in this process whatever TESTS_IN_PROCESS says: the process is the point
-    write_config(folder, toy_data, "lstm_wae_tiny", {"_name": "wae_mmd"})
-    assert run_in_process("fairseq_cli.hydra_train", ["fairseq-hydra-train", "--config-dir", str(folder),
-                                                      "--config-name", "run", "optimization.max_update=3",
-                                                      f"hydra.run.dir={folder}"]).returncode == 0
+    # in this process whatever TESTS_IN_PROCESS says: the process is the point
+    hydra_train(tmp_path / "hydra", toy_data, "lstm_wae_tiny", {"_name": "wae_mmd"}, process=False)
     assert "fairseq_cli.hydra_train" in sys.modules and not under_hydra_train()
     train(toy_data, tmp_path / "after", "--latent-dim", "32", "--max-update", "3", arch="lstm_wae_tiny")
     state = torch.load(tmp_path / "after" / "checkpoint_last.pt", weights_only=True)
