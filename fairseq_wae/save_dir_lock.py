@@ -14,6 +14,7 @@ import errno
 import fcntl
 import functools
 import glob
+import importlib.abc
 import json
 import logging
 import os
@@ -216,16 +217,48 @@ def out_of_space_message(save_dir: str, needed: Optional[int]) -> str:
             "command to resume from it")
 
 
+#: fairseq's training entry points the plugin wraps: module, the name of its ``main``
+TRAINING_MAINS = {"fairseq_cli.train": "main", "fairseq_cli.hydra_train": "pre_main"}
+
+
+def wrap_training_main(module) -> None:
+    name = TRAINING_MAINS[module.__name__]
+    if hasattr(module, name):
+        setattr(module, name, release_when_training_ends(getattr(module, name)))
+
+
+class WrapTrainingMainsWhenLoaded(importlib.abc.MetaPathFinder):
+    """Finds fairseq-train's modules as the next finder does and wraps their ``main`` as they load: a
+    Python session that imported the plugin first (``from_pretrained``) gets the wrapped ``main`` for its
+    first training too, whether it calls ``main`` or ``cli_main``."""
+
+    def find_spec(self, name, path, target=None):
+        if name not in TRAINING_MAINS or name in sys.modules:
+            return None
+        for finder in sys.meta_path:
+            spec = finder.find_spec(name, path, target) if finder is not self and hasattr(finder, "find_spec") else None
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                load = spec.loader.exec_module
+
+                def load_and_wrap(module):
+                    load(module)
+                    wrap_training_main(module)
+
+                spec.loader.exec_module = load_and_wrap  # this spec's own loader object
+                return spec
+        return None
+
+
 def release_locks_when_fairseq_train_ends() -> None:
-    """Wraps fairseq-train's ``main`` (and fairseq-hydra-train's) where their modules are loaded, which they
-    are when fairseq's commands import the plugin (--user-dir): fairseq gives a task no call when the
-    training ends. Not imported here otherwise: fairseq_cli.train configures logging when imported."""
-    train = sys.modules.get("fairseq_cli.train")
-    if train is not None:
-        train.main = release_when_training_ends(train.main)
-    hydra_train = sys.modules.get("fairseq_cli.hydra_train")
-    if hydra_train is not None and hasattr(hydra_train, "pre_main"):
-        hydra_train.pre_main = release_when_training_ends(hydra_train.pre_main)
+    """Wraps fairseq-train's ``main`` (and fairseq-hydra-train's), now where their modules are loaded
+    (fairseq's commands import the plugin through --user-dir after them) and as they load otherwise:
+    fairseq gives a task no call when the training ends. Not imported here: fairseq_cli.train configures
+    logging when imported."""
+    for module_name in TRAINING_MAINS:
+        if module_name in sys.modules:
+            wrap_training_main(sys.modules[module_name])
+    if not any(isinstance(finder, WrapTrainingMainsWhenLoaded) for finder in sys.meta_path):
+        sys.meta_path.insert(0, WrapTrainingMainsWhenLoaded())
 
 
 def hold_folder(out: str, what: str, staging_prefix: str, error=CheckpointError) -> int:

@@ -34,7 +34,6 @@ from fairseq_wae.models.autoencoder import SentenceAutoencoderModel
 from fairseq_wae.models.latent import padding_adds_nothing
 from fairseq_wae.options import check_finite_numbers, check_sizes_and_counts, resolved
 from fairseq_wae.interactive import InteractiveSentences, given_bpe, interactive_tokenization_problem, not_a_sentence
-from fairseq_wae.save_dir_lock import release_locks_when_fairseq_train_ends
 
 logger = logging.getLogger(__name__)
 
@@ -372,8 +371,6 @@ class SentenceAutoencodingTask(FairseqTask):
             model, self.model_cfg_in_training, arch = built_afresh
             self.model_in_training, self.criterion_to_check = model, criterion
             if not self.cfg.no_save:
-                # the next trainings of a Python session that loaded the plugin before fairseq-train's module
-                release_locks_when_fairseq_train_ends()
                 self._guard_save_dir(model, arch)
         elif self.saved_progress is not None:
             # fairseq-validate: the schedules where the checkpoint's training left them, so that the
