@@ -157,6 +157,24 @@ def run_in_process(module_name, argv):
     return _subprocess.CompletedProcess(argv, returncode, out.getvalue(), err.getvalue())
 
 
+def start_workers(worker, args, nprocs=2):
+    """``torch.multiprocessing.spawn(worker, (*args, results), nprocs)``; returns ``results``, the dict the
+    workers filled. The workers are forked from a server that imported torch, fairseq and the plugin once
+    for this test process: a spawned worker imports them again (5-9 s of CPU each, most of such a test), a
+    forked one starts at once. Not forked from this process itself: its threads (torch's, pytest's) would
+    be copied in whatever state they are in."""
+    import multiprocessing
+
+    import torch.multiprocessing
+
+    multiprocessing.set_forkserver_preload(["torch", "fairseq", "fairseq_wae", "helpers"])
+    with multiprocessing.get_context("forkserver").Manager() as manager:
+        results = manager.dict()
+        torch.multiprocessing.start_processes(worker, args=(*args, results), nprocs=nprocs, join=True,
+                                              start_method="forkserver")
+        return dict(results)
+
+
 def toy_sentences(n, seed=1):
     out = run([sys.executable, REPO / "scripts" / "make_toy_corpus.py", "--num-sentences", n, "--seed", seed])
     return out.stdout.splitlines()

@@ -5,10 +5,9 @@ same model's forward alone (which has its own: packing the lengths, fairseq's po
 would stall the step."""
 import pytest
 import torch
-import torch.multiprocessing as mp
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from helpers import build, first_batch
+from helpers import build, first_batch, start_workers
 from test_distributed import free_port
 
 SYNCS = {"_local_scalar_dense", "nonzero", "masked_select", "_unique2", "unique_dim", "unique_consecutive",
@@ -83,6 +82,5 @@ def _worker(rank, port, data, results):
 
 
 def test_mmd_global_adds_no_host_sync_on_two_gloo_workers(toy_data):
-    results = mp.Manager().dict()
-    mp.spawn(_worker, args=(free_port(), toy_data, results), nprocs=2, join=True)
+    results = start_workers(_worker, (free_port(), toy_data))
     assert dict(results) == {0: {}, 1: {}}
