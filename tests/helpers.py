@@ -175,6 +175,32 @@ def start_workers(worker, args, nprocs=2):
         return dict(results)
 
 
+FORKED_RANK = REPO / "tests" / "shims" / "forked_rank.py"
+_rank_server = []
+
+
+def forked_ranks(script=None) -> dict:
+    """The environment in which scripts/train_distributed_cpu.sh starts each rank as ``python SCRIPT``
+    (fairseq-train's console script unless ``script`` says) forked from a server of tests/shims/forked_rank.py
+    that imported torch and fairseq once for this test process; under TESTS_IN_PROCESS=0 each rank a new
+    interpreter, as the launcher starts them for a user."""
+    if not in_process_allowed():
+        return {"FAIRSEQ_TRAIN": f"{sys.executable} {script}"} if script else {}
+    if not _rank_server:
+        import atexit
+        import tempfile
+
+        address = os.path.join(tempfile.mkdtemp(prefix="forked-rank-"), "socket")
+        server = _subprocess.Popen([sys.executable, str(FORKED_RANK), "--serve", address], env=CLI_ENV,
+                                   stdout=_subprocess.PIPE, stderr=_subprocess.DEVNULL, text=True)
+        if server.stdout.readline() != "ready\n":
+            raise RuntimeError(f"{FORKED_RANK} did not start (status {server.wait()})")
+        atexit.register(server.kill)
+        _rank_server.append(address)
+    script = script or shutil.which("fairseq-train")
+    return {"FAIRSEQ_TRAIN": f"{sys.executable} {FORKED_RANK} {script}", "FORKED_RANK_SERVER": _rank_server[0]}
+
+
 def toy_sentences(n, seed=1):
     out = run([sys.executable, REPO / "scripts" / "make_toy_corpus.py", "--num-sentences", n, "--seed", seed])
     return out.stdout.splitlines()

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from helpers import CLI_ENV, REPO, USER_DIR, parse_json_log, run, start_workers
+from helpers import CLI_ENV, REPO, USER_DIR, forked_ranks, parse_json_log, run, start_workers
 
 LAUNCHER = REPO / "scripts" / "train_distributed_cpu.sh"
 #: fairseq's two data-parallel backends: legacy_ddp, and pytorch_ddp (the GPU default), which runs on CPU
@@ -30,12 +30,11 @@ def common_flags(arch, criterion):
 
 
 def launch(data, *flags, backend="legacy_ddp", cwd=None, rank_command=None):
-    """The launcher's run, in ``cwd`` (fairseq saves a step that raised as checkpoints/crash.pt there
-    whatever --no-save says: a test whose step raises gives its own folder); ``rank_command``: what each
-    rank runs in place of fairseq-train."""
-    env = {**CLI_ENV, "NPROC": "2", "PORT": str(free_port()), "TIMEOUT": "300", "DDP_BACKEND": backend}
-    if backend == "pytorch_ddp":
-        env["FAIRSEQ_TRAIN"] = f"{sys.executable} {REPO / 'tests' / 'shims' / 'pytorch_ddp_on_cpu.py'}"
+    """The launcher's run, its ranks forked from a server that imported torch and fairseq (helpers.forked_ranks),
+    in ``cwd`` (fairseq saves a step that raised as checkpoints/crash.pt there whatever --no-save says: a
+    test whose step raises gives its own folder); ``rank_command``: what each rank runs in place of fairseq-train."""
+    env = {**CLI_ENV, "NPROC": "2", "PORT": str(free_port()), "TIMEOUT": "300", "DDP_BACKEND": backend,
+           **forked_ranks(REPO / "tests" / "shims" / "pytorch_ddp_on_cpu.py" if backend == "pytorch_ddp" else None)}
     if rank_command:
         env["FAIRSEQ_TRAIN"] = rank_command
     return subprocess.run(["bash", str(LAUNCHER), str(data), *flags], env=env, capture_output=True, text=True,

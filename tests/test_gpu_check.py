@@ -2,9 +2,10 @@
 there (bfloat16 standing in for half precision, 2 gloo workers for 2 GPUs), and each break injected into
 one of its runs fails exactly the row that reads that run. The passing run is the script's own Check with
 its fairseq commands run in this process (each logged to its file, as the script logs them); the corpus
-preparation and the 2-worker launches stay real processes, through the script's own runner. The breaks
-rerun that one run in this process (the break patched in) and read every other run's log from the passing
-run, so that all the tests share one run of the script."""
+preparation and the 2-worker launches stay real processes, through the script's own runner (the ranks
+forked from a server that imported torch and fairseq, helpers.forked_ranks). The breaks rerun that one
+run in this process (the break patched in) and read every other run's log from the passing run, so that
+all the tests share one run of the script."""
 import argparse
 import contextlib
 import io
@@ -14,7 +15,7 @@ import time
 
 import pytest
 
-from helpers import CLI_ENV, REPO, built_once, in_process, load_script, run
+from helpers import CLI_ENV, REPO, built_once, forked_ranks, in_process, load_script, run
 
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
 HALF_RUN = "precision-stochastic_WAE-bf16"  # the stochastic WAE (MMD and variance penalty) in bfloat16
@@ -30,6 +31,8 @@ def gpu_check(work):
     as_a_process = check.command
 
     def command(name, cmd, env=None):
+        if cmd[0] == "bash":  # the launches of 2 workers, their ranks forked (helpers.forked_ranks)
+            return as_a_process(name, cmd, {**(env or {}), **forked_ranks()})
         if name == "prepare" or in_process([str(c) for c in cmd]) is None:
             return as_a_process(name, cmd, env)
         result = run(cmd, check=False)
