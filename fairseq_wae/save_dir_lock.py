@@ -22,6 +22,7 @@ import shutil
 import socket
 import sys
 import threading
+import time
 import weakref
 from typing import Dict, Optional
 
@@ -81,6 +82,17 @@ def read_record(path: str) -> Optional[Dict]:
         pid, _, host = text.strip().partition(" ")
         record = {"pid": int(pid), "host": host or None} if pid.isdigit() else None
     return record if isinstance(record, dict) else None
+
+
+def holders_record(path: str, wait: float = 1.0) -> Optional[Dict]:
+    """The record of the lock file's holder, waiting up to ``wait`` seconds for a holder that has just taken
+    the lock to write it (a refusal that names the training it met is worth a second)."""
+    deadline = time.monotonic() + wait
+    record = read_record(path)
+    while not record and time.monotonic() < deadline:
+        time.sleep(0.02)
+        record = read_record(path)
+    return record
 
 
 def describe_holder(record: Optional[Dict]) -> str:
@@ -151,7 +163,7 @@ def lock_save_dir(save_dir: str, owner=None) -> SaveDirLock:
         if not try_lock(descriptor, save_dir):
             os.close(descriptor)
             raise CheckpointError(
-                f"--save-dir {save_dir} is in use by another training ({describe_holder(read_record(path))}; see "
+                f"--save-dir {save_dir} is in use by another training ({describe_holder(holders_record(path))}; see "
                 f"{path}): two runs would overwrite each other's checkpoints. Wait for it to finish, or use another "
                 "--save-dir. If that training no longer runs, its lock is free already on a local disk; on a network "
                 "file system the server frees a lost node's locks when its lease ends (about 90 s on NFSv4): rerun then")
@@ -164,8 +176,13 @@ def lock_save_dir(save_dir: str, owner=None) -> SaveDirLock:
         os.close(descriptor)  # locked a file its holder removed as it gave the lock back: take the new one
     else:
         raise CheckpointError(f"could not take the lock {path}: it was replaced 10 times while taking it")
-    _remove_interrupted_saves(save_dir)
-    return SaveDirLock(path, descriptor, owner)
+    taken = SaveDirLock(path, descriptor, owner)  # its record first: a training refused meanwhile names it
+    try:
+        _remove_interrupted_saves(save_dir)
+    except BaseException:
+        taken.release()
+        raise
+    return taken
 
 
 def _remove_interrupted_saves(save_dir: str) -> None:

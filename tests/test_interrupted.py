@@ -236,6 +236,27 @@ def test_of_trainings_started_together_one_holds_the_save_dir_and_a_killed_one_l
     run(train_command(data, save_dir, epochs=2, **DAE))
 
 
+def test_a_training_refused_while_the_holder_writes_its_record_names_the_holder(tmp_path):
+    """The holder takes the kernel's lock, then writes who it is: one refused in between waits for that."""
+    import fcntl
+    import threading
+
+    from fairseq_wae.errors import CheckpointError
+    from fairseq_wae.save_dir_lock import lock_save_dir
+
+    descriptor = os.open(tmp_path / LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)  # taken, its record not written yet
+    record = json.dumps({"pid": 4242, "host": "node-a", "started": "2026-12-08T00:00:00+00:00"}) + "\n"
+    writer = threading.Timer(0.3, os.pwrite, (descriptor, record.encode(), 0))
+    writer.start()
+    try:
+        with pytest.raises(CheckpointError, match=r"\(process 4242 on node-a, started 2026-12-08T00:00:00"):
+            lock_save_dir(str(tmp_path))
+    finally:
+        writer.join()
+        os.close(descriptor)
+
+
 NOTEBOOK = textwrap.dedent("""
     import sys
     import fairseq_wae  # loaded before fairseq-train's module, as after from_pretrained in a notebook
