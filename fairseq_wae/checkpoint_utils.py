@@ -30,7 +30,7 @@ from fairseq_wae.models.dictionary_binding import (  # noqa: F401  (also importe
     BINDING_KEY, DictionaryBinding, check_same_dictionary, checkpoint_dictionary, describe, dictionary_fingerprint,
     fingerprint_state, unbound_message,
 )
-from fairseq_wae.save_dir_lock import SaveDirLock, lock_save_dir, out_of_space_message
+from fairseq_wae.save_dir_lock import SaveDirLock, check_save_dir_is_a_folder, lock_save_dir, out_of_space_message
 from fairseq_wae.tokenizer import folder_tokenization
 
 logger = logging.getLogger(__name__)
@@ -288,8 +288,7 @@ def guard_save_dir(save_dir: str, restore_file: str, dictionary_fingerprint: Dic
     under --reset-optimizer) that it was trained with that criterion. Returns the lock taken
     (given back when the training that ``owner`` stands for ends, see :class:`SaveDirLock`), or
     None without ``lock``; a refused run gives it back at once."""
-    if os.path.exists(save_dir) and not os.path.isdir(save_dir):
-        raise CheckpointError(f"--save-dir {save_dir} is a file, not a folder")
+    check_save_dir_is_a_folder(save_dir)
     taken = lock_save_dir(save_dir, owner) if lock else None
     try:
         if lock:

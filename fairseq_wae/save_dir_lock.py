@@ -3,7 +3,7 @@ stands in the way of the next.
 
 The lock is the kernel's (flock; fcntl's record lock where flock is missing) on ``save_dir/fairseq-wae.lock``,
 so it is given back however its training ends: the kernel releases it when the process ends (kill -9
-included), a network file system's server when the node's lease runs out, and a training in a Python
+included; the processes it forks, DataLoader workers, keep no copy: :func:`close_inherited_locks`), a network file system's server when the node's lease runs out, and a training in a Python
 session releases it when fairseq-train's ``main`` returns or raises (:func:`release_when_training_ends`),
 when its task is collected, or when the same thread starts another training (a thread runs one at a time).
 The file also holds a record of the holder (host, process, start time) for the refusal's message; a file
@@ -102,6 +102,25 @@ def describe_holder(record: Optional[Dict]) -> str:
 
 
 _HELD: Dict[str, "SaveDirLock"] = {}  # this process's locks, by the lock file's real path
+_LOCK_DESCRIPTORS = set()  # the descriptors of every lock this process holds (save dirs and folders)
+
+
+def close_inherited_locks() -> None:
+    """In a forked child (a DataLoader worker, a preparation's pool): closes its copies of the parent's lock
+    descriptors, so that a lock ends with the process that took it, ``kill -9`` included, not with its last
+    child (the kernel keeps a flock while any copy of its descriptor is open). The parent's hold is unchanged."""
+    for descriptor in _LOCK_DESCRIPTORS:
+        try:
+            os.close(descriptor)
+        except OSError:
+            pass
+    _LOCK_DESCRIPTORS.clear()
+    for lock in _HELD.values():
+        lock.descriptor = None
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=close_inherited_locks)
 
 
 class SaveDirLock:
@@ -115,6 +134,7 @@ class SaveDirLock:
                        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                        "save_dir": os.path.realpath(os.path.dirname(path))}
         if descriptor is not None:
+            _LOCK_DESCRIPTORS.add(descriptor)
             os.ftruncate(descriptor, 0)
             os.pwrite(descriptor, (json.dumps(self.record) + "\n").encode(), 0)
         _HELD[os.path.realpath(path)] = self
@@ -123,17 +143,17 @@ class SaveDirLock:
 
     def release(self) -> None:
         """Removes the lock file (while still holding it, so no other training has it yet) and gives the
-        lock back. A forked child shares the parent's lock and leaves it to the parent."""
+        lock back (a forked child holds no copy: :func:`close_inherited_locks`)."""
         if _HELD.get(os.path.realpath(self.path)) is self:
             del _HELD[os.path.realpath(self.path)]
         descriptor, self.descriptor = self.descriptor, None
         if descriptor is None:
             return
-        if os.getpid() == self.record["pid"]:
-            try:
-                os.remove(self.path)
-            except OSError:
-                pass
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+        _LOCK_DESCRIPTORS.discard(descriptor)
         os.close(descriptor)
 
     def ended(self) -> bool:
@@ -201,17 +221,25 @@ def release_trainings_of_this_thread() -> None:
         lock.release()
 
 
+def check_save_dir_is_a_folder(save_dir: Optional[str]) -> None:
+    if save_dir and os.path.exists(save_dir) and not os.path.isdir(save_dir):
+        raise CheckpointError(f"--save-dir {save_dir} is a file, not a folder")
+
+
 def release_when_training_ends(main):
     """fairseq-train's ``main`` that gives back the save dir's lock its training took, however it ends
     (a return, an exception a Python session keeps with its traceback, KeyboardInterrupt). A save that
-    ran out of disk space is refused in one line naming the folder, its temporary file removed."""
+    ran out of disk space is refused in one line naming the folder, its temporary file removed; a save dir
+    that is a file, before the training starts."""
     if getattr(main, "releases_save_dir_locks", False):
         return main
 
     @functools.wraps(main)
-    def training(*args, **kwargs):
+    def training(cfg, *args, **kwargs):
+        # before fairseq's own check of the save dir, whose answer to a file is a traceback
+        check_save_dir_is_a_folder(getattr(getattr(cfg, "checkpoint", None), "save_dir", None))
         try:
-            return main(*args, **kwargs)
+            return main(cfg, *args, **kwargs)
         except OSError as e:
             save_dirs = [lock.record["save_dir"] for lock in _locks_of_this_thread()]
             if e.errno != errno.ENOSPC or not save_dirs:
@@ -280,8 +308,9 @@ def release_locks_when_fairseq_train_ends() -> None:
 
 def hold_folder(out: str, what: str, staging_prefix: str, error=CheckpointError) -> int:
     """One writer per folder: an exclusive lock on the folder ``out`` itself (flock), held until the
-    returned descriptor is closed or the process ends, however it ends (nothing stale is left). A second
-    writer is refused, naming the first by the staging folder (``<staging_prefix><pid>``) it writes in."""
+    returned descriptor is given back (:func:`release_folder`) or the process ends, however it ends (nothing
+    stale is left). A second writer is refused, naming the first by the staging folder
+    (``<staging_prefix><pid>``) it writes in."""
     descriptor = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
     if not try_lock(descriptor, out):
         os.close(descriptor)
@@ -290,4 +319,11 @@ def hold_folder(out: str, what: str, staging_prefix: str, error=CheckpointError)
         named = f" (process {', '.join(writers)})" if writers else ""
         raise error(f"{out} is being written by another fairseq-wae command{named} (this {what} would write it "
                     "too): two runs never write one folder; wait for it to finish, or choose another folder")
+    _LOCK_DESCRIPTORS.add(descriptor)
     return descriptor
+
+
+def release_folder(descriptor: int) -> None:
+    """Gives back a folder taken by :func:`hold_folder`."""
+    _LOCK_DESCRIPTORS.discard(descriptor)
+    os.close(descriptor)

@@ -353,6 +353,9 @@ def test_wrong_files_and_flags_get_a_sentence(prepared, tmp_path):
     a_file.write_text("x")
     assert f"the data folder {a_file} is a file" in failure(
         train_command(a_file, tmp_path / "c", arch="lstm_ae_tiny", criterion="ae_cross_entropy"))
+    saved_to_a_file = run(train_command(data, a_file, arch="lstm_ae_tiny", criterion="ae_cross_entropy"), check=False)
+    assert saved_to_a_file.returncode == 2 and "Traceback" not in saved_to_a_file.stderr
+    assert f"--save-dir {a_file} is a file, not a folder" in saved_to_a_file.stderr  # before fairseq's own check
     assert f"--out {a_file} is a file, not a folder" in failure(
         [*PREPARE_CORPUS, "--input", data / "train.txt", "--out", a_file])
     assert f"{data} is a folder, not a text file" in failure(

@@ -257,6 +257,48 @@ def test_a_training_refused_while_the_holder_writes_its_record_names_the_holder(
         os.close(descriptor)
 
 
+FORKING_HOLDER = textwrap.dedent("""
+    import os, sys, time
+    from fairseq_wae.save_dir_lock import hold_folder, lock_save_dir
+
+    lock_save_dir(sys.argv[1])
+    hold_folder(sys.argv[2], "export", "export-")
+    if os.fork() == 0:  # as a DataLoader worker, or a preparation's pool, is forked while the locks are held
+        time.sleep(120)
+        os._exit(0)
+    print("held", flush=True)
+    time.sleep(120)
+""")
+
+
+def test_a_killed_training_leaves_no_lock_with_the_processes_it_forked(tmp_path):
+    """The kernel keeps a flock while any copy of its descriptor is open: a forked child closes its copies,
+    so the save dir and a held folder are free the moment their holder is killed, whatever it forked."""
+    import fcntl
+    import signal
+
+    save_dir, folder = tmp_path / "ckpt", tmp_path / "export"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", FORKING_HOLDER, str(save_dir), str(folder)],
+                              stdout=subprocess.PIPE, text=True, env=CLI_ENV, start_new_session=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert not lock_is_free(save_dir)
+        holder.kill()
+        holder.wait()
+        assert lock_is_free(save_dir)  # the child that sleeps on holds no copy
+        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(descriptor)
+    finally:
+        try:
+            os.killpg(holder.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 NOTEBOOK = textwrap.dedent("""
     import sys
     import fairseq_wae  # loaded before fairseq-train's module, as after from_pretrained in a notebook

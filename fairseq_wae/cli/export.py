@@ -21,7 +21,7 @@ import shutil
 from fairseq_wae.dictionary import load_dictionary
 from fairseq_wae.errors import Refusal, command
 from fairseq_wae.lines import text_file_lines
-from fairseq_wae.save_dir_lock import hold_folder
+from fairseq_wae.save_dir_lock import hold_folder, release_folder
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def export(checkpoint: str, data: str, out: str, evaluation: str = None, force: 
     try:
         return _export(checkpoint, data, out, evaluation, force, prior)
     finally:
-        os.close(writer)
+        release_folder(writer)
         if new_folder and os.path.isdir(out) and not os.listdir(out):
             os.rmdir(out)
 

@@ -16,7 +16,7 @@ from fairseq_wae.preprocess.readers import CorpusError, ReadReport
 from fairseq_wae.preprocess.splits import parse_split, split_parts, write_splits
 from fairseq_wae.preprocess.staging import _remove_stale_staging, finish_interrupted_preparation, replace_corpus
 from fairseq_wae.preprocess.tokenize import TokenizedSentences, tokenize_into
-from fairseq_wae.save_dir_lock import hold_folder
+from fairseq_wae.save_dir_lock import hold_folder, release_folder
 from fairseq_wae.tokenizer import DESCRIPTION as TOKENIZER_DESCRIPTION
 
 logger = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def prepare(inputs: Sequence[str], sentences: Iterable[str], out: str, *, num_se
     try:
         return _prepare_held(out, head, sentences, reports, build, force, strict)
     finally:
-        os.close(writer)
+        release_folder(writer)
         if not out_existed and os.path.isdir(out) and not os.listdir(out):
             os.rmdir(out)  # made by this run, which wrote nothing
 
