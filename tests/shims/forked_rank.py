@@ -48,7 +48,7 @@ def client(script, args):
     sys.exit(int(status) if status else 128 + (received[-1] if received else signal.SIGKILL))
 
 
-def run_forked(connection, request):
+def run_forked(request):
     """In the forked process: become ``python SCRIPT ARGS`` and run it; returns its exit status."""
     import atexit
     import runpy
@@ -123,7 +123,7 @@ def serve(address):
             connection.sendall(f"{os.getpid()}\n".encode())
             status = 1
             try:
-                status = run_forked(connection, request)
+                status = run_forked(request)
             finally:
                 for stream in (sys.stdout, sys.stderr):
                     try:
